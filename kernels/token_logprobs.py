@@ -1,0 +1,477 @@
+"""Per-token log-probs of chosen tokens, fused with the LM head: the N x V logits never exist.
+
+    logp[i] = log_softmax(hidden @ weight.T / T)[i, targets[i]]
+    ent[i]  = -sum_j p[i, j] log p[i, j]            (optional)
+
+Backends (see `_dispatch.resolve_backend`):
+
+* triton: forward tiles (token block x vocab split), an online log-sum-exp per token over
+  the split's vocab blocks, partials combined per token; it saves only lse (and E[z] for the
+  entropy). Backward recomputes each (token block x vocab block) logits tile, forms
+  dlogits = (onehot - p) * g / T (minus g_ent * p * (z - E[z]) / T) and accumulates
+  dhidden += dlogits @ W and dW += dlogits^T @ hidden with fp32 atomics (the
+  cut-cross-entropy scheme).
+* torch: the same algorithm over token chunks with BLAS matmuls (chunk * V fp32 ~ 64 MiB),
+  backward recomputes each chunk's logits.
+* reference: full fp32 logits, log_softmax, gather.
+
+All accumulate in fp32 (float64 inputs stay float64 on torch/reference, for gradcheck).
+"""
+from __future__ import annotations
+
+import torch
+
+from ._dispatch import check_launchable, resolve_backend, tl, triton, triton_interpret
+
+# ---------------------------------------------------------------------------------------------
+# Tuned constants
+# ---------------------------------------------------------------------------------------------
+# GPU tiles: NOT yet swept on hardware (the dev machine has no GPU). 64x128 tiles with
+# BLOCK_H=64 and 8 warps are the cut-cross-entropy / Liger defaults for bf16 on A100/H100;
+# `benchmarks/bench_logprobs.py --sweep` times alternatives.
+_FWD_BLOCKS = dict(BLOCK_N=64, BLOCK_V=128, BLOCK_H=64, num_warps=8, num_stages=3)
+_BWD_BLOCKS = dict(BLOCK_N=64, BLOCK_V=128, BLOCK_H=64, GROUP_N=8, num_warps=8, num_stages=3)
+# 16-bit inputs: dlogits enter the two gradient dots as a bf16 hi + lo pair (5 dots in the
+# backward instead of 3). Interpreter emulation, N=37 V=290 H=40 bf16: dhidden error vs the
+# fp32 reference 2.5e-3 with one rounding, 1.6e-3 with the pair (= the final bf16 rounding).
+_BWD_SPLIT_D = True
+# Under TRITON_INTERPRET every op is a numpy call per program: smallest legal tl.dot tiles.
+_INTERPRET_FWD = dict(BLOCK_N=16, BLOCK_V=32, BLOCK_H=16)
+_INTERPRET_BWD = dict(BLOCK_N=16, BLOCK_V=32, BLOCK_H=16, GROUP_N=2)
+# Forward programs per SM: vocab splits are added until the grid reaches this many per SM.
+_FWD_PROGRAMS_PER_SM = 4
+# torch path: token rows per chunk from a byte budget for one fp32 (C, V) logits chunk.
+# CPU sweep, N=4096 H=256 V=32000 fp32 fwd+bwd, medians of 3 interleaved rounds on the 2-core
+# dev box (loaded by other jobs): 1 thread: naive 5.6 s; 128/256/512/1024/2048 rows
+# 3.8/3.5/3.6/3.6/3.7 s. 2 threads: naive 4.1 s; 256/512/1024 rows 5.0/4.1/3.8 s (every
+# parallel op waits for a time slice, so fewer, larger chunks win). 64 MiB = 524 rows here.
+# CUDA: not swept; 512 MiB keeps GEMMs >= ~900 rows at V=152k.
+_TORCH_CHUNK_BYTES = {"cpu": 64 << 20, "cuda": 512 << 20}
+
+
+# ---------------------------------------------------------------------------------------------
+# Triton kernels
+# ---------------------------------------------------------------------------------------------
+@triton.jit
+def _token_logprobs_fwd_kernel(
+    x_ptr, w_ptr, tgt_ptr,                      # (N, H), (V, H), (N,) int64
+    m_ptr, l_ptr, s_ptr, zt_ptr,                # (S, N) fp32 partials of vocab split S
+    N, V, H, stride_xn, stride_wv, blocks_per_split, inv_temp,
+    WITH_ENTROPY: tl.constexpr, DOT_PRECISION: tl.constexpr, DOT_F32: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = rows < N
+    tgt = tl.load(tgt_ptr + rows, mask=row_ok, other=-1)
+    offs_h = tl.arange(0, BLOCK_H)
+    x_rows = x_ptr + rows.to(tl.int64)[:, None] * stride_xn
+
+    m = tl.full([BLOCK_N], float("-inf"), tl.float32)   # running max of z
+    l = tl.zeros([BLOCK_N], tl.float32)                  # sum exp(z - m)
+    s = tl.zeros([BLOCK_N], tl.float32)                  # sum exp(z - m) * z
+    zt = tl.full([BLOCK_N], float("-inf"), tl.float32)   # z at the target, if in this split
+    n_vblocks = tl.cdiv(V, BLOCK_V)
+    vb_lo = pid_s * blocks_per_split
+    vb_hi = tl.minimum(vb_lo + blocks_per_split, n_vblocks)  # launcher: every split non-empty
+    for vb in range(vb_lo, vb_hi):
+        cols = vb * BLOCK_V + tl.arange(0, BLOCK_V)
+        col_ok = cols < V
+        w_rows = w_ptr + cols.to(tl.int64)[:, None] * stride_wv
+        acc = tl.zeros([BLOCK_N, BLOCK_V], tl.float32)
+        for h0 in range(0, H, BLOCK_H):
+            hh = h0 + offs_h
+            h_ok = hh < H
+            x = tl.load(x_rows + hh[None, :], mask=row_ok[:, None] & h_ok[None, :], other=0.0)
+            w = tl.load(w_rows + hh[None, :], mask=col_ok[:, None] & h_ok[None, :], other=0.0)
+            if DOT_F32:
+                x, w = x.to(tl.float32), w.to(tl.float32)
+            acc = tl.dot(x, tl.trans(w), acc, input_precision=DOT_PRECISION)
+        z = tl.where(col_ok[None, :], acc * inv_temp, float("-inf"))  # (BLOCK_N, BLOCK_V)
+        m_new = tl.maximum(m, tl.max(z, axis=1))  # finite: each block has a valid column
+        alpha = tl.exp(m - m_new)
+        p = tl.exp(z - m_new[:, None])
+        l = l * alpha + tl.sum(p, axis=1)
+        if WITH_ENTROPY:
+            s = s * alpha + tl.sum(p * tl.where(col_ok[None, :], z, 0.0), axis=1)
+        hit = cols[None, :] == tgt[:, None]
+        zt = tl.maximum(zt, tl.max(tl.where(hit, z, float("-inf")), axis=1))
+        m = m_new
+    out = pid_s * N + rows
+    tl.store(m_ptr + out, m, mask=row_ok)
+    tl.store(l_ptr + out, l, mask=row_ok)
+    tl.store(zt_ptr + out, zt, mask=row_ok)
+    if WITH_ENTROPY:
+        tl.store(s_ptr + out, s, mask=row_ok)
+
+
+@triton.jit
+def _token_logprobs_bwd_kernel(
+    x_ptr, w_ptr, lse_ptr, ez_ptr, g_ptr, ge_ptr,            # (N, H), (V, H), (N,) x 4
+    dx_ptr, dw_ptr,                                          # fp32 (N, H), (V, H), zeroed
+    N, V, H, stride_xn, stride_wv, stride_dxn, stride_dwv, inv_temp,
+    WITH_ENTROPY: tl.constexpr, NEED_DX: tl.constexpr, NEED_DW: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, DOT_F32: tl.constexpr, SPLIT_D: tl.constexpr,
+    GROUP_N: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
+):
+    # Grouped order: GROUP_N token blocks sweep the vocab together, so their hidden rows and
+    # dhidden accumulators stay in L2 while W streams (the matmul-tutorial swizzle).
+    pid = tl.program_id(0)
+    n_nb = tl.cdiv(N, BLOCK_N)
+    n_vb = tl.cdiv(V, BLOCK_V)
+    per_group = GROUP_N * n_vb
+    first_n = (pid // per_group) * GROUP_N
+    group = tl.minimum(n_nb - first_n, GROUP_N)
+    pid_n = first_n + (pid % per_group) % group
+    pid_v = (pid % per_group) // group
+
+    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    cols = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
+    row_ok = rows < N
+    col_ok = cols < V
+    offs_h = tl.arange(0, BLOCK_H)
+    x_rows = x_ptr + rows.to(tl.int64)[:, None] * stride_xn
+    w_rows = w_ptr + cols.to(tl.int64)[:, None] * stride_wv
+
+    acc = tl.zeros([BLOCK_N, BLOCK_V], tl.float32)
+    for h0 in range(0, H, BLOCK_H):
+        hh = h0 + offs_h
+        h_ok = hh < H
+        x = tl.load(x_rows + hh[None, :], mask=row_ok[:, None] & h_ok[None, :], other=0.0)
+        w = tl.load(w_rows + hh[None, :], mask=col_ok[:, None] & h_ok[None, :], other=0.0)
+        if DOT_F32:
+            x, w = x.to(tl.float32), w.to(tl.float32)
+        acc = tl.dot(x, tl.trans(w), acc, input_precision=DOT_PRECISION)
+    z = acc * inv_temp                                          # (BLOCK_N, BLOCK_V)
+    lse = tl.load(lse_ptr + rows, mask=row_ok, other=0.0)
+    g = tl.load(g_ptr + rows, mask=row_ok, other=0.0)          # 0 on masked tokens
+    p = tl.exp(z - lse[:, None])
+    d = -g[:, None] * p  # the onehot part g at the target: added by the launcher, in fp32
+    if WITH_ENTROPY:
+        ge = tl.load(ge_ptr + rows, mask=row_ok, other=0.0)
+        ez = tl.load(ez_ptr + rows, mask=row_ok, other=0.0)
+        d -= ge[:, None] * p * (z - ez[:, None])
+    d = tl.where(row_ok[:, None] & col_ok[None, :], d * inv_temp, 0.0)
+    # Tensor-core operands. Rounding d to bf16 once costs ~1e-3 relative in dx / dw (on top
+    # of the ~1.6e-3 of the final bf16 rounding); SPLIT_D keeps it exact to ~2^-16 as a
+    # bf16 hi + lo pair, one more dot each. fp32 inputs: d stays fp32, SPLIT_D is off.
+    d_hi = d.to(x_ptr.dtype.element_ty)
+    d_lo = (d - d_hi.to(tl.float32)).to(x_ptr.dtype.element_ty)
+    if DOT_F32:
+        d_hi, d_lo = d_hi.to(tl.float32), d_lo.to(tl.float32)
+
+    for h0 in range(0, H, BLOCK_H):
+        hh = h0 + offs_h
+        h_ok = hh < H
+        if NEED_DX:
+            w = tl.load(w_rows + hh[None, :], mask=col_ok[:, None] & h_ok[None, :], other=0.0)
+            if DOT_F32:
+                w = w.to(tl.float32)
+            dx = tl.dot(d_hi, w, input_precision=DOT_PRECISION)   # (BLOCK_N, BLOCK_H)
+            if SPLIT_D:
+                dx = tl.dot(d_lo, w, dx, input_precision=DOT_PRECISION)
+            dx_ptrs = dx_ptr + rows.to(tl.int64)[:, None] * stride_dxn + hh[None, :]
+            tl.atomic_add(dx_ptrs, dx, mask=row_ok[:, None] & h_ok[None, :], sem="relaxed")
+        if NEED_DW:
+            x = tl.load(x_rows + hh[None, :], mask=row_ok[:, None] & h_ok[None, :], other=0.0)
+            if DOT_F32:
+                x = x.to(tl.float32)
+            dw = tl.dot(tl.trans(d_hi), x, input_precision=DOT_PRECISION)  # (BLOCK_V, BLOCK_H)
+            if SPLIT_D:
+                dw = tl.dot(tl.trans(d_lo), x, dw, input_precision=DOT_PRECISION)
+            dw_ptrs = dw_ptr + cols.to(tl.int64)[:, None] * stride_dwv + hh[None, :]
+            tl.atomic_add(dw_ptrs, dw, mask=col_ok[:, None] & h_ok[None, :], sem="relaxed")
+
+
+# ---------------------------------------------------------------------------------------------
+# Launchers
+# ---------------------------------------------------------------------------------------------
+def _dot_args(dtype: torch.dtype) -> dict:
+    # fp32 inputs: exact fp32 products (tf32 would cost ~1e-3 relative); 16-bit: tensor cores.
+    # The interpreter's 16-bit tl.dot is wrong (bf16 off by 1e10 in triton 3.9): it gets fp32
+    # operands holding the same 16-bit values instead.
+    return dict(DOT_PRECISION="ieee" if dtype == torch.float32 else "tf32",
+                DOT_F32=triton_interpret() and dtype != torch.float32)
+
+
+def _check_triton_inputs(x: torch.Tensor, w: torch.Tensor) -> None:
+    if x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise TypeError(f"token_logprobs(backend='triton'): hidden dtype {x.dtype} unsupported; "
+                        "use fp32/bf16/fp16 or backend='torch'")
+    check_launchable(_token_logprobs_fwd_kernel, x.device)
+
+
+def _token_logprobs_fwd_triton(x, w, tgt, inv_temp: float, with_entropy: bool):
+    """x (N, H), w (V, H) unit-stride rows, tgt (N,) int64 -> lse, zt, ez (N,) fp32."""
+    _check_triton_inputs(x, w)
+    N, H = x.shape
+    V = w.shape[0]
+    cfg = dict(_INTERPRET_FWD if triton_interpret() else _FWD_BLOCKS)
+    n_nb = triton.cdiv(N, cfg["BLOCK_N"])
+    n_vb = triton.cdiv(V, cfg["BLOCK_V"])
+    if x.is_cuda:
+        sms = torch.cuda.get_device_properties(x.device).multi_processor_count
+    else:
+        sms = 1  # interpreter: still two+ splits on tiny inputs, so the combine is tested
+    splits = max(1, min(n_vb, triton.cdiv(_FWD_PROGRAMS_PER_SM * sms, n_nb)))
+    per_split = triton.cdiv(n_vb, splits)
+    splits = triton.cdiv(n_vb, per_split)  # no empty split
+    part = torch.empty((4, splits, N), device=x.device, dtype=torch.float32)  # m, l, s, zt
+    m, l, s, zt = part.unbind(0)
+    _token_logprobs_fwd_kernel[(n_nb, splits)](
+        x, w, tgt, m, l, s, zt,
+        N, V, H, x.stride(0), w.stride(0), per_split, inv_temp,
+        WITH_ENTROPY=with_entropy, **_dot_args(x.dtype), **cfg,
+    )
+    m_max = m.amax(0)                                   # (N,)
+    scale = torch.exp(m - m_max)                        # (S, N)
+    l_tot = (l * scale).sum(0)
+    lse = m_max + torch.log(l_tot)
+    ez = (s * scale).sum(0) / l_tot if with_entropy else None
+    return lse, zt.amax(0), ez
+
+
+def _token_logprobs_bwd_triton(x, w, tgt, lse, ez, g, ge, inv_temp, need_dx, need_dw):
+    """Gradients of sum(g * logp + ge * ent) -> dx (N, H), dw (V, H) in the input dtype.
+
+    The kernel accumulates the dense part -p (g + ge (z - E z)) / T; the onehot part
+    g / T at each target is an (N, H) gather / scatter added here in fp32.
+    """
+    N, H = x.shape
+    V = w.shape[0]
+    cfg = dict(_INTERPRET_BWD if triton_interpret() else _BWD_BLOCKS)
+    dx = torch.zeros((N, H), device=x.device, dtype=torch.float32) if need_dx else None
+    dw = torch.zeros((V, H), device=x.device, dtype=torch.float32) if need_dw else None
+    dx_arg = dx if need_dx else x
+    dw_arg = dw if need_dw else w
+    with_entropy = ge is not None
+    grid = (triton.cdiv(N, cfg["BLOCK_N"]) * triton.cdiv(V, cfg["BLOCK_V"]),)
+    _token_logprobs_bwd_kernel[grid](
+        x, w, lse, ez if with_entropy else lse, g, ge if with_entropy else g,
+        dx_arg, dw_arg,
+        N, V, H, x.stride(0), w.stride(0), dx_arg.stride(0), dw_arg.stride(0), inv_temp,
+        WITH_ENTROPY=with_entropy, NEED_DX=need_dx, NEED_DW=need_dw,
+        SPLIT_D=_BWD_SPLIT_D and x.dtype != torch.float32,
+        **_dot_args(x.dtype), **cfg,
+    )
+    g_t = (g * inv_temp)[:, None]                                   # (N, 1)
+    if need_dx:
+        dx.add_(w.index_select(0, tgt).float() * g_t)                # (N, H)
+    if need_dw:
+        dw.index_add_(0, tgt, x.float() * g_t)
+    return (dx.to(x.dtype) if need_dx else None), (dw.to(w.dtype) if need_dw else None)
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _chunk_rows(V: int, chunk_size: int | None, device: torch.device) -> int:
+    budget = _TORCH_CHUNK_BYTES.get(device.type, _TORCH_CHUNK_BYTES["cpu"])
+    return chunk_size if chunk_size else max(1, budget // (4 * V))
+
+
+def _token_logprobs_fwd_torch(x, w, tgt, inv_temp: float, with_entropy: bool, chunk: int):
+    """Chunked forward: per chunk (C, V) logits in fp32, in-place log-sum-exp, gather."""
+    N = x.shape[0]
+    cdt = _compute_dtype(x.dtype)
+    wc = w.to(cdt)                                          # (V, H), upcast once
+    lse = torch.empty(N, device=x.device, dtype=cdt)
+    zt = torch.empty(N, device=x.device, dtype=cdt)
+    ez = torch.empty(N, device=x.device, dtype=cdt) if with_entropy else None
+    buf = torch.empty((min(chunk, N), w.shape[0]), device=x.device, dtype=cdt)
+    ebuf = torch.empty_like(buf) if with_entropy else None
+    for i0 in range(0, N, chunk):
+        i1 = min(N, i0 + chunk)
+        z = torch.addmm(buf[: i1 - i0], x[i0:i1].to(cdt), wc.t(), beta=0, alpha=inv_temp,
+                        out=buf[: i1 - i0])                 # (C, V) logits / T
+        zt[i0:i1] = z.gather(1, tgt[i0:i1, None]).squeeze(1)
+        zmax = z.amax(1, keepdim=True)                      # (C, 1)
+        y = z.sub_(zmax)                                    # z - max, in place
+        if with_entropy:
+            e = torch.exp(y, out=ebuf[: i1 - i0])
+            sumexp = e.sum(1)
+            ey = e.mul_(y).sum(1)                           # sum e * (z - max)
+            lse[i0:i1] = zmax.squeeze(1) + sumexp.log()
+            ez[i0:i1] = zmax.squeeze(1) + ey / sumexp
+        else:
+            lse[i0:i1] = zmax.squeeze(1) + y.exp_().sum(1).log_()
+    return lse, zt, ez
+
+
+def _token_logprobs_bwd_torch(x, w, tgt, lse, ez, g, ge, inv_temp, need_dx, need_dw, chunk):
+    """Chunked backward: recompute each chunk's logits, dlogits in place, two matmuls."""
+    N, H = x.shape
+    cdt = _compute_dtype(x.dtype)
+    wc = w.to(cdt)
+    dx = torch.empty((N, H), device=x.device, dtype=cdt) if need_dx else None
+    dw = torch.zeros(w.shape, device=x.device, dtype=cdt) if need_dw else None
+    buf = torch.empty((min(chunk, N), w.shape[0]), device=x.device, dtype=cdt)
+    ebuf = torch.empty_like(buf) if ge is not None else None
+    for i0 in range(0, N, chunk):
+        i1 = min(N, i0 + chunk)
+        xc = x[i0:i1].to(cdt)
+        z = torch.addmm(buf[: i1 - i0], xc, wc.t(), beta=0, alpha=inv_temp, out=buf[: i1 - i0])
+        y = z.sub_(lse[i0:i1, None])                        # log p
+        gc = g[i0:i1, None]
+        if ge is not None:
+            # d = [g onehot - p (g + ge (z - E z))] / T, with z - E z = log p + ent
+            gec = ge[i0:i1, None]
+            coef = torch.mul(y, gec, out=ebuf[: i1 - i0]).add_(gc + gec * (lse - ez)[i0:i1, None])
+            d = y.exp_().mul_(coef).mul_(-inv_temp)
+        else:
+            d = y.exp_().mul_(gc * -inv_temp)               # -p g / T
+        d.scatter_add_(1, tgt[i0:i1, None], gc * inv_temp)  # + onehot g / T
+        if need_dx:
+            torch.mm(d, wc, out=dx[i0:i1])
+        if need_dw:
+            dw.addmm_(d.t(), xc)
+    return (dx.to(x.dtype) if need_dx else None), (dw.to(w.dtype) if need_dw else None)
+
+
+# ---------------------------------------------------------------------------------------------
+# PyTorch reference
+# ---------------------------------------------------------------------------------------------
+def token_logprobs_reference(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    mask: torch.Tensor | None = None,
+    return_entropy: bool = False,
+    backend: str | None = None,
+    chunk_size: int | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Naive oracle: full (N, V) logits in fp32 (fp64 for fp64 inputs), log_softmax, gather.
+
+    Same signature as `token_logprobs`; `backend` and `chunk_size` are ignored.
+    """
+    cdt = _compute_dtype(hidden.dtype)
+    H = hidden.shape[-1]
+    x = hidden.reshape(-1, H).to(cdt)
+    tgt = targets.reshape(-1)
+    m = None if mask is None else mask.reshape(-1)
+    if m is not None:
+        tgt = tgt.masked_fill(~m, 0)
+    logp_all = torch.log_softmax(x @ weight.to(cdt).t() / temperature, dim=-1)  # (N, V)
+    logp = logp_all.gather(1, tgt[:, None]).squeeze(1)
+    ent = -(logp_all.exp() * logp_all).sum(-1)
+    if m is not None:
+        zero = logp.new_zeros(())
+        logp, ent = torch.where(m, logp, zero), torch.where(m, ent, zero)
+    logp, ent = logp.reshape(targets.shape), ent.reshape(targets.shape)
+    return (logp, ent) if return_entropy else logp
+
+
+# ---------------------------------------------------------------------------------------------
+# Autograd Function
+# ---------------------------------------------------------------------------------------------
+class TokenLogprobsFunction(torch.autograd.Function):
+    """(x (N, H), w (V, H), tgt (N,), mask (N,) | None) -> logp (N,), ent (N,) or (0,)."""
+
+    @staticmethod
+    def forward(ctx, x, w, tgt, mask, temperature, with_entropy, backend, chunk):
+        inv_temp = 1.0 / temperature
+        if backend == "triton":
+            lse, zt, ez = _token_logprobs_fwd_triton(x, w, tgt, inv_temp, with_entropy)
+        else:
+            lse, zt, ez = _token_logprobs_fwd_torch(x, w, tgt, inv_temp, with_entropy, chunk)
+        logp = zt - lse
+        ent = lse - ez if with_entropy else logp.new_empty(0)
+        if mask is not None:
+            logp.masked_fill_(~mask, 0.0)
+            if with_entropy:
+                ent.masked_fill_(~mask, 0.0)
+        ctx.save_for_backward(x, w, tgt, mask, lse, ez)
+        ctx.inv_temp, ctx.backend, ctx.chunk = inv_temp, backend, chunk
+        ctx.set_materialize_grads(False)
+        return logp, ent
+
+    @staticmethod
+    def backward(ctx, g_logp, g_ent):
+        x, w, tgt, mask, lse, ez = ctx.saved_tensors
+        need_dx, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if (g_logp is None and g_ent is None) or not (need_dx or need_dw):
+            return None, None, None, None, None, None, None, None
+        g = torch.zeros_like(lse) if g_logp is None else g_logp.to(lse.dtype)
+        ge = None if (g_ent is None or ez is None) else g_ent.to(lse.dtype)
+        if mask is not None:
+            g = g.masked_fill(~mask, 0.0)
+            ge = None if ge is None else ge.masked_fill(~mask, 0.0)
+        g, ge = g.contiguous(), (None if ge is None else ge.contiguous())
+        if ctx.backend == "triton":
+            dx, dw = _token_logprobs_bwd_triton(x, w, tgt, lse, ez, g, ge, ctx.inv_temp,
+                                                need_dx, need_dw)
+        else:
+            dx, dw = _token_logprobs_bwd_torch(x, w, tgt, lse, ez, g, ge, ctx.inv_temp,
+                                               need_dx, need_dw, ctx.chunk)
+        return dx, dw, None, None, None, None, None, None
+
+
+# ---------------------------------------------------------------------------------------------
+# Public function
+# ---------------------------------------------------------------------------------------------
+def token_logprobs(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    mask: torch.Tensor | None = None,
+    return_entropy: bool = False,
+    backend: str | None = None,
+    chunk_size: int | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability of each target token under softmax(hidden @ weight.T / temperature).
+
+    Args:
+        hidden: (..., H) fp32/bf16/fp16 final hidden states (fp64 on torch/reference only).
+        weight: (V, H) LM-head weight, same dtype as `hidden`.
+        targets: (...) int64 token ids in [0, V) (any value where `mask` is False).
+        temperature: softmax temperature T > 0 (logits are divided by it).
+        mask: optional (...) bool; False tokens output 0 and get zero gradient.
+        return_entropy: also return the entropy (nats) of each token's distribution.
+        backend: "triton" | "torch" | "reference" | None (auto, see `_dispatch`).
+        chunk_size: torch backend only: token rows per logits chunk (default: 64 MiB of fp32
+            logits on CPU, 512 MiB on CUDA).
+
+    Returns:
+        logp (...) fp32 log-probs (nats, <= 0), and entropy (...) fp32 if `return_entropy`.
+        fp64 inputs give fp64 outputs. Differentiable w.r.t. `hidden` and `weight`, through
+        both outputs. The (N, V) logits are never materialised (except backend="reference").
+    """
+    if hidden.shape[-1] != weight.shape[-1] or weight.dim() != 2:
+        raise ValueError(f"hidden {tuple(hidden.shape)} and weight {tuple(weight.shape)}: "
+                         "expected (..., H) and (V, H)")
+    if hidden.dtype != weight.dtype:
+        raise TypeError(f"hidden is {hidden.dtype} but weight is {weight.dtype}; cast one")
+    if hidden.shape[:-1] != targets.shape:
+        raise ValueError(f"targets {tuple(targets.shape)} must match hidden's leading dims "
+                         f"{tuple(hidden.shape[:-1])}")
+    if targets.dtype != torch.int64:
+        raise TypeError(f"targets must be int64, got {targets.dtype}")
+    if mask is not None and (mask.dtype != torch.bool or mask.shape != targets.shape):
+        raise ValueError(f"mask must be bool with shape {tuple(targets.shape)}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    backend = resolve_backend(backend, hidden.device)
+    if backend == "reference" or targets.numel() == 0:
+        return token_logprobs_reference(hidden, weight, targets, temperature=temperature,
+                                        mask=mask, return_entropy=return_entropy)
+    H = hidden.shape[-1]
+    x = hidden.reshape(-1, H)
+    x = x if x.stride(-1) == 1 else x.contiguous()
+    w = weight if weight.stride(-1) == 1 else weight.contiguous()
+    tgt = targets.reshape(-1)
+    m = None if mask is None else mask.reshape(-1).contiguous()
+    tgt = (tgt if m is None else tgt.masked_fill(~m, 0)).contiguous()
+    chunk = _chunk_rows(w.shape[0], chunk_size, x.device)
+    logp, ent = TokenLogprobsFunction.apply(x, w, tgt, m, float(temperature),
+                                            bool(return_entropy), backend, chunk)
+    logp = logp.reshape(targets.shape)
+    return (logp, ent.reshape(targets.shape)) if return_entropy else logp

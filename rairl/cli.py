@@ -1,0 +1,128 @@
+"""The `rairl` command. It parses arguments and calls the library; nothing else lives here.
+
+Options come from the config dataclasses (one definition of every default):
+`--sft.steps 300` sets `DemoConfig.sft.steps`. `--config FILE.json` loads a
+(nested) JSON object of the same fields first; command-line options override it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import commands
+from .demo import DemoConfig, quick_config, results_table
+
+
+def _flatten(cls: type, prefix: str = "") -> list[tuple[str, dataclasses.Field]]:
+    out = []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(f.type if isinstance(f.type, type) else None):
+            out += _flatten(f.type, f"{prefix}{f.name}.")
+        else:
+            out.append((prefix + f.name, f))
+    return out
+
+
+def _resolve_types(cls: type) -> type:
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        f.type = hints[f.name]
+        if dataclasses.is_dataclass(f.type):
+            _resolve_types(f.type)
+    return cls
+
+
+def add_config_options(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One `--a.b` option per leaf field of the (nested) config dataclass `cls`."""
+    _resolve_types(cls)
+    group = parser.add_argument_group(f"{cls.__name__} fields (defaults from the dataclass)")
+    for name, f in _flatten(cls):
+        kind = f.type
+        if kind is bool:
+            group.add_argument(f"--{name}", type=lambda s: s.lower() in ("1", "true", "yes"), default=None, metavar="BOOL")
+        elif kind in (int, float, str):
+            group.add_argument(f"--{name}", type=kind, default=None)
+        elif str(kind).startswith("tuple"):
+            group.add_argument(f"--{name}", type=lambda s: tuple(s.split(",")), default=None, metavar="A,B,...")
+
+
+def build_config(cls: type, base: Any, args: argparse.Namespace, config_file: str | None) -> Any:
+    """`base` overridden by the JSON config file, then by explicit command-line options."""
+    tree = dataclasses.asdict(base)
+    if config_file:
+        try:
+            _merge(tree, json.loads(Path(config_file).read_text()), config_file)
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"{config_file}:{e.lineno}: not valid JSON: {e.msg}") from e
+    for name, _ in _flatten(cls):
+        value = getattr(args, name, None)
+        if value is not None:
+            node = tree
+            *parents, leaf = name.split(".")
+            for p in parents:
+                node = node[p]
+            node[leaf] = value
+    return _build(cls, tree)
+
+
+def _merge(tree: dict, update: dict, source: str, path: str = "") -> None:
+    for k, v in update.items():
+        if k not in tree:
+            raise SystemExit(f"{source}: unknown field '{path}{k}'")
+        if isinstance(tree[k], dict):
+            if not isinstance(v, dict):
+                raise SystemExit(f"{source}: field '{path}{k}' must be an object")
+            _merge(tree[k], v, source, f"{path}{k}.")
+        else:
+            tree[k] = v
+
+
+def _build(cls: type, tree: dict) -> Any:
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        v = tree[f.name]
+        kwargs[f.name] = _build(f.type, v) if dataclasses.is_dataclass(f.type) else (tuple(v) if isinstance(v, list) else v)
+    return cls(**kwargs)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    base = quick_config() if args.quick else DemoConfig()
+    cfg = build_config(DemoConfig, base, args, args.config)
+    from .demo import run_demo
+
+    metrics = run_demo(cfg, args.out, progress=not args.no_progress)
+    print(results_table(metrics))
+    print(f"metrics: {Path(args.out) / 'metrics.json'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rairl", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="learn a reasoning reward on the embedded task and evaluate it")
+    demo.add_argument("--out", default="runs/demo", help="output directory (metrics.json, models)")
+    demo.add_argument("--quick", action="store_true", help="a seconds-long smoke run (tests use it)")
+    demo.add_argument("--config", help="JSON file of DemoConfig fields")
+    demo.add_argument("--no-progress", action="store_true")
+    add_config_options(demo, DemoConfig)
+    demo.set_defaults(func=_demo)
+
+    commands.register(sub)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        print(f"rairl {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""Data: the embedded task, file formats, step segmentation, answer checking, perturbations."""
+
+from .formats import (
+    load_candidate_pools,
+    load_examples,
+    load_gsm8k,
+    load_localise_items,
+    save_candidate_pools,
+    save_localise_items,
+)
+from .perturb import Perturbation, perturb
+from .records import CandidatePool, DataError, Example, LocaliseItem
+from .steps import answers_match, extract_answer, join_steps, split_steps
+from .task import Problem, TaskConfig, make_splits
+
+__all__ = [
+    "CandidatePool", "DataError", "Example", "LocaliseItem", "Perturbation", "Problem", "TaskConfig",
+    "answers_match", "extract_answer", "join_steps", "load_candidate_pools", "load_examples",
+    "load_gsm8k", "load_localise_items", "make_splits", "perturb", "save_candidate_pools",
+    "save_localise_items", "split_steps",
+]

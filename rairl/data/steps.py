@@ -1,0 +1,133 @@
+"""Step segmentation, final-answer extraction and answer comparison.
+
+Solutions are GSM8K-like: one reasoning step per line, a final ``#### N`` line.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+# A number as written in text: optional sign, optional "$", thousands groups or
+# plain digits, optional decimals, optional "/denominator", optional "%".
+# The sign must not follow a word character so "12-5" reads as 12 and 5.
+_NUMBER = (
+    r"(?:(?<![\w)])[-\u2212])?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?%?"
+    r"|(?:(?<![\w)])[-\u2212])?\$?\.\d+%?"
+)
+NUMBER_RE = re.compile(rf"(?<![\d.,])(?:{_NUMBER})(?![\d])")
+
+_GSM8K_MARK_RE = re.compile(r"^[ \t]*####[ \t]*(.*?)[ \t]*$", re.MULTILINE)
+# Explicit answer phrases, tried after "####"; the last occurrence wins.
+_ANSWER_MARK_RES = (
+    re.compile(r"\\boxed\{\s*(" + NUMBER_RE.pattern + r")\s*\}"),
+    re.compile(r"the (?:final )?answer is[:\s]*(" + NUMBER_RE.pattern + r")", re.IGNORECASE),
+    re.compile(r"\banswer\s*:\s*(" + NUMBER_RE.pattern + r")", re.IGNORECASE),
+)
+_PLAIN_NUMBER_RE = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)")
+_CALCULATOR_RE = re.compile(r"<<[^<>]*>>")
+
+
+def split_steps(text: str, sep: str | re.Pattern[str] = "\n") -> list[str]:
+    """Split a solution into steps.
+
+    ``sep`` is a literal separator string (default: newline) or a compiled
+    regex (``re.compile(r"\\n\\n+")``). Each step is stripped of surrounding
+    whitespace and empty steps are dropped, so blank lines and trailing
+    newlines never produce empty steps. Text captured by groups in a regex
+    separator is dropped.
+    """
+    if isinstance(sep, re.Pattern):
+        parts = sep.split(text)
+        # With capture groups, re.split interleaves the separators: keep every other part.
+        parts = parts[:: sep.groups + 1]
+    else:
+        if not sep:
+            raise ValueError("split_steps: 'sep' must be a non-empty string or a regex")
+        parts = text.split(sep)
+    return [p.strip() for p in parts if p is not None and p.strip()]
+
+
+def join_steps(steps: list[str], sep: str = "\n") -> str:
+    """Join steps with ``sep``; ``split_steps(join_steps(s)) == s`` for stripped, non-empty
+    steps that do not contain ``sep``."""
+    return sep.join(steps)
+
+
+def _clean_number(token: str) -> str:
+    """Canonical text of a number token: no thousands commas, "$" or "%", ASCII minus."""
+    return token.replace(",", "").replace("$", "").replace("%", "").replace("\u2212", "-")
+
+
+def extract_answer(text: str, fallback_last_number: bool = False) -> str | None:
+    """The final answer of a solution, or None.
+
+    Tried in order, the last occurrence of each winning:
+
+    1. GSM8K's ``#### N`` line: the first number on it (commas, "$" and "%"
+       removed), or its whole stripped text when it holds no number;
+    2. ``\\boxed{N}``, "The answer is N", "answer: N" (case-insensitive);
+    3. only with ``fallback_last_number=True``: the last number anywhere in the text.
+    """
+    marks = [m for m in _GSM8K_MARK_RE.findall(text) if m]
+    if marks:
+        number = NUMBER_RE.search(marks[-1])
+        return _clean_number(number.group(0)) if number else marks[-1].rstrip(".")
+    for pattern in _ANSWER_MARK_RES:
+        found = pattern.findall(text)
+        if found:
+            return _clean_number(found[-1])
+    if fallback_last_number:
+        numbers = NUMBER_RE.findall(text)
+        if numbers:
+            return _clean_number(numbers[-1])
+    return None
+
+
+def normalise_number(s: str) -> float | None:
+    """Parse a number as written in an answer, or None.
+
+    Accepts thousands commas, "$", "%" (dropped: "50%" -> 50.0), a trailing
+    period, a leading "+"/"-" (or Unicode minus) and fractions "a/b". Rejects
+    inf, nan, exponents and anything with other text.
+    """
+    t = _clean_number(s.strip()).replace(" ", "").rstrip(".")
+    if "/" in t:
+        num, _, den = t.partition("/")
+        a, b = _parse_plain(num), _parse_plain(den)
+        if a is None or b is None or b == 0:
+            return None
+        return a / b
+    return _parse_plain(t)
+
+
+def _parse_plain(t: str) -> float | None:
+    return float(t) if _PLAIN_NUMBER_RE.fullmatch(t) else None
+
+
+def answers_match(pred: str | None, gold: str | None, rel_tol: float = 1e-6) -> bool:
+    """Whether a predicted answer equals the gold one.
+
+    Numerically when both parse as numbers: two whole numbers must be equal
+    (so 999999 never matches 1000000), otherwise they match within relative
+    tolerance ``rel_tol`` (absolute 1e-9 near zero), for rounded decimals.
+    Otherwise by case-, whitespace- and trailing-period-insensitive string
+    comparison. None never matches.
+    """
+    if pred is None or gold is None:
+        return False
+    a, b = normalise_number(pred), normalise_number(gold)
+    if a is not None and b is not None:
+        if a.is_integer() and b.is_integer():
+            return a == b
+        return math.isclose(a, b, rel_tol=rel_tol, abs_tol=1e-9)
+    return _normalise_text(pred) == _normalise_text(gold)
+
+
+def _normalise_text(s: str) -> str:
+    return " ".join(s.lower().split()).rstrip(".")
+
+
+def strip_calculator_annotations(text: str) -> str:
+    """Remove GSM8K calculator annotations: ``48/2 = <<48/2=24>>24`` -> ``48/2 = 24``."""
+    return _CALCULATOR_RE.sub("", text)

@@ -1,0 +1,79 @@
+"""Token batches: (prompt ids, completion ids) pairs laid out right-padded for the model."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from .tokenizer import format_prompt
+
+
+@dataclass
+class TokenBatch:
+    """B sequences `prompt + completion`, right-padded to T tokens."""
+
+    input_ids: torch.Tensor  # (B, T) int64
+    attention_mask: torch.Tensor  # (B, T) int64, 1 on real tokens
+    prompt_lens: torch.Tensor  # (B,) int64
+    seq_lens: torch.Tensor  # (B,) int64, prompt + completion tokens
+
+    def completion_mask(self) -> torch.Tensor:
+        """`(B, T)` bool, True on completion tokens."""
+        t = torch.arange(self.input_ids.shape[1], device=self.input_ids.device)
+        return (t[None] >= self.prompt_lens[:, None]) & (t[None] < self.seq_lens[:, None])
+
+    def to(self, device: torch.device | str) -> TokenBatch:
+        return TokenBatch(*(x.to(device) for x in (self.input_ids, self.attention_mask, self.prompt_lens, self.seq_lens)))
+
+
+def collate(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], pad_id: int) -> TokenBatch:
+    """Concatenate each prompt with its completion (zipped by index) and right-pad."""
+    if len(prompt_ids) != len(completion_ids):
+        raise ValueError(f"collate: {len(prompt_ids)} prompts but {len(completion_ids)} completions")
+    seqs = [list(p) + list(c) for p, c in zip(prompt_ids, completion_ids, strict=True)]
+    T = max(len(s) for s in seqs)
+    input_ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        input_ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        attention_mask[i, : len(s)] = 1
+    prompt_lens = torch.tensor([len(p) for p in prompt_ids], dtype=torch.long)
+    return TokenBatch(input_ids, attention_mask, prompt_lens, attention_mask.sum(1))
+
+
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, questions: Sequence[str], max_prompt_tokens: int) -> list[list[int]]:
+    """Token ids of the templated prompts; a prompt over the limit is refused (it cannot be cut safely)."""
+    out = []
+    for i, q in enumerate(questions):
+        ids = tokenizer(format_prompt(q), add_special_tokens=False)["input_ids"]
+        if len(ids) > max_prompt_tokens:
+            raise ValueError(f"prompt {i}: {len(ids)} tokens > max_prompt_tokens={max_prompt_tokens}; raise the limit")
+        out.append(ids)
+    return out
+
+
+def encode_completions(
+    tokenizer: PreTrainedTokenizerBase, completions: Sequence[str], max_completion_tokens: int, add_eos: bool = True
+) -> list[list[int]]:
+    """Token ids of completions, ended with EOS exactly as the policy ends its samples.
+
+    An over-long completion is truncated to `max_completion_tokens` (EOS
+    dropped, like a policy sample that hit the limit) with one warning naming
+    how many were cut. An empty completion is refused.
+    """
+    out, cut = [], []
+    for i, text in enumerate(completions):
+        if not text.strip():
+            raise ValueError(f"completion {i}: empty completion")
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"] + ([tokenizer.eos_token_id] if add_eos else [])
+        if len(ids) > max_completion_tokens:
+            cut.append(i)
+            ids = ids[:max_completion_tokens]
+        out.append(ids)
+    if cut:
+        warnings.warn(f"{len(cut)} completion(s) truncated to max_completion_tokens={max_completion_tokens} (first: index {cut[0]})", stacklevel=2)
+    return out

@@ -1,0 +1,94 @@
+"""Causal LMs: tiny ones built from a config, real ones loaded by path, one code path for both.
+
+Per-token log-probs always go through `rairl.kernels.token_logprobs` (the
+fused, chunked LM-head + log-softmax + gather), never through full logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+
+from ..kernels import token_logprobs
+
+
+@dataclass(frozen=True)
+class TinyLMConfig:
+    """Shape of a tiny Llama/Qwen2-architecture model (about 1M parameters by default)."""
+
+    arch: str = "llama"  # "llama" or "qwen2"
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 384
+    max_positions: int = 512
+
+    def __post_init__(self) -> None:
+        if self.arch not in ("llama", "qwen2"):
+            raise ValueError(f"TinyLMConfig.arch: {self.arch!r}; use 'llama' or 'qwen2'")
+        if self.hidden_size % self.num_heads:
+            raise ValueError("TinyLMConfig: hidden_size must be a multiple of num_heads")
+
+
+def build_tiny_lm(tokenizer: PreTrainedTokenizerBase, cfg: TinyLMConfig = TinyLMConfig(), seed: int = 0) -> PreTrainedModel:
+    """A randomly initialised causal LM of the given shape for `tokenizer`'s vocabulary."""
+    config = AutoConfig.for_model(
+        cfg.arch,
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=cfg.max_positions,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa", dtype=torch.float32)
+
+
+def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa") -> PreTrainedModel:
+    """Load a causal LM saved with `save_pretrained` (tiny or real checkpoint)."""
+    if attn_implementation == "flash_attention_2":
+        try:
+            import flash_attn  # noqa: F401
+        except ImportError as e:
+            raise ImportError("attn_implementation='flash_attention_2' needs flash-attn: pip install 'rairl[gpu]'") from e
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation=attn_implementation)
+
+
+def decoder_hidden(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Final hidden states (after the last norm) of a causal LM, `(B, T, H)`."""
+    decoder = model.get_decoder()
+    return decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+
+
+def per_token_logprobs(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    temperature: float = 1.0,
+    return_hidden: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """log p(token_t | tokens_<t) for every position, `(B, T)` fp32; position 0 and padding hold 0.
+
+    With `return_hidden`, also the hidden states `(B, T, H)` that produced them.
+    """
+    hidden = decoder_hidden(model, input_ids, attention_mask)  # (B, T, H)
+    B, T, H = hidden.shape
+    valid = (attention_mask[:, 1:] > 0) & (attention_mask[:, :-1] > 0)  # (B, T-1)
+    lp = token_logprobs(
+        hidden[:, :-1].reshape(-1, H),
+        model.get_output_embeddings().weight,
+        input_ids[:, 1:].reshape(-1),
+        temperature=temperature,
+        mask=valid.reshape(-1),
+    ).view(B, T - 1)
+    lp = torch.nn.functional.pad(lp, (1, 0))  # (B, T): align log-prob with the token it scores
+    return (lp, hidden) if return_hidden else lp

@@ -1,0 +1,152 @@
+"""Discriminator (reward model) training: class-balanced BCE on ℓ = f − log π.
+
+Positives are expert demonstrations; negatives are policy samples and
+perturbed expert traces. A perturbed trace is a negative only from its first
+wrong step on: its prefix is the expert's own and carries no signal. The
+policy is frozen here; its per-token log-probs are recomputed per batch (no
+grad) so the same code serves the alternating AIRL loop.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel
+
+from ..airl import ActionLayout, action_layout, discriminator_loss, discriminator_terms
+from ..eval.metrics import auroc
+from ..models.batch import TokenBatch, collate
+from ..models.lm import per_token_logprobs
+from ..models.reward import RewardModel
+from ..segments import StepRule
+from .sft import lr_schedule
+
+
+@dataclass(frozen=True)
+class DiscRecord:
+    """One sequence for the discriminator."""
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    label: int  # 1 expert, 0 policy sample or perturbed expert
+    negative_from: int = 0  # completion token where the negative part starts (perturbed: first wrong step)
+
+
+@dataclass(frozen=True)
+class RewardTrainConfig:
+    steps: int = 300  # optimiser steps
+    batch_size: int = 32  # sequences per step, half expert and half negative
+    lr: float = 3e-4  # peak learning rate (linear warm-up, cosine decay to 10%)
+    warmup: int = 20  # warm-up steps
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # max gradient norm
+    eval_every: int = 100  # steps between validation passes (the best one is kept)
+    eval_batch_size: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "eval_every", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"RewardTrainConfig.{name}={getattr(self, name)}; must be >= 1")
+        if self.batch_size < 2:
+            raise ValueError("RewardTrainConfig.batch_size must be >= 2 (one expert, one negative)")
+
+
+def _batch(records: list[DiscRecord], pad_id: int, rule: StepRule) -> tuple[TokenBatch, ActionLayout, torch.Tensor, torch.Tensor]:
+    batch = collate([r.prompt_ids for r in records], [r.completion_ids for r in records], pad_id)
+    layout = action_layout(batch, rule)
+    seq_label = torch.tensor([r.label for r in records], dtype=torch.float32)
+    neg_from = batch.prompt_lens + torch.tensor([r.negative_from for r in records])  # (B,) position in the row
+    T = batch.input_ids.shape[1]
+    end_pos = layout.end - layout.seq * T  # (A,) position of each action's last token in its row
+    labels = seq_label[layout.seq]
+    valid = (labels > 0.5) | (end_pos >= neg_from[layout.seq])
+    return batch, layout, labels, valid
+
+
+@torch.no_grad()
+def evaluate_discriminator(
+    reward_model: RewardModel, policy: PreTrainedModel, records: list[DiscRecord], pad_id: int, rule: StepRule, batch_size: int = 64
+) -> dict[str, float]:
+    """Action-level accuracy (class-balanced, ℓ > 0 ⇔ expert) and AUROC of ℓ on valid actions."""
+    reward_model.eval()
+    ells, labels = [], []
+    for i in range(0, len(records), batch_size):
+        batch, layout, lab, valid = _batch(records[i : i + batch_size], pad_id, rule)
+        policy_logp = per_token_logprobs(policy, batch.input_ids, batch.attention_mask)
+        ell = discriminator_terms(reward_model, batch, layout, policy_logp).ell
+        ells.append(ell[valid])
+        labels.append(lab[valid])
+    ell, lab = torch.cat(ells), torch.cat(labels)
+    pos, neg = ell[lab > 0.5], ell[lab < 0.5]
+    acc = 0.5 * ((pos > 0).float().mean() + (neg <= 0).float().mean())
+    return {"acc": float(acc), "auroc": auroc(ell.tolist(), (lab > 0.5).tolist())}
+
+
+def train_reward(
+    reward_model: RewardModel,
+    policy: PreTrainedModel,
+    train_records: list[DiscRecord],
+    val_records: list[DiscRecord],
+    pad_id: int,
+    rule: StepRule,
+    cfg: RewardTrainConfig = RewardTrainConfig(),
+    metrics_path: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Train the discriminator in place; keeps the weights of the best validation AUROC.
+
+    Writes one JSON line per evaluation to `metrics_path` when given. Returns
+    the best validation metrics.
+    """
+    experts = [r for r in train_records if r.label == 1]
+    negatives = [r for r in train_records if r.label == 0]
+    if not experts or not negatives:
+        raise ValueError(f"train_reward: need experts and negatives, got {len(experts)} and {len(negatives)}")
+    rng = random.Random(cfg.seed)
+    policy.eval()
+    params = [p for p in reward_model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    best: dict[str, float] = {"auroc": -1.0}
+    best_state = None
+    log = open(metrics_path, "a") if metrics_path else None  # noqa: SIM115 (closed below)
+    bar = tqdm(range(cfg.steps), desc="reward", disable=not progress)
+    try:
+        for step in bar:
+            reward_model.train()
+            half = cfg.batch_size // 2
+            records = rng.sample(experts, min(half, len(experts))) + rng.sample(negatives, min(cfg.batch_size - half, len(negatives)))
+            batch, layout, labels, valid = _batch(records, pad_id, rule)
+            with torch.no_grad():
+                policy_logp = per_token_logprobs(policy, batch.input_ids, batch.attention_mask)
+            loss = discriminator_loss(reward_model, batch, layout, policy_logp, labels, valid)
+            for group in opt.param_groups:
+                group["lr"] = lr_schedule(step, cfg.lr, cfg.warmup, cfg.steps)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+                val = evaluate_discriminator(reward_model, policy, val_records, pad_id, rule, cfg.eval_batch_size)
+                row = {"step": step + 1, "loss": loss.item(), "val_acc": val["acc"], "val_auroc": val["auroc"]}
+                if log:
+                    log.write(json.dumps(row) + "\n")
+                    log.flush()
+                if val["auroc"] > best["auroc"]:
+                    best = {**val, "step": step + 1}
+                    best_state = copy.deepcopy(reward_model.state_dict())
+    finally:
+        if log:
+            log.close()
+    if best_state is not None:
+        reward_model.load_state_dict(best_state)
+    reward_model.eval()
+    return best
+

@@ -1,0 +1,91 @@
+"""Supervised fine-tuning on expert traces: the policy warm start (loss on completion tokens only)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel
+
+from ..models.batch import collate
+from ..models.lm import per_token_logprobs
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    steps: int = 700  # optimiser steps
+    batch_size: int = 64  # sequences per step
+    lr: float = 3e-3  # peak learning rate (linear warm-up, cosine decay to 10%)
+    warmup: int = 50
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    log_every: int = 50
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"SFTConfig.{name}={getattr(self, name)}; must be >= 1")
+        if self.lr <= 0:
+            raise ValueError(f"SFTConfig.lr={self.lr}; must be > 0")
+
+
+def lr_schedule(step: int, peak: float, warmup: int, total: int) -> float:
+    """Linear warm-up to `peak`, then cosine decay to 10% of it at `total`."""
+    warm = min(1.0, (step + 1) / max(warmup, 1))
+    progress = min(1.0, step / max(total - 1, 1))
+    return peak * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def completion_nll(model: PreTrainedModel, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
+    """Mean negative log-likelihood (nats/token) of the completion tokens."""
+    batch = collate(prompt_ids, completion_ids, pad_id)
+    logp = per_token_logprobs(model, batch.input_ids, batch.attention_mask)  # (B, T)
+    mask = batch.completion_mask()
+    return -(logp * mask).sum() / mask.sum().clamp(min=1)
+
+
+def train_sft(
+    model: PreTrainedModel,
+    prompt_ids: Sequence[Sequence[int]],
+    completion_ids: Sequence[Sequence[int]],
+    pad_id: int,
+    cfg: SFTConfig = SFTConfig(),
+    metrics_path: str | Path | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Train `model` in place on (prompt, completion) pairs; returns the logged rows."""
+    if len(prompt_ids) != len(completion_ids) or not prompt_ids:
+        raise ValueError(f"train_sft: {len(prompt_ids)} prompts and {len(completion_ids)} completions")
+    rng = random.Random(cfg.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    rows: list[dict] = []
+    model.train()
+    bar = tqdm(range(cfg.steps), desc="sft", disable=not progress)
+    running = 0.0
+    for step in bar:
+        idx = rng.sample(range(len(prompt_ids)), min(cfg.batch_size, len(prompt_ids)))
+        loss = completion_nll(model, [prompt_ids[i] for i in idx], [completion_ids[i] for i in idx], pad_id)
+        for group in opt.param_groups:
+            group["lr"] = lr_schedule(step, cfg.lr, cfg.warmup, cfg.steps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        running += loss.item()
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+            n = (step % cfg.log_every) + 1
+            rows.append({"step": step + 1, "loss": running / n, "lr": opt.param_groups[0]["lr"]})
+            running = 0.0
+            bar.set_postfix(loss=f"{rows[-1]['loss']:.3f}")
+    if metrics_path:
+        with open(metrics_path, "a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+    model.eval()
+    return rows
