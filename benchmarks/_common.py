@@ -146,7 +146,8 @@ def provenance(device: str) -> dict:
     }
     try:
         with open("/proc/cpuinfo") as f:
-            info["cpu"] = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+            info["cpu"] = next(ln.split(":", 1)[1].strip() for ln in f
+                               if ln.startswith("model name"))
     except (OSError, StopIteration):
         pass
     try:

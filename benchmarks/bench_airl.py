@@ -3,7 +3,7 @@
     python benchmarks/bench_airl.py --device cpu --n 65536 --action-len 32 --json out.json
     python benchmarks/bench_airl.py --device cuda --n 1048576 --action-len 1 --dtype bf16
 
-Workload: sequences of --seq-len tokens, each a 16-64 token prompt then actions of random
+Workload: sequences of --seq-len tokens, each a 1-64 token prompt then actions of random
 length with mean --action-len (1 = dense, one action per token); the last action of each
 sequence is terminal, labels alternate by sequence, ~10% of actions invalid.
 
@@ -58,10 +58,11 @@ class Skip(Exception):
 
 def make_inputs(args) -> dict[str, torch.Tensor]:
     rng = np.random.default_rng(args.seed)
+    seq_len = min(args.seq_len, args.n)
     starts, ends, terms, labels = [], [], [], []
-    for seq, off in enumerate(range(0, args.n - args.seq_len + 1, args.seq_len)):
-        pos = off + int(rng.integers(16, 65))
-        last = off + args.seq_len                                   # exclusive
+    for seq, off in enumerate(range(0, args.n - seq_len + 1, seq_len)):
+        pos = off + int(rng.integers(1, min(65, seq_len)))          # prompt of 1-64 tokens
+        last = off + seq_len                                        # exclusive
         while pos < last:
             length = min(last - pos, 1 if args.action_len == 1
                          else int(rng.geometric(1.0 / args.action_len)))
@@ -157,9 +158,12 @@ def main(argv: list[str] | None = None) -> dict | None:
     p.add_argument("--warmup", type=int, default=2, help="CPU warm-up rounds")
     p.add_argument("--copy-mib", type=int, default=1024, help="CUDA copy-bandwidth buffer")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="CPU: torch.set_num_threads")
     p.add_argument("--json", default=None)
     p.add_argument("--probe", default=None, help=argparse.SUPPRESS)  # internal: memory probe
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.probe:
         print(json.dumps(probe_cpu_memory(args)))
         return None
@@ -201,7 +205,8 @@ def main(argv: list[str] | None = None) -> dict | None:
             results[name]["fwd"], results[name]["fwd_bwd"] = fwd_t[name], full_t[name]
             argv_probe = [__file__, "--probe", name] + [
                 f"--{k.replace('_', '-')}={getattr(args, k)}" for k in
-                ("device", "n", "seq_len", "action_len", "dtype", "max_ref_actions", "seed")]
+                ("device", "n", "seq_len", "action_len", "dtype", "max_ref_actions", "seed",
+                 "threads") if getattr(args, k) is not None]
             mem = run_probe(argv_probe)
             results[name].update(mem if "error" not in mem else {"peak_error": mem["error"]})
     for r in results.values():
@@ -215,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     out = {
         "bench": "airl_loss",
         "config": {k: getattr(args, k) for k in ("device", "n", "seq_len", "action_len", "dtype",
-                                                 "reps", "warmup", "seed")},
+                                                 "reps", "warmup", "seed", "threads")},
         "actions": a, "bytes_fwd": bytes_fwd, "bytes_fwd_bwd": bytes_full,
         "results": results,
         **provenance(args.device),
@@ -228,9 +233,10 @@ def main(argv: list[str] | None = None) -> dict | None:
         if "skipped" in r:
             print(f"{name:10s} skipped: {r['skipped']}")
             continue
-        peak = f"{r['peak_bytes'] / 2**20:8.2f}" if r.get("peak_bytes") is not None else f"{'-':>8s}"
+        peak = r.get("peak_bytes")
+        peak = f"{peak / 2**20:8.2f}" if peak is not None else f"{'-':>8s}"
         print(f"{name:10s} {fmt_ms(r['fwd']):>28s} {fmt_ms(r['fwd_bwd']):>28s} "
-              f"{r['fwd_gbs']:9.2f} {r['fwd_bwd_gbs']:9.2f} {peak}")
+              f"{r['fwd_gbs']:9.3f} {r['fwd_bwd_gbs']:9.3f} {peak}")
     if "copy_gbs" in out:
         print(f"device-to-device copy: {out['copy_gbs']:.0f} GB/s")
     write_json(args.json, out)

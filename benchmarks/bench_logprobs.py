@@ -8,14 +8,15 @@ backward of sum(g * logp) for a fixed random g:
 
 * naive        logits = hidden @ weight.T (input dtype, upcast to fp32), log_softmax, gather
 * compile      torch.compile of naive (skipped, with a note, where it fails to compile)
-* trl          TRL's selective_log_softmax on the full logits: gather, then a Python loop of
-               per-row logsumexp (fp32) or per-row log_softmax (16-bit)
+* trl          TRL's selective_log_softmax on the full logits as (N/512, 512, V): gather, then
+               a Python loop over sequences of logsumexp (fp32) or log_softmax (16-bit)
 * liger        Liger-Kernel fused linear cross-entropy, reduction="sum" (CUDA, if installed)
 * rairl        rairl.kernels.token_logprobs, automatic backend (torch on CPU, triton on CUDA)
 * rairl_torch  the chunked torch backend, on CUDA (on CPU it is `rairl`)
 
 Reports fwd and fwd+bwd time (median, p20, p80), peak memory above the inputs (CPU: peak RSS
-in a fresh process per variant; CUDA: max_memory_allocated) and ratios against naive. The
+in a fresh process per variant; CUDA: max_memory_allocated), ratios against naive and the
+max |logp - fp32 reference on the upcast inputs| (16-bit naive rounds its logits). The
 JSON's top-level `time_ratio_vs_naive` / `peak_mem_ratio_vs_naive` are rairl's fwd+bwd.
 `--sweep` (CUDA) times the Triton tile configs.
 """
@@ -45,15 +46,18 @@ from _common import (  # noqa: E402
 )
 
 import_kernels()
-from rairl.kernels import token_logprobs as tlp_mod  # noqa: E402
 from rairl.kernels._dispatch import resolve_backend  # noqa: E402
 from rairl.kernels.token_logprobs import token_logprobs  # noqa: E402
 
+# the module, for --sweep (the package re-exports the function under the module's name)
+tlp_mod = sys.modules["rairl.kernels.token_logprobs"]
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 VARIANTS = ("naive", "compile", "trl", "liger", "rairl", "rairl_torch")
-# (fwd BLOCK_N, BLOCK_V, BLOCK_H, warps, stages) x bwd GROUP_N for --sweep
-SWEEP = [(64, 128, 64, 8, 3), (128, 128, 64, 8, 3), (64, 256, 64, 8, 3), (128, 128, 32, 4, 4),
-         (64, 128, 128, 8, 2), (128, 256, 64, 8, 3)]
+TRL_SEQ = 512  # tokens per sequence for the TRL baseline
+# (BLOCK_N, BLOCK_V, BLOCK_H, warps, stages) for --sweep; the first is the default
+SWEEP = [(64, 128, 32, 8, 3), (64, 128, 64, 8, 3), (128, 128, 32, 8, 3), (128, 64, 64, 8, 3),
+         (64, 256, 32, 8, 3), (128, 128, 64, 8, 3)]
 
 
 class Skip(Exception):
@@ -75,13 +79,18 @@ def _naive(x, w, t):
 
 
 def _trl_selective(x, w, t):
-    # trl.trainer.utils.selective_log_softmax applied to the full logits, one row per token
-    logits = x @ w.t()
+    # trl.trainer.utils.selective_log_softmax on the full logits seen as (B, T, V) sequences
+    # of T = TRL_SEQ tokens: its loop runs over B (a loop over single tokens would make the
+    # select-backward allocate a full (N, V) gradient per token).
+    seq = TRL_SEQ if x.shape[0] % TRL_SEQ == 0 else x.shape[0]
+    logits = (x @ w.t()).view(-1, seq, w.shape[0])                 # (B, T, V)
+    index = t.view(-1, seq)
     if logits.dtype in (torch.float32, torch.float64):
-        picked = logits.gather(1, t[:, None]).squeeze(1)
-        return picked - torch.stack([torch.logsumexp(row, dim=-1) for row in logits])
-    rows = [torch.log_softmax(row.float(), -1)[i] for row, i in zip(logits, t)]
-    return torch.stack(rows)
+        picked = logits.gather(-1, index[..., None]).squeeze(-1)
+        return (picked - torch.stack([torch.logsumexp(row, dim=-1) for row in logits])).view(-1)
+    rows = [torch.log_softmax(row, -1).gather(-1, i[:, None]).squeeze(-1)
+            for row, i in zip(logits, index, strict=True)]
+    return torch.stack(rows).view(-1).float()
 
 
 def build(name: str, args, x, w, t, g):
@@ -111,7 +120,8 @@ def build(name: str, args, x, w, t, g):
     elif name == "rairl_torch":
         if args.device != "cuda":
             raise Skip("rairl_torch: on CPU this is `rairl`")
-        fwd = lambda: token_logprobs(x, w, t, backend="torch", chunk_size=args.chunk_size)  # noqa: E731
+        fwd = lambda: token_logprobs(  # noqa: E731
+            x, w, t, backend="torch", chunk_size=args.chunk_size)
     else:
         raise ValueError(name)
     return fwd, lambda: (fwd() * g).sum()
@@ -161,12 +171,13 @@ def measure(args) -> dict:
         fns_fwd[name] = fwd
         fns_full[name] = _fwd_bwd(loss, x, w)
         results[name] = {}
-    with torch.no_grad():  # sanity: every variant's log-probs agree with naive
-        ref = _naive(x, w, t)
+    with torch.no_grad():  # accuracy: log-probs vs fp32 math on the upcast inputs
+        ref = _naive(x.float(), w.float(), t)
         for name, fwd in fns_fwd.items():
             out = fwd()
             if out.dim() == 1:
-                results[name]["max_abs_err_vs_naive"] = (out.float() - ref).abs().max().item()
+                results[name]["max_abs_err_vs_fp32"] = (out.float() - ref).abs().max().item()
+        del ref, out
     if args.device == "cuda":
         for name in fns_fwd:
             results[name]["fwd"] = time_cuda(fns_fwd[name])
@@ -193,7 +204,8 @@ def measure(args) -> dict:
 def _size_argv(args) -> list[str]:
     argv = ["--device", args.device, "--n", str(args.n), "--h", str(args.h), "--v", str(args.v),
             "--dtype", args.dtype, "--seed", str(args.seed)]
-    return argv + (["--chunk-size", str(args.chunk_size)] if args.chunk_size else [])
+    argv += ["--chunk-size", str(args.chunk_size)] if args.chunk_size else []
+    return argv + (["--threads", str(args.threads)] if args.threads else [])
 
 
 def add_ratios(results: dict) -> None:
@@ -209,24 +221,26 @@ def add_ratios(results: dict) -> None:
 def sweep(args) -> list[dict]:
     """CUDA: time rairl's Triton path over the SWEEP tile configs (restores the defaults)."""
     x, w, t, g = make_inputs(args)
-    saved = dict(tlp_mod._FWD_BLOCKS), dict(tlp_mod._BWD_BLOCKS)
+    key = "fp32" if args.dtype == "fp32" else "16bit"
+    saved = dict(tlp_mod._GPU_TILES[key])
     rows = []
     try:
         for bn, bv, bh, warps, stages in SWEEP:
             cfg = dict(BLOCK_N=bn, BLOCK_V=bv, BLOCK_H=bh, num_warps=warps, num_stages=stages)
-            tlp_mod._FWD_BLOCKS = dict(cfg)
-            tlp_mod._BWD_BLOCKS = dict(cfg, GROUP_N=8)
+            tlp_mod._GPU_TILES[key] = dict(cfg)
             fwd = lambda: token_logprobs(x, w, t, backend="triton")  # noqa: E731
+            loss = lambda fwd=fwd: (fwd() * g).sum()  # noqa: E731
             try:
                 row = {"config": cfg, "fwd": time_cuda(fwd),
-                       "fwd_bwd": time_cuda(_fwd_bwd(lambda: (fwd() * g).sum(), x, w))}
+                       "fwd_bwd": time_cuda(_fwd_bwd(loss, x, w))}
             except Exception as e:  # noqa: BLE001  (out of shared memory, etc.)
                 row = {"config": cfg, "error": f"{type(e).__name__}: {str(e)[:100]}"}
             rows.append(row)
-            print(f"  sweep {cfg}: fwd {fmt_ms(row.get('fwd'))}  fwd+bwd {fmt_ms(row.get('fwd_bwd'))}"
+            print(f"  sweep {cfg}: fwd {fmt_ms(row.get('fwd'))}  "
+                  f"fwd+bwd {fmt_ms(row.get('fwd_bwd'))}"
                   + (f"  {row['error']}" if "error" in row else ""))
     finally:
-        tlp_mod._FWD_BLOCKS, tlp_mod._BWD_BLOCKS = saved
+        tlp_mod._GPU_TILES[key] = saved
     return rows
 
 
@@ -242,10 +256,13 @@ def main(argv: list[str] | None = None) -> dict | None:
     p.add_argument("--warmup", type=int, default=1, help="CPU warm-up rounds")
     p.add_argument("--chunk-size", type=int, default=None, help="torch backend rows per chunk")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="CPU: torch.set_num_threads")
     p.add_argument("--sweep", action="store_true", help="CUDA: time Triton tile configs")
     p.add_argument("--json", default=None, help="write results here")
     p.add_argument("--probe", default=None, help=argparse.SUPPRESS)  # internal: memory probe
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.probe:
         import json
 
@@ -272,7 +289,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     out = {
         "bench": "token_logprobs",
         "config": {k: getattr(args, k) for k in ("device", "n", "h", "v", "dtype", "reps",
-                                                 "warmup", "chunk_size", "seed")},
+                                                 "warmup", "chunk_size", "seed", "threads")},
         "rairl_backend": backend,
         "results": results,
         "time_ratio_vs_naive": results.get("rairl", {}).get("time_ratio_vs_naive"),

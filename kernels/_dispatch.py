@@ -70,7 +70,8 @@ def resolve_backend(requested: str | None, device: torch.device | str) -> str:
         if device.type == "cuda":
             if HAS_TRITON:
                 return "triton"
-            _warn_once("rairl.kernels: triton is not installed; using the chunked torch path on CUDA")
+            _warn_once("rairl.kernels: triton is not installed; "
+                       "using the chunked torch path on CUDA")
         return "torch"
     if requested not in BACKENDS:
         raise ValueError(f"{source}{requested!r}: expected one of {BACKENDS} (or None for auto)")

@@ -227,9 +227,10 @@ def airl_terms_reference(g_tok, h_tok, logp_tok, action_start, action_end, actio
     """Oracle: one action at a time, straight from the formula (same signature as airl_terms)."""
     cdt = torch.float64 if g_tok.dtype == torch.float64 else torch.float32
     g_sums, fs, ells = [], [], []
-    for s, e, term in zip(action_start.tolist(), action_end.tolist(), action_terminal.tolist()):
+    for s, e, term in zip(action_start.tolist(), action_end.tolist(), action_terminal.tolist(),
+                          strict=True):
         g_k = g_tok[s:e + 1].to(cdt).sum()
-        h_next = torch.zeros((), dtype=cdt) if term else h_tok[e].to(cdt)
+        h_next = torch.zeros((), dtype=cdt, device=h_tok.device) if term else h_tok[e].to(cdt)
         f_k = g_k + gamma * h_next - h_tok[s - 1].to(cdt)
         g_sums.append(g_k)
         fs.append(f_k)
@@ -336,8 +337,8 @@ def _check(g_tok, h_tok, logp_tok, start, end, terminal, labels=None, valid=None
             raise ValueError(f"{name} must be {dt} of shape ({A},), got {t.dtype} {tuple(t.shape)}")
     if labels is not None and (labels.shape != (A,) or not labels.is_floating_point()):
         raise ValueError(f"labels must be float of shape ({A},) (1 expert, 0 policy)")
-    if start.device.type == "cuda" or A == 0:
-        return  # no host sync on CUDA: the kernels mask out-of-range reads
+    if start.device.type == "cuda" or A == 0 or torch.compiler.is_compiling():
+        return  # no host sync on CUDA (the kernels mask out-of-range reads) or in a graph
     if bool((start < 1).any()):
         raise ValueError("action_start must be >= 1: h(s_k) is read at token start - 1")
     if bool((end < start - 1).any()) or bool((end >= N).any()):

@@ -6,11 +6,12 @@
 Backends (see `_dispatch.resolve_backend`):
 
 * triton: forward tiles (token block x vocab split), an online log-sum-exp per token over
-  the split's vocab blocks, partials combined per token; it saves only lse (and E[z] for the
+  the split's vocab blocks, partials combined per token; it saves only lse (and the
   entropy). Backward recomputes each (token block x vocab block) logits tile, forms
-  dlogits = (onehot - p) * g / T (minus g_ent * p * (z - E[z]) / T) and accumulates
+  dlogits = -p * g / T (minus g_ent * p * (z - E[z]) / T) and accumulates
   dhidden += dlogits @ W and dW += dlogits^T @ hidden with fp32 atomics (the
-  cut-cross-entropy scheme).
+  cut-cross-entropy scheme); the onehot part g / T at the targets is an (N, H) gather /
+  scatter-add in fp32 outside the kernel.
 * torch: the same algorithm over token chunks with BLAS matmuls (chunk * V fp32 ~ 64 MiB),
   backward recomputes each chunk's logits.
 * reference: full fp32 logits, log_softmax, gather.
@@ -26,18 +27,25 @@ from ._dispatch import check_launchable, resolve_backend, tl, triton, triton_int
 # ---------------------------------------------------------------------------------------------
 # Tuned constants
 # ---------------------------------------------------------------------------------------------
-# GPU tiles: NOT yet swept on hardware (the dev machine has no GPU). 64x128 tiles with
-# BLOCK_H=64 and 8 warps are the cut-cross-entropy / Liger defaults for bf16 on A100/H100;
-# `benchmarks/bench_logprobs.py --sweep` times alternatives.
-_FWD_BLOCKS = dict(BLOCK_N=64, BLOCK_V=128, BLOCK_H=64, num_warps=8, num_stages=3)
-_BWD_BLOCKS = dict(BLOCK_N=64, BLOCK_V=128, BLOCK_H=64, GROUP_N=8, num_warps=8, num_stages=3)
+# GPU tiles (token x vocab x hidden step), shared by forward and backward. NOT timed on a GPU
+# (none on the dev machine); chosen as the largest that spill nothing in any kernel variant,
+# from an AOT compile for sm_90 with triton 3.9's ptxas (cuobjdump resource usage):
+#   16-bit 64x128x32, 8 warps: fwd 188 regs, bwd (dx+dw) 196 regs, 0 B stack. 64x128x64
+#     spilled 224 B in the bwd; 128x128x64, 64x256x64, 128x128x32 / 4 warps spilled 0.1-2 KB.
+#   fp32 (ieee FMA dots) 32x64x16, 4 warps: <= 188 regs, 0 B; 64x128x32 spilled up to 4.3 KB.
+# `benchmarks/bench_logprobs.py --sweep` (run by benchmarks/gpu/run.sh) times the 16-bit ones.
+_GPU_TILES = {
+    "16bit": dict(BLOCK_N=64, BLOCK_V=128, BLOCK_H=32, num_warps=8, num_stages=3),
+    "fp32": dict(BLOCK_N=32, BLOCK_V=64, BLOCK_H=16, num_warps=4, num_stages=2),
+}
+_BWD_GROUP_N = 8  # token blocks per backward group (L2 reuse, see the kernel)
 # 16-bit inputs: dlogits enter the two gradient dots as a bf16 hi + lo pair (5 dots in the
 # backward instead of 3). Interpreter emulation, N=37 V=290 H=40 bf16: dhidden error vs the
 # fp32 reference 2.5e-3 with one rounding, 1.6e-3 with the pair (= the final bf16 rounding).
 _BWD_SPLIT_D = True
 # Under TRITON_INTERPRET every op is a numpy call per program: smallest legal tl.dot tiles.
-_INTERPRET_FWD = dict(BLOCK_N=16, BLOCK_V=32, BLOCK_H=16)
-_INTERPRET_BWD = dict(BLOCK_N=16, BLOCK_V=32, BLOCK_H=16, GROUP_N=2)
+_INTERPRET_TILES = dict(BLOCK_N=16, BLOCK_V=32, BLOCK_H=16)
+_INTERPRET_GROUP_N = 2
 # Forward programs per SM: vocab splits are added until the grid reaches this many per SM.
 _FWD_PROGRAMS_PER_SM = 4
 # torch path: token rows per chunk from a byte budget for one fp32 (C, V) logits chunk.
@@ -69,8 +77,8 @@ def _token_logprobs_fwd_kernel(
     x_rows = x_ptr + rows.to(tl.int64)[:, None] * stride_xn
 
     m = tl.full([BLOCK_N], float("-inf"), tl.float32)   # running max of z
-    l = tl.zeros([BLOCK_N], tl.float32)                  # sum exp(z - m)
-    s = tl.zeros([BLOCK_N], tl.float32)                  # sum exp(z - m) * z
+    l_sum = tl.zeros([BLOCK_N], tl.float32)              # sum exp(z - m)
+    s = tl.zeros([BLOCK_N], tl.float32)                  # sum exp(z - m) * (z - m)
     zt = tl.full([BLOCK_N], float("-inf"), tl.float32)   # z at the target, if in this split
     n_vblocks = tl.cdiv(V, BLOCK_V)
     vb_lo = pid_s * blocks_per_split
@@ -92,15 +100,17 @@ def _token_logprobs_fwd_kernel(
         m_new = tl.maximum(m, tl.max(z, axis=1))  # finite: each block has a valid column
         alpha = tl.exp(m - m_new)
         p = tl.exp(z - m_new[:, None])
-        l = l * alpha + tl.sum(p, axis=1)
-        if WITH_ENTROPY:
-            s = s * alpha + tl.sum(p * tl.where(col_ok[None, :], z, 0.0), axis=1)
+        if WITH_ENTROPY:  # shifted by the running max: ent = log l - s / l stays accurate
+            rebase = l_sum * tl.where(l_sum > 0, m - m_new, 0.0)  # 0 while m = -inf
+            zs = tl.where(col_ok[None, :], z - m_new[:, None], 0.0)
+            s = alpha * (s + rebase) + tl.sum(p * zs, axis=1)
+        l_sum = l_sum * alpha + tl.sum(p, axis=1)
         hit = cols[None, :] == tgt[:, None]
         zt = tl.maximum(zt, tl.max(tl.where(hit, z, float("-inf")), axis=1))
         m = m_new
     out = pid_s * N + rows
     tl.store(m_ptr + out, m, mask=row_ok)
-    tl.store(l_ptr + out, l, mask=row_ok)
+    tl.store(l_ptr + out, l_sum, mask=row_ok)
     tl.store(zt_ptr + out, zt, mask=row_ok)
     if WITH_ENTROPY:
         tl.store(s_ptr + out, s, mask=row_ok)
@@ -196,6 +206,12 @@ def _dot_args(dtype: torch.dtype) -> dict:
                 DOT_F32=triton_interpret() and dtype != torch.float32)
 
 
+def _tiles(dtype: torch.dtype) -> dict:
+    if triton_interpret():
+        return dict(_INTERPRET_TILES)
+    return dict(_GPU_TILES["fp32" if dtype == torch.float32 else "16bit"])
+
+
 def _check_triton_inputs(x: torch.Tensor, w: torch.Tensor) -> None:
     if x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise TypeError(f"token_logprobs(backend='triton'): hidden dtype {x.dtype} unsupported; "
@@ -204,11 +220,11 @@ def _check_triton_inputs(x: torch.Tensor, w: torch.Tensor) -> None:
 
 
 def _token_logprobs_fwd_triton(x, w, tgt, inv_temp: float, with_entropy: bool):
-    """x (N, H), w (V, H) unit-stride rows, tgt (N,) int64 -> lse, zt, ez (N,) fp32."""
+    """x (N, H), w (V, H) unit-stride rows, tgt (N,) int64 -> lse, zt, ent | None (N,) fp32."""
     _check_triton_inputs(x, w)
     N, H = x.shape
     V = w.shape[0]
-    cfg = dict(_INTERPRET_FWD if triton_interpret() else _FWD_BLOCKS)
+    cfg = _tiles(x.dtype)
     n_nb = triton.cdiv(N, cfg["BLOCK_N"])
     n_vb = triton.cdiv(V, cfg["BLOCK_V"])
     if x.is_cuda:
@@ -219,29 +235,32 @@ def _token_logprobs_fwd_triton(x, w, tgt, inv_temp: float, with_entropy: bool):
     per_split = triton.cdiv(n_vb, splits)
     splits = triton.cdiv(n_vb, per_split)  # no empty split
     part = torch.empty((4, splits, N), device=x.device, dtype=torch.float32)  # m, l, s, zt
-    m, l, s, zt = part.unbind(0)
+    m, l_sum, s, zt = part.unbind(0)
     _token_logprobs_fwd_kernel[(n_nb, splits)](
-        x, w, tgt, m, l, s, zt,
+        x, w, tgt, m, l_sum, s, zt,
         N, V, H, x.stride(0), w.stride(0), per_split, inv_temp,
         WITH_ENTROPY=with_entropy, **_dot_args(x.dtype), **cfg,
     )
     m_max = m.amax(0)                                   # (N,)
     scale = torch.exp(m - m_max)                        # (S, N)
-    l_tot = (l * scale).sum(0)
+    l_tot = (l_sum * scale).sum(0)
     lse = m_max + torch.log(l_tot)
-    ez = (s * scale).sum(0) / l_tot if with_entropy else None
-    return lse, zt.amax(0), ez
+    ent = None
+    if with_entropy:
+        s_tot = (scale * (s + l_sum * (m - m_max))).sum(0)         # rebased to m_max
+        ent = torch.log(l_tot) - s_tot / l_tot
+    return lse, zt.amax(0), ent
 
 
-def _token_logprobs_bwd_triton(x, w, tgt, lse, ez, g, ge, inv_temp, need_dx, need_dw):
+def _token_logprobs_bwd_triton(x, w, tgt, lse, ent, g, ge, inv_temp, need_dx, need_dw):
     """Gradients of sum(g * logp + ge * ent) -> dx (N, H), dw (V, H) in the input dtype.
 
-    The kernel accumulates the dense part -p (g + ge (z - E z)) / T; the onehot part
-    g / T at each target is an (N, H) gather / scatter added here in fp32.
+    The kernel accumulates the dense part -p (g + ge (z - E z)) / T with E z = lse - ent;
+    the onehot part g / T at each target is an (N, H) gather / scatter added here in fp32.
     """
     N, H = x.shape
     V = w.shape[0]
-    cfg = dict(_INTERPRET_BWD if triton_interpret() else _BWD_BLOCKS)
+    cfg = dict(_tiles(x.dtype), GROUP_N=_INTERPRET_GROUP_N if triton_interpret() else _BWD_GROUP_N)
     dx = torch.zeros((N, H), device=x.device, dtype=torch.float32) if need_dx else None
     dw = torch.zeros((V, H), device=x.device, dtype=torch.float32) if need_dw else None
     dx_arg = dx if need_dx else x
@@ -249,7 +268,7 @@ def _token_logprobs_bwd_triton(x, w, tgt, lse, ez, g, ge, inv_temp, need_dx, nee
     with_entropy = ge is not None
     grid = (triton.cdiv(N, cfg["BLOCK_N"]) * triton.cdiv(V, cfg["BLOCK_V"]),)
     _token_logprobs_bwd_kernel[grid](
-        x, w, lse, ez if with_entropy else lse, g, ge if with_entropy else g,
+        x, w, lse, lse - ent if with_entropy else lse, g, ge if with_entropy else g,
         dx_arg, dw_arg,
         N, V, H, x.stride(0), w.stride(0), dx_arg.stride(0), dw_arg.stride(0), inv_temp,
         WITH_ENTROPY=with_entropy, NEED_DX=need_dx, NEED_DW=need_dw,
@@ -280,7 +299,7 @@ def _token_logprobs_fwd_torch(x, w, tgt, inv_temp: float, with_entropy: bool, ch
     wc = w.to(cdt)                                          # (V, H), upcast once
     lse = torch.empty(N, device=x.device, dtype=cdt)
     zt = torch.empty(N, device=x.device, dtype=cdt)
-    ez = torch.empty(N, device=x.device, dtype=cdt) if with_entropy else None
+    ent = torch.empty(N, device=x.device, dtype=cdt) if with_entropy else None
     buf = torch.empty((min(chunk, N), w.shape[0]), device=x.device, dtype=cdt)
     ebuf = torch.empty_like(buf) if with_entropy else None
     for i0 in range(0, N, chunk):
@@ -295,13 +314,13 @@ def _token_logprobs_fwd_torch(x, w, tgt, inv_temp: float, with_entropy: bool, ch
             sumexp = e.sum(1)
             ey = e.mul_(y).sum(1)                           # sum e * (z - max)
             lse[i0:i1] = zmax.squeeze(1) + sumexp.log()
-            ez[i0:i1] = zmax.squeeze(1) + ey / sumexp
+            ent[i0:i1] = sumexp.log() - ey / sumexp
         else:
             lse[i0:i1] = zmax.squeeze(1) + y.exp_().sum(1).log_()
-    return lse, zt, ez
+    return lse, zt, ent
 
 
-def _token_logprobs_bwd_torch(x, w, tgt, lse, ez, g, ge, inv_temp, need_dx, need_dw, chunk):
+def _token_logprobs_bwd_torch(x, w, tgt, lse, ent, g, ge, inv_temp, need_dx, need_dw, chunk):
     """Chunked backward: recompute each chunk's logits, dlogits in place, two matmuls."""
     N, H = x.shape
     cdt = _compute_dtype(x.dtype)
@@ -319,7 +338,7 @@ def _token_logprobs_bwd_torch(x, w, tgt, lse, ez, g, ge, inv_temp, need_dx, need
         if ge is not None:
             # d = [g onehot - p (g + ge (z - E z))] / T, with z - E z = log p + ent
             gec = ge[i0:i1, None]
-            coef = torch.mul(y, gec, out=ebuf[: i1 - i0]).add_(gc + gec * (lse - ez)[i0:i1, None])
+            coef = torch.mul(y, gec, out=ebuf[: i1 - i0]).add_(gc + gec * ent[i0:i1, None])
             d = y.exp_().mul_(coef).mul_(-inv_temp)
         else:
             d = y.exp_().mul_(gc * -inv_temp)               # -p g / T
@@ -376,37 +395,37 @@ class TokenLogprobsFunction(torch.autograd.Function):
     def forward(ctx, x, w, tgt, mask, temperature, with_entropy, backend, chunk):
         inv_temp = 1.0 / temperature
         if backend == "triton":
-            lse, zt, ez = _token_logprobs_fwd_triton(x, w, tgt, inv_temp, with_entropy)
+            lse, zt, ent = _token_logprobs_fwd_triton(x, w, tgt, inv_temp, with_entropy)
         else:
-            lse, zt, ez = _token_logprobs_fwd_torch(x, w, tgt, inv_temp, with_entropy, chunk)
+            lse, zt, ent = _token_logprobs_fwd_torch(x, w, tgt, inv_temp, with_entropy, chunk)
         logp = zt - lse
-        ent = lse - ez if with_entropy else logp.new_empty(0)
+        ctx.save_for_backward(x, w, tgt, mask, lse, ent)  # unmasked; ent None unless asked
+        if not with_entropy:
+            ent = logp.new_empty(0)
         if mask is not None:
             logp.masked_fill_(~mask, 0.0)
-            if with_entropy:
-                ent.masked_fill_(~mask, 0.0)
-        ctx.save_for_backward(x, w, tgt, mask, lse, ez)
+            ent = ent.masked_fill(~mask, 0.0) if with_entropy else ent
         ctx.inv_temp, ctx.backend, ctx.chunk = inv_temp, backend, chunk
         ctx.set_materialize_grads(False)
         return logp, ent
 
     @staticmethod
     def backward(ctx, g_logp, g_ent):
-        x, w, tgt, mask, lse, ez = ctx.saved_tensors
+        x, w, tgt, mask, lse, ent = ctx.saved_tensors
         need_dx, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if (g_logp is None and g_ent is None) or not (need_dx or need_dw):
             return None, None, None, None, None, None, None, None
         g = torch.zeros_like(lse) if g_logp is None else g_logp.to(lse.dtype)
-        ge = None if (g_ent is None or ez is None) else g_ent.to(lse.dtype)
+        ge = None if (g_ent is None or ent is None) else g_ent.to(lse.dtype)
         if mask is not None:
             g = g.masked_fill(~mask, 0.0)
             ge = None if ge is None else ge.masked_fill(~mask, 0.0)
         g, ge = g.contiguous(), (None if ge is None else ge.contiguous())
         if ctx.backend == "triton":
-            dx, dw = _token_logprobs_bwd_triton(x, w, tgt, lse, ez, g, ge, ctx.inv_temp,
+            dx, dw = _token_logprobs_bwd_triton(x, w, tgt, lse, ent, g, ge, ctx.inv_temp,
                                                 need_dx, need_dw)
         else:
-            dx, dw = _token_logprobs_bwd_torch(x, w, tgt, lse, ez, g, ge, ctx.inv_temp,
+            dx, dw = _token_logprobs_bwd_torch(x, w, tgt, lse, ent, g, ge, ctx.inv_temp,
                                                need_dx, need_dw, ctx.chunk)
         return dx, dw, None, None, None, None, None, None
 

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from transformers.utils import logging as hf_logging
 
 from .airl import step_rule
 from .data import TaskConfig, make_splits
@@ -47,9 +48,13 @@ class DemoConfig:
     seed: int = 0
     task: TaskConfig = field(default_factory=TaskConfig)
     model: TinyLMConfig = field(default_factory=TinyLMConfig)
-    sft: SFTConfig = field(default_factory=SFTConfig)
+    sft: SFTConfig = field(default_factory=lambda: SFTConfig(steps=900, check_every=25, check_after=250))
     reward: RewardConfig = field(default_factory=RewardConfig)
     reward_train: RewardTrainConfig = field(default_factory=RewardTrainConfig)
+    # SFT stops once the policy's sampled accuracy on `sft_check_problems` validation
+    # problems reaches this: a useful but imperfect policy, whatever the seed or machine.
+    sft_target_accuracy: float = 0.35
+    sft_check_problems: int = 100
     vocab_size: int = 512  # BPE vocabulary (the embedded task needs ~420)
     n_samples: int = 16  # N: samples per test problem for best-of-N
     val_samples: int = 8  # samples per validation problem (selector choice, discriminator validation)
@@ -72,17 +77,17 @@ def quick_config(seed: int = 0) -> DemoConfig:
         seed=seed,
         task=TaskConfig(n_train=200, n_val=12, n_test=12, max_steps=3),
         model=TinyLMConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64),
-        sft=SFTConfig(steps=20, batch_size=16, log_every=10),
+        sft=SFTConfig(steps=20, batch_size=16, log_every=10, check_every=10, check_after=10),
         reward_train=RewardTrainConfig(steps=8, batch_size=8, eval_every=4),
         n_samples=4, val_samples=2, negative_prompts=24, negative_samples=1, max_new_tokens=40,
     )
 
 
-def _pools(policy, tokenizer, problems, n: int, cfg: DemoConfig, seed: int) -> list[SampledPool]:
+def _pools(policy, tokenizer, problems, n: int, cfg: DemoConfig, seed: int, progress: bool = True) -> list[SampledPool]:
     prompt_ids = encode_prompts(tokenizer, [p.question() for p in problems], max_prompt_tokens=1024)
     samples = sample_completions(policy, prompt_ids, n_samples=n, max_new_tokens=cfg.max_new_tokens,
                                  eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
-                                 temperature=cfg.temperature, seed=seed)
+                                 temperature=cfg.temperature, seed=seed, progress=progress)
     return [SampledPool(p.question(), str(p.values()[-1]), ids, s, tokenizer.batch_decode(s, skip_special_tokens=True))
             for p, ids, s in zip(problems, prompt_ids, samples, strict=True)]
 
@@ -103,6 +108,7 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True) -> dic
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    hf_logging.disable_progress_bar()  # per-file load/save bars would drown the pipeline's own
     rng = random.Random(cfg.seed)
     log = lambda msg: print(f"[{time.time() - t0:6.1f}s] {msg}", flush=True) if progress else None  # noqa: E731
 
@@ -121,7 +127,15 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True) -> dic
     # 2. SFT warm start on the expert traces
     p_ids = encode_prompts(tokenizer, [e.prompt for e in train_ex], max_prompt_tokens=1024)
     c_ids = encode_completions(tokenizer, [e.completion for e in train_ex], max_completion_tokens=1024)
-    train_sft(policy, p_ids, c_ids, tokenizer.pad_token_id, cfg.sft, metrics_path=out / "sft_log.jsonl", progress=progress)
+    check_problems = splits.val[: cfg.sft_check_problems]
+
+    def reached_target(step: int) -> bool:
+        acc = sum(p.correct()[0] for p in _pools(policy, tokenizer, check_problems, 1, cfg, step, progress=False)) / len(check_problems)
+        log(f"SFT step {step}: sampled validation accuracy {acc:.3f} (target {cfg.sft_target_accuracy})")
+        return acc >= cfg.sft_target_accuracy
+
+    train_sft(policy, p_ids, c_ids, tokenizer.pad_token_id, cfg.sft, metrics_path=out / "sft_log.jsonl",
+              progress=progress, stop_check=reached_target if cfg.sft_target_accuracy > 0 else None)
     policy.save_pretrained(out / "policy")
     policy = load_causal_lm(out / "policy").eval()
     greedy = _pools(policy, tokenizer, splits.test, 1, cfg, cfg.seed + 1)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel
+from transformers import GenerationConfig, PreTrainedModel
 
 
 @torch.no_grad()
@@ -34,6 +34,11 @@ def sample_completions(
     jobs = [(i, j) for i in range(len(prompt_ids)) for j in range(n_samples)]
     out: list[list[list[int]]] = [[[] for _ in range(n_samples)] for _ in prompt_ids]
     gen = torch.Generator().manual_seed(seed)
+    # An explicit config: a checkpoint's own top-k / top-p defaults would bias the samples.
+    gen_cfg = GenerationConfig(
+        max_new_tokens=max_new_tokens, do_sample=not greedy, temperature=None if greedy else temperature,
+        eos_token_id=eos_id, pad_token_id=pad_id,
+    )
     bar = tqdm(total=len(jobs), desc="sampling", disable=not progress, leave=False)
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start : start + batch_size]
@@ -46,15 +51,7 @@ def sample_completions(
             attention_mask[r, T - len(p) :] = 1
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
         seqs = model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
-            max_new_tokens=max_new_tokens,
-            do_sample=not greedy,
-            temperature=temperature if not greedy else None,
-            top_k=0 if not greedy else None,
-            top_p=1.0 if not greedy else None,
-            eos_token_id=eos_id,
-            pad_token_id=pad_id,
+            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=gen_cfg
         )[:, T:].tolist()
         for (i, j), ids in zip(chunk, seqs, strict=True):
             out[i][j] = ids[: ids.index(eos_id) + 1] if eos_id in ids else ids

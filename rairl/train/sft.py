@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,11 @@ class SFTConfig:
     grad_clip: float = 1.0
     log_every: int = 50
     seed: int = 0
+    # Early stop for a useful-but-imperfect warm start: every `check_every` steps from
+    # `check_after` on, `stop_check(step)` (supplied by the caller, e.g. sampled accuracy
+    # on validation problems >= a target) may end training. 0 disables the check.
+    check_every: int = 0
+    check_after: int = 0
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every"):
@@ -59,8 +64,13 @@ def train_sft(
     cfg: SFTConfig = SFTConfig(),
     metrics_path: str | Path | None = None,
     progress: bool = True,
+    stop_check: Callable[[int], bool] | None = None,
 ) -> list[dict]:
-    """Train `model` in place on (prompt, completion) pairs; returns the logged rows."""
+    """Train `model` in place on (prompt, completion) pairs; returns the logged rows.
+
+    With `cfg.check_every` and `stop_check`, training ends early the first time
+    `stop_check(step)` returns True (the model is put back in train mode after each check).
+    """
     if len(prompt_ids) != len(completion_ids) or not prompt_ids:
         raise ValueError(f"train_sft: {len(prompt_ids)} prompts and {len(completion_ids)} completions")
     rng = random.Random(cfg.seed)
@@ -84,6 +94,12 @@ def train_sft(
             rows.append({"step": step + 1, "loss": running / n, "lr": opt.param_groups[0]["lr"]})
             running = 0.0
             bar.set_postfix(loss=f"{rows[-1]['loss']:.3f}")
+        if stop_check and cfg.check_every and step + 1 >= cfg.check_after and (step + 1) % cfg.check_every == 0:
+            stop = stop_check(step + 1)
+            model.train()
+            if stop:
+                rows.append({"step": step + 1, "stopped_early": True})
+                break
     if metrics_path:
         with open(metrics_path, "a") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# GPU check of rairl.kernels on one CUDA device (< 8 min on one H100):
+#   1. the kernel tests, compiled Triton (no interpreter)
+#   2. bench_logprobs at V=151936, H in {896, 1536, 3584}, N in {4096, 16384}, bf16
+#      (naive, rairl triton, rairl torch; torch.compile and TRL at two shapes; liger if present)
+#   3. bench_airl (step and dense actions) with the device copy bandwidth beside it
+#   4. the Triton tile sweep at one shape, if time is left
+# JSON goes to ${OUT:-benchmarks/out}; the summary table is printed last.
+#
+#   bash benchmarks/gpu/run.sh            # from anywhere; PYTHON=... to pick the interpreter
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-benchmarks/out}"
+PY="${PYTHON:-python}"
+BUDGET_S="${BUDGET_S:-450}"          # stop starting new steps after this many seconds
+mkdir -p "$OUT"
+unset TRITON_INTERPRET RAIRL_KERNEL_BACKEND
+export PYTHONUNBUFFERED=1
+status=0
+
+left() { echo $(( BUDGET_S - SECONDS )); }
+step() {  # step NAME TIMEOUT_S CMD...: run if the budget allows, never abort the script
+    local name=$1 limit=$2; shift 2
+    if (( $(left) < 20 )); then echo "== skip $name (budget spent)"; return; fi
+    (( limit > $(left) )) && limit=$(left)
+    echo "== $name (limit ${limit}s, ${SECONDS}s elapsed)"
+    timeout "$limit" "$@" || { echo "!! $name failed or timed out (rc=$?)"; status=1; }
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+"$PY" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__,
+                                      torch.cuda.get_device_name())"
+
+step "kernel tests (CUDA)" 150 "$PY" -m pytest tests/kernels -q -p no:cacheprovider
+
+V=151936
+# headline shapes first (with the torch.compile / TRL baselines), then the rest of the grid
+for NH in 4096:896 16384:3584 4096:1536 4096:3584 16384:896 16384:1536; do
+  N=${NH%:*}; H=${NH#*:}
+  variants="naive rairl rairl_torch liger"
+  [[ $NH == 4096:896 || $NH == 16384:3584 ]] && variants="$variants compile"
+  [[ $NH == 4096:896 ]] && variants="$variants trl"
+  step "logprobs N=$N H=$H" 150 "$PY" benchmarks/bench_logprobs.py --device cuda \
+    --n "$N" --h "$H" --v $V --dtype bf16 --variants $variants \
+    --json "$OUT/logprobs_n${N}_h${H}.json"
+done
+
+step "airl steps" 60 "$PY" benchmarks/bench_airl.py --device cuda --n 1048576 --action-len 32 \
+  --dtype fp32 --variants torch triton --json "$OUT/airl_n1048576_steps.json"
+step "airl dense" 60 "$PY" benchmarks/bench_airl.py --device cuda --n 1048576 --action-len 1 \
+  --dtype fp32 --variants torch triton --json "$OUT/airl_n1048576_dense.json"
+
+step "logprobs tile sweep" 120 "$PY" benchmarks/bench_logprobs.py --device cuda --n 16384 \
+  --h 1536 --v $V --dtype bf16 --variants rairl --sweep \
+  --json "$OUT/logprobs_sweep_n16384_h1536.json"
+
+echo "== summary (${SECONDS}s elapsed)"
+"$PY" benchmarks/gpu/summarize.py "$OUT"
+exit $status

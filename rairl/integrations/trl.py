@@ -1,0 +1,45 @@
+"""R-AIRL reward as a reward function for TRL's `GRPOTrainer` (or any trainer with that interface).
+
+    from rairl.integrations.trl import RAIRLReward
+    trainer = GRPOTrainer(model=..., reward_funcs=RAIRLReward("runs/demo/reward"), ...)
+
+The trainer passes the policy's own `completion_ids`; they are scored as they
+are (no re-decoding). The prompt text is tokenised with the reward model's
+tokenizer exactly as given (the dataset's prompt is already the full prompt),
+so the policy and the reward model must share a tokenizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..score import SELECTORS, RewardScorer, select
+
+
+class RAIRLReward:
+    """Callable `(prompts, completions, completion_ids, **kw) -> list[float]`, one reward per completion."""
+
+    def __init__(self, scorer: RewardScorer | str | Path, selector: str = "sum"):
+        if selector not in SELECTORS:
+            raise ValueError(f"RAIRLReward: selector={selector!r}; choose one of {SELECTORS}")
+        self.scorer = scorer if isinstance(scorer, RewardScorer) else RewardScorer.from_pretrained(scorer)
+        self.selector = selector
+        self.__name__ = f"rairl_{selector}"  # TRL logs rewards under the callable's name
+
+    def __call__(
+        self,
+        prompts: Sequence[str],
+        completions: Sequence[str],
+        completion_ids: Sequence[Sequence[int]] | None = None,
+        **kwargs,
+    ) -> list[float]:
+        if any(not isinstance(p, str) for p in prompts):
+            raise TypeError("RAIRLReward scores plain-text prompts; conversational datasets are not supported")
+        tok = self.scorer.tokenizer
+        prompt_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        if completion_ids is None:
+            completion_ids = [tok(c, add_special_tokens=False)["input_ids"] for c in completions]
+        completion_ids = [list(c) for c in completion_ids]
+        steps = self.scorer.score_ids(prompt_ids, completion_ids)
+        return [select(s, self.selector, len(c)) for s, c in zip(steps, completion_ids, strict=True)]

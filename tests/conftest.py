@@ -1,0 +1,35 @@
+"""Shared fixtures: a tiny tokenizer and policy built offline, saved and reloaded by path."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """A directory holding a tiny Llama policy and its BPE tokenizer (save_pretrained format)."""
+    from rairl.data import TaskConfig, make_splits
+    from rairl.models.lm import TinyLMConfig, build_tiny_lm
+    from rairl.models.tokenizer import format_prompt, load_tokenizer, train_bpe_tokenizer
+
+    path = tmp_path_factory.mktemp("tiny")
+    splits = make_splits(0, TaskConfig(n_train=300, n_val=10, n_test=10))
+    corpus = [format_prompt(p.question()) + "\n".join(p.solution_steps()) for p in splits.train]
+    train_bpe_tokenizer(corpus, 512).save_pretrained(path)
+    build_tiny_lm(load_tokenizer(path), TinyLMConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)).save_pretrained(path)
+    return path
+
+
+@pytest.fixture()
+def tiny(tiny_dir):
+    """(tokenizer, policy) loaded fresh from `tiny_dir`."""
+    from rairl.models.lm import load_causal_lm
+    from rairl.models.tokenizer import load_tokenizer
+
+    return load_tokenizer(tiny_dir), load_causal_lm(tiny_dir).eval()
