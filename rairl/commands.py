@@ -11,6 +11,7 @@ import argparse
 import copy
 import json
 import random
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -71,6 +72,8 @@ def train_reward_command(cfg: TrainRewardConfig, out: Path, progress: bool = Tru
         policy.save_pretrained(out / "policy")
     policy.eval()
 
+    train_ex, val_ex = _within_limits(tokenizer, train_ex, cfg), _within_limits(tokenizer, val_ex, cfg)
+
     def records(examples):
         p_ids, c_ids = _encode(tokenizer, examples, cfg)
         samples = sample_completions(policy, p_ids, n_samples=cfg.negative_samples, max_new_tokens=cfg.max_new_tokens,
@@ -89,10 +92,25 @@ def train_reward_command(cfg: TrainRewardConfig, out: Path, progress: bool = Tru
     calibrate_localiser(scorer, val_items + clean_items(val_ex))
     scorer.save_pretrained(out / "reward")
     metrics = {"reward": {"val_auroc": best["auroc"], "val_acc": best["acc"], "best_step": best["step"]},
-               "data": {"train": len(train_ex), "val": len(val_ex), "path": cfg.data},
+               "data": {"read": len(examples), "train": len(train_ex), "val": len(val_ex), "path": cfg.data},
                "localise_val": evaluate_localise(scorer, val_items + clean_items(val_ex)), "config": asdict(cfg)}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def _within_limits(tokenizer, examples, cfg: TrainRewardConfig):
+    """Examples whose prompt and completion fit the token limits; the rest are left out with one warning."""
+    kept, over = [], []
+    for e in examples:
+        n_prompt = len(tokenizer(format_prompt(e.prompt), add_special_tokens=False)["input_ids"])
+        n_completion = len(tokenizer(e.completion, add_special_tokens=False)["input_ids"]) + 1
+        (kept if n_prompt <= cfg.max_prompt_tokens and n_completion <= cfg.max_completion_tokens else over).append(e)
+    if over:
+        warnings.warn(f"{len(over)} example(s) over max_prompt_tokens={cfg.max_prompt_tokens} or "
+                      f"max_completion_tokens={cfg.max_completion_tokens} left out (first: {over[0].source})", stacklevel=2)
+    if not kept:
+        raise ValueError("train-reward: no example fits the token limits; raise max_prompt_tokens / max_completion_tokens")
+    return kept
 
 
 def _encode(tokenizer, examples, cfg: TrainRewardConfig):

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
-from .data import Example, LocaliseItem, answers_match, extract_answer, perturb, split_steps
+from .data import Example, LocaliseItem, answers_match, extract_answer, split_steps
+from .data.perturb import perturb
 from .eval.metrics import calibrate_threshold, first_below, localisation_metrics, rerank_metrics
 from .score import SELECTORS, RewardScorer, select
 from .train.reward import DiscRecord
@@ -99,7 +100,8 @@ def item_step_scores(scorer: RewardScorer, items: Sequence[LocaliseItem]) -> lis
     scores = scorer.score([it.problem for it in items], ["\n".join(it.steps) for it in items])
     for it, s in zip(items, scores, strict=True):
         if len(s) != len(it.steps):
-            raise ValueError(f"item {it.id}: {len(it.steps)} steps but {len(s)} scored lines (a step holds a newline?)")
+            raise ValueError(f"item {it.id}: {len(it.steps)} steps but {len(s)} scored lines: a step holds a newline, "
+                             f"or the trace is over max_completion_tokens={scorer.max_completion_tokens}")
     return scores
 
 

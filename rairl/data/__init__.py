@@ -1,4 +1,4 @@
-"""Data: the embedded task, file formats, step segmentation, answer checking, perturbations."""
+"""Data: the embedded task, file formats, step segmentation, answer checking (perturbations: `rairl.data.perturb`)."""
 
 from .formats import (
     load_candidate_pools,
@@ -8,14 +8,13 @@ from .formats import (
     save_candidate_pools,
     save_localise_items,
 )
-from .perturb import Perturbation, perturb
 from .records import CandidatePool, DataError, Example, LocaliseItem
 from .steps import answers_match, extract_answer, join_steps, split_steps
 from .task import Problem, TaskConfig, make_splits
 
 __all__ = [
-    "CandidatePool", "DataError", "Example", "LocaliseItem", "Perturbation", "Problem", "TaskConfig",
+    "CandidatePool", "DataError", "Example", "LocaliseItem", "Problem", "TaskConfig",
     "answers_match", "extract_answer", "join_steps", "load_candidate_pools", "load_examples",
-    "load_gsm8k", "load_localise_items", "make_splits", "perturb", "save_candidate_pools",
+    "load_gsm8k", "load_localise_items", "make_splits", "save_candidate_pools",
     "save_localise_items", "split_steps",
 ]
