@@ -15,6 +15,8 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from .airl import step_rule
 from .data import extract_answer, load_candidate_pools, load_examples, load_localise_items
 from .eval.metrics import first_below, localisation_metrics, rerank_metrics
@@ -127,7 +129,7 @@ def rerank_command(reward: str, pools_path: str, out: Path, selector: str | None
         raise ValueError(f"{pools_path}: every candidate needs 'is_correct' (or the pool an 'answer') to be evaluated")
     baseline = RewardScorer(RewardModel(load_causal_lm(policy), RewardConfig()), scorer.tokenizer) if policy else None
     reward_scores, logprob_scores, answers = [], [], []
-    for p in pools:
+    for p in tqdm(pools, desc="rerank"):
         p_ids, c_ids = scorer.encode([p.question] * len(p.solutions), p.solutions)
         reward_scores.append([select(s, selector, len(c)) for s, c in zip(scorer.score_ids(p_ids, c_ids), c_ids, strict=True)])
         if baseline:
@@ -147,7 +149,7 @@ def localise_command(reward: str, items_path: str, out: Path, threshold: float |
     scorer = RewardScorer.from_pretrained(reward)
     if threshold is not None:
         scorer.settings.threshold = threshold
-    scores = item_step_scores(scorer, items)
+    scores = item_step_scores(scorer, items, progress=True)
     predicted = [first_below(row, scorer.settings.threshold) for row in scores]
     metrics = {**localisation_metrics(predicted, [it.label for it in items]), "threshold": scorer.settings.threshold}
     _write(out, {"localise": metrics, "predictions": [{"id": it.id, "label": it.label, "predicted": p} for it, p in zip(items, predicted, strict=True)]})
@@ -178,8 +180,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_train)
 
     p = sub.add_parser("score", help="per-step rewards of (prompt, completion) pairs from a JSONL file")
-    p.add_argument("--reward", required=True, help="reward model directory")
-    p.add_argument("--data", required=True, help="expert-format JSONL ({prompt, completion}) or GSM8K jsonl")
+    p.add_argument("--reward", help="reward model directory")
+    p.add_argument("--data", help="expert-format JSONL ({prompt, completion}) or GSM8K jsonl")
     p.add_argument("--out", default="runs/score")
 
     def run_score(args):
@@ -191,22 +193,45 @@ def register(sub: argparse._SubParsersAction) -> None:
         print(f"scored {len(rows)} completions -> {Path(args.out) / 'metrics.json'}")
         return 0
 
-    p.set_defaults(func=run_score)
+    _file_command(p, run_score, required=("reward", "data"))
 
     p = sub.add_parser("rerank", help="best-of-N over a candidate-pool JSONL file")
-    p.add_argument("--reward", required=True, help="reward model directory")
-    p.add_argument("--pools", required=True, help="candidate pools JSONL: {question, answer?, candidates: [{solution, is_correct?}]}")
+    p.add_argument("--reward", help="reward model directory")
+    p.add_argument("--pools", help="candidate pools JSONL: {question, answer?, candidates: [{solution, is_correct?}]}")
     p.add_argument("--policy", help="policy checkpoint for the mean log-prob baseline")
     p.add_argument("--selector", help="mean | min | last | sum | token_mean (default: the calibrated one)")
     p.add_argument("--out", default="runs/rerank")
-    p.set_defaults(func=lambda a: _print(rerank_command(a.reward, a.pools, Path(a.out), a.selector, a.policy), a.out))
+    _file_command(p, lambda a: _print(rerank_command(a.reward, a.pools, Path(a.out), a.selector, a.policy), a.out),
+                  required=("reward", "pools"))
 
     p = sub.add_parser("localise", help="first wrong step of ProcessBench-style items")
-    p.add_argument("--reward", required=True, help="reward model directory")
-    p.add_argument("--items", required=True, help="ProcessBench-style JSON/JSONL: {id, problem, steps, label}")
+    p.add_argument("--reward", help="reward model directory")
+    p.add_argument("--items", help="ProcessBench-style JSON/JSONL: {id, problem, steps, label}")
     p.add_argument("--threshold", type=float, help="override the calibrated threshold")
     p.add_argument("--out", default="runs/localise")
-    p.set_defaults(func=lambda a: _print(localise_command(a.reward, a.items, Path(a.out), a.threshold), a.out))
+    _file_command(p, lambda a: _print(localise_command(a.reward, a.items, Path(a.out), a.threshold), a.out),
+                  required=("reward", "items"))
+
+
+def _file_command(parser: argparse.ArgumentParser, run, required: tuple[str, ...]) -> None:
+    """Add `--config FILE.json` (its keys are the command's options; the command line wins) and required checks."""
+    parser.add_argument("--config", help="JSON file whose keys are this command's options")
+    defaults = {a.dest: a.default for a in parser._actions}
+
+    def run_with_config(args: argparse.Namespace) -> int:
+        if args.config:
+            for key, value in json.loads(Path(args.config).read_text()).items():
+                dest = key.replace("-", "_")
+                if dest not in defaults or dest in ("config", "func", "help"):
+                    raise ValueError(f"{args.config}: unknown field '{key}'")
+                if getattr(args, dest) == defaults[dest]:
+                    setattr(args, dest, value)
+        missing = [f"--{r}" for r in required if not getattr(args, r)]
+        if missing:
+            raise ValueError(f"missing {', '.join(missing)} (on the command line or in --config)")
+        return run(args)
+
+    parser.set_defaults(func=run_with_config)
 
 
 def _print(metrics: dict, out: str) -> int:

@@ -96,8 +96,8 @@ def evaluate_rerank(reward: RewardScorer, logprob: RewardScorer, pools: Sequence
     )
 
 
-def item_step_scores(scorer: RewardScorer, items: Sequence[LocaliseItem]) -> list[list[float]]:
-    scores = scorer.score([it.problem for it in items], ["\n".join(it.steps) for it in items])
+def item_step_scores(scorer: RewardScorer, items: Sequence[LocaliseItem], progress: bool = False) -> list[list[float]]:
+    scores = scorer.score([it.problem for it in items], ["\n".join(it.steps) for it in items], progress=progress)
     for it, s in zip(items, scores, strict=True):
         if len(s) != len(it.steps):
             raise ValueError(f"item {it.id}: {len(it.steps)} steps but {len(s)} scored lines: a step holds a newline, "

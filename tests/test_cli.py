@@ -89,3 +89,32 @@ def test_train_reward_on_a_gsm8k_subset(tmp_path):
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert 0.0 <= m["reward"]["val_auroc"] <= 1.0 and m["data"]["read"] == 40 and 0 < m["data"]["train"] <= 36
     assert (tmp_path / "r" / "reward" / "heads.safetensors").exists()
+
+
+def test_file_commands_take_a_config_file(quick_demo, tmp_path):
+    out, _ = quick_demo
+    items = tmp_path / "items.jsonl"
+    items.write_text(json.dumps({"id": "a", "problem": "Tom has 3 pens.", "steps": ["3 + 2 = 6", "#### 6"], "label": 0}) + "\n")
+    cfg = tmp_path / "loc.json"
+    cfg.write_text(json.dumps({"reward": str(out / "reward"), "items": str(items), "threshold": -1e9}))
+    rairl("localise", "--config", str(cfg), "--out", str(tmp_path / "loc"))
+    m = json.loads((tmp_path / "loc" / "metrics.json").read_text())
+    assert m["localise"]["threshold"] == -1e9 and m["predictions"][0]["predicted"] == -1
+    cfg.write_text(json.dumps({"reward": str(out / "reward"), "itemz": "x"}))
+    proc = rairl("localise", "--config", str(cfg), check=False)
+    assert proc.returncode == 2 and "unknown field 'itemz'" in proc.stderr
+    proc = rairl("rerank", "--reward", str(out / "reward"), check=False)
+    assert proc.returncode == 2 and "--pools" in proc.stderr
+
+
+def test_missing_flash_attn_names_the_extra(tiny_dir):
+    pytest.importorskip("torch")
+    try:
+        import flash_attn  # noqa: F401
+        pytest.skip("flash-attn is installed")
+    except ImportError:
+        pass
+    from rairl.models.lm import load_causal_lm
+
+    with pytest.raises(ImportError, match=r"rairl\[gpu\]"):
+        load_causal_lm(tiny_dir, attn_implementation="flash_attention_2")

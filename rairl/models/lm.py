@@ -13,6 +13,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..kernels import token_logprobs
+from .packing import packed_decoder_hidden
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,16 @@ def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32, attn_im
     return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation=attn_implementation)
 
 
-def decoder_hidden(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Final hidden states (after the last norm) of a causal LM, `(B, T, H)`."""
+def decoder_hidden(
+    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, packing: bool = False
+) -> torch.Tensor:
+    """Final hidden states (after the last norm) of a causal LM, `(B, T, H)`.
+
+    With `packing`, computed padding-free (`rairl.models.packing`; right padding only):
+    the same values on real tokens, 0 on padding.
+    """
+    if packing:
+        return packed_decoder_hidden(model, input_ids, attention_mask)
     decoder = model.get_decoder()
     return decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
 
@@ -75,20 +84,24 @@ def per_token_logprobs(
     attention_mask: torch.Tensor,
     temperature: float = 1.0,
     return_hidden: bool = False,
+    packing: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """log p(token_t | tokens_<t) for every position, `(B, T)` fp32; position 0 and padding hold 0.
 
-    With `return_hidden`, also the hidden states `(B, T, H)` that produced them.
+    With `return_hidden`, also the hidden states `(B, T, H)` that produced them. With
+    `packing`, the decoder runs padding-free and the LM head scores real tokens only.
     """
-    hidden = decoder_hidden(model, input_ids, attention_mask)  # (B, T, H)
+    hidden = decoder_hidden(model, input_ids, attention_mask, packing=packing)  # (B, T, H)
     B, T, H = hidden.shape
-    valid = (attention_mask[:, 1:] > 0) & (attention_mask[:, :-1] > 0)  # (B, T-1)
-    lp = token_logprobs(
-        hidden[:, :-1].reshape(-1, H),
-        model.get_output_embeddings().weight,
-        input_ids[:, 1:].reshape(-1),
-        temperature=temperature,
-        mask=valid.reshape(-1),
-    ).view(B, T - 1)
+    valid = ((attention_mask[:, 1:] > 0) & (attention_mask[:, :-1] > 0)).reshape(-1)  # (B*(T-1),)
+    x, targets = hidden[:, :-1].reshape(-1, H), input_ids[:, 1:].reshape(-1)  # (B*(T-1), H), (B*(T-1),)
+    weight = model.get_output_embeddings().weight
+    if packing:
+        idx = valid.nonzero().squeeze(1)  # (N',) scored tokens
+        lp_real = token_logprobs(x.index_select(0, idx), weight, targets.index_select(0, idx), temperature=temperature)
+        lp = lp_real.new_zeros(valid.shape).index_copy(0, idx, lp_real)
+    else:
+        lp = token_logprobs(x, weight, targets, temperature=temperature, mask=valid)
+    lp = lp.view(B, T - 1)
     lp = torch.nn.functional.pad(lp, (1, 0))  # (B, T): align log-prob with the token it scores
     return (lp, hidden) if return_hidden else lp
