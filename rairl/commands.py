@@ -19,12 +19,18 @@ from tqdm.auto import tqdm
 
 from .airl import step_rule
 from .data import extract_answer, load_candidate_pools, load_examples, load_localise_items
-from .eval.metrics import first_below, localisation_metrics, rerank_metrics
+from .eval.metrics import first_below, localisation_metrics, rerank_metrics, write_metrics
 from .models.batch import encode_completions, encode_prompts
 from .models.lm import TinyLMConfig, build_tiny_lm, load_causal_lm
 from .models.reward import RewardConfig, RewardModel
 from .models.tokenizer import format_prompt, load_tokenizer, train_bpe_tokenizer
-from .pipeline import calibrate_localiser, clean_items, evaluate_localise, item_step_scores, perturbed_negatives
+from .pipeline import (
+    calibrate_localiser,
+    clean_items,
+    evaluate_localise,
+    item_step_scores,
+    perturbed_negatives,
+)
 from .rl.rollout import sample_completions
 from .score import RewardScorer, select
 from .train.reward import DiscRecord, RewardTrainConfig, train_reward
@@ -96,7 +102,7 @@ def train_reward_command(cfg: TrainRewardConfig, out: Path, progress: bool = Tru
     metrics = {"reward": {"val_auroc": best["auroc"], "val_acc": best["acc"], "best_step": best["step"]},
                "data": {"read": len(examples), "train": len(train_ex), "val": len(val_ex), "path": cfg.data},
                "localise_val": evaluate_localise(scorer, val_items + clean_items(val_ex)), "config": asdict(cfg)}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_metrics(out / "metrics.json", metrics)
     return metrics
 
 
@@ -157,8 +163,7 @@ def localise_command(reward: str, items_path: str, out: Path, threshold: float |
 
 
 def _write(out: Path, metrics: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_metrics(out / "metrics.json", metrics)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

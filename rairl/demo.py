@@ -12,7 +12,6 @@ only to evaluate.
 from __future__ import annotations
 
 import copy
-import json
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,7 @@ from transformers.utils import logging as hf_logging
 
 from .airl import step_rule
 from .data import TaskConfig, make_splits
+from .eval.metrics import write_metrics
 from .models.batch import encode_completions, encode_prompts
 from .models.lm import TinyLMConfig, build_tiny_lm, load_causal_lm
 from .models.reward import RewardConfig, RewardModel
@@ -58,6 +58,7 @@ class DemoConfig:
     vocab_size: int = 512  # BPE vocabulary (the embedded task needs ~420)
     n_samples: int = 16  # N: samples per test problem for best-of-N
     val_samples: int = 8  # samples per validation problem (selector choice, discriminator validation)
+    disc_experts: int = 1600  # expert traces (and as many perturbed copies) for discriminator training
     negative_prompts: int = 800  # train prompts whose policy samples are discriminator negatives
     negative_samples: int = 2  # policy samples per such prompt
     max_new_tokens: int = 64  # sampling limit (the longest embedded solution is ~50 tokens)
@@ -67,8 +68,9 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if self.n_samples < 2 or self.val_samples < 1 or self.negative_samples < 1:
             raise ValueError("DemoConfig: need n_samples >= 2, val_samples >= 1, negative_samples >= 1")
-        if self.negative_prompts > self.task.n_train:
-            raise ValueError(f"DemoConfig.negative_prompts={self.negative_prompts} > task.n_train={self.task.n_train}")
+        for name in ("negative_prompts", "disc_experts"):
+            if getattr(self, name) > self.task.n_train:
+                raise ValueError(f"DemoConfig.{name}={getattr(self, name)} > task.n_train={self.task.n_train}")
 
 
 def quick_config(seed: int = 0) -> DemoConfig:
@@ -79,7 +81,7 @@ def quick_config(seed: int = 0) -> DemoConfig:
         model=TinyLMConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64),
         sft=SFTConfig(steps=20, batch_size=16, log_every=10, check_every=10, check_after=10),
         reward_train=RewardTrainConfig(steps=8, batch_size=8, eval_every=4),
-        n_samples=4, val_samples=2, negative_prompts=24, negative_samples=1, max_new_tokens=40,
+        n_samples=4, val_samples=2, disc_experts=48, negative_prompts=24, negative_samples=1, max_new_tokens=40,
     )
 
 
@@ -146,7 +148,7 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True) -> dic
     neg_problems = rng.sample(splits.train, cfg.negative_prompts)
     neg_pools = _pools(policy, tokenizer, neg_problems, cfg.negative_samples, cfg, cfg.seed + 2)
     val_pools = _pools(policy, tokenizer, splits.val, cfg.val_samples, cfg, cfg.seed + 3)
-    train_records, _ = _disc_records(tokenizer, train_ex[: cfg.negative_prompts * 2], neg_pools, rng)
+    train_records, _ = _disc_records(tokenizer, train_ex[: cfg.disc_experts], neg_pools, rng)
     val_records, val_perturbed = _disc_records(tokenizer, val_ex, val_pools, rng)
     log(f"discriminator data: {len(train_records)} train / {len(val_records)} val sequences")
 
@@ -191,15 +193,15 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True) -> dic
         "config": asdict(cfg),
         "seconds": time.time() - t0,
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_metrics(out / "metrics.json", metrics)
     return metrics
 
 
 def results_table(m: dict) -> str:
     r, loc = m["rerank"], m["localise"]
     rows = [
-        ("rerank (best of N=%d, %d problems)" % (r["n"], r["problems"]), ""),
-        ("  R-AIRL reward (%s)" % r["selector"], r["reward_best_of_n"]),
+        (f"rerank (best of N={r['n']}, {r['problems']} problems)", ""),
+        (f"  R-AIRL reward ({r['selector']})", r["reward_best_of_n"]),
         ("  policy mean log-prob", r["logprob_best_of_n"]),
         ("  majority vote", r["majority_vote"]),
         ("  random pick (expected)", r["random_expected"]),
@@ -211,7 +213,7 @@ def results_table(m: dict) -> str:
         ("  policy log-prob: first-error acc", loc["logprob_first_error_accuracy"]),
         ("  policy log-prob: no-error acc", loc["logprob_no_error_accuracy"]),
         ("  policy log-prob: F1", loc["logprob_f1"]),
-        ("  natural errors (%d policy mistakes): reward" % loc["natural_n"], loc["natural_first_error_accuracy"]),
+        (f"  natural errors ({loc['natural_n']} policy mistakes): reward", loc["natural_first_error_accuracy"]),
         ("  natural errors: policy log-prob", loc["logprob_natural_first_error_accuracy"]),
         ("policy SFT greedy pass@1", m["policy"]["sft_pass1"]),
         ("reward model val AUROC", m["reward"]["val_auroc"]),

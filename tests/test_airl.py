@@ -30,7 +30,7 @@ def _random_batch(tokenizer, rng: random.Random):
 def _hand_terms(rm: RewardModel, prompts, completions, nl, policy_lp, granularity, gamma, beta):
     """Per-sequence lists of (g, f, ell), computed token by token from full logits."""
     out = []
-    for b, (p, c) in enumerate(zip(prompts, completions)):
+    for b, (p, c) in enumerate(zip(prompts, completions, strict=True)):
         ids = torch.tensor([p + c])
         with torch.no_grad():
             hidden = rm.lm.get_decoder()(input_ids=ids).last_hidden_state[0]
@@ -78,9 +78,9 @@ def test_discriminator_terms_match_hand_computation(tiny, granularity):
         terms = discriminator_terms(rm, batch, layout, policy_lp)
     expected = _hand_terms(rm, prompts, completions, nl, policy_lp.tolist(), granularity, gamma, beta)
     for b, rows in enumerate(expected):
-        got = [(g.item(), f.item(), e.item()) for g, f, e in zip(*(layout.per_sequence(x)[b] for x in terms))]
+        got = [(g.item(), f.item(), e.item()) for g, f, e in zip(*(layout.per_sequence(x)[b] for x in terms), strict=True)]
         assert len(got) == len(rows)
-        for (g1, f1, e1), (g2, f2, e2) in zip(got, rows):
+        for (g1, f1, e1), (g2, f2, e2) in zip(got, rows, strict=True):
             assert g1 == pytest.approx(g2, rel=1e-4, abs=1e-4)
             assert f1 == pytest.approx(f2, rel=1e-4, abs=1e-4)
             assert e1 == pytest.approx(e2, rel=1e-4, abs=1e-4)
@@ -116,8 +116,8 @@ def test_loss_is_class_balanced_bce_by_hand(tiny):
     valid[0] = valid[1] = True
     loss = discriminator_loss(rm, batch, layout, policy_lp, labels, valid)
     ell = discriminator_terms(rm, batch, layout, policy_lp).ell.detach().tolist()
-    pos = [math.log1p(math.exp(-e)) for e, y, v in zip(ell, labels, valid) if v and y == 1]
-    neg = [math.log1p(math.exp(e)) for e, y, v in zip(ell, labels, valid) if v and y == 0]
+    pos = [math.log1p(math.exp(-e)) for e, y, v in zip(ell, labels, valid, strict=True) if v and y == 1]
+    neg = [math.log1p(math.exp(e)) for e, y, v in zip(ell, labels, valid, strict=True) if v and y == 0]
     assert loss.item() == pytest.approx(0.5 * sum(pos) / len(pos) + 0.5 * sum(neg) / len(neg), rel=1e-5)
     loss.backward()
     assert rm.g_head.weight.grad is not None and rm.h_head.weight.grad.abs().sum() > 0

@@ -21,8 +21,8 @@ def test_auroc_matches_pairwise_count():
         n = rng.randint(2, 30)
         scores = [rng.choice([0.0, 0.5, 1.0, rng.random()]) for _ in range(n)]
         labels = [rng.random() < 0.5 for _ in range(n)]
-        pos = [s for s, y in zip(scores, labels) if y]
-        neg = [s for s, y in zip(scores, labels) if not y]
+        pos = [s for s, y in zip(scores, labels, strict=True) if y]
+        neg = [s for s, y in zip(scores, labels, strict=True) if not y]
         if not pos or not neg:
             assert auroc(scores, labels) == 0.5
             continue

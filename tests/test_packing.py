@@ -57,9 +57,9 @@ def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
 def check_forward(model, ids, mask, msg, **packed_kwargs) -> None:
     real = mask.bool()
     with torch.no_grad():
-        want = decoder_hidden(model, ids, mask)
+        want = decoder_hidden(model, ids, mask, packing=False)
         got = packed_decoder_hidden(model, ids, mask, **packed_kwargs)
-        lp_want = per_token_logprobs(model, ids, mask)
+        lp_want = per_token_logprobs(model, ids, mask, packing=False)
         lp_got = per_token_logprobs(model, ids, mask, packing=True)
     assert got.shape == want.shape, msg
     assert rel_err(got[real], want[real]) <= RTOL, msg
@@ -85,6 +85,7 @@ def test_matches_padded_on_random_batches(model, layout):
     ([1, 1, 1, 1], None),  # one-token sequences: T == 1, nothing to score
     ([1, 9, 1, 4], None),
     ([6, 6, 6], None),  # all the same length: the padded batch has no padding
+    ([0, 5, 0], None),  # empty sequences (all-padding rows)
     ([10, 3, 7, 10], 10),  # sequences exactly max_row_tokens long fill a row alone
     ([10, 3, 7, 10], 17),
 ])

@@ -38,8 +38,8 @@ def test_reward_training_separates_experts_from_negatives(tiny):
     p, c = _data(tokenizer, 48)
     rng = random.Random()
     vocab = list(range(3, len(tokenizer)))
-    negatives = [DiscRecord(pi, [rng.choice(vocab) for _ in range(len(ci))] + [tokenizer.eos_token_id], 0) for pi, ci in zip(p, c)]
-    experts = [DiscRecord(pi, ci, 1) for pi, ci in zip(p, c)]
+    negatives = [DiscRecord(pi, [rng.choice(vocab) for _ in range(len(ci))] + [tokenizer.eos_token_id], 0) for pi, ci in zip(p, c, strict=True)]
+    experts = [DiscRecord(pi, ci, 1) for pi, ci in zip(p, c, strict=True)]
     rm = RewardModel(copy.deepcopy(lm), RewardConfig(granularity="step"))
     before = copy.deepcopy(rm.state_dict())
     rule = step_rule(rm.cfg, tokenizer)

@@ -6,6 +6,7 @@ fused, chunked LM-head + log-softmax + gather), never through full logits.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,8 +65,13 @@ def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32, attn_im
     return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation=attn_implementation)
 
 
+# Padding-free forward passes are the default for every log-prob (trainer and scorer);
+# RAIRL_PACKING=0 turns them off, e.g. to compare against the padded path.
+PACKING_DEFAULT = os.environ.get("RAIRL_PACKING", "1") != "0"
+
+
 def decoder_hidden(
-    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, packing: bool = False
+    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, packing: bool = PACKING_DEFAULT
 ) -> torch.Tensor:
     """Final hidden states (after the last norm) of a causal LM, `(B, T, H)`.
 
@@ -84,7 +90,7 @@ def per_token_logprobs(
     attention_mask: torch.Tensor,
     temperature: float = 1.0,
     return_hidden: bool = False,
-    packing: bool = False,
+    packing: bool = PACKING_DEFAULT,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """log p(token_t | tokens_<t) for every position, `(B, T)` fp32; position 0 and padding hold 0.
 

@@ -78,36 +78,31 @@ def first_fit_decreasing(lengths: np.ndarray, capacity: int) -> tuple[np.ndarray
 
 @dataclass(frozen=True)
 class TokenMap:
-    """Where each of the N real tokens sits, in sequence order (b, then t).
+    """Where each of the N real tokens sits, in sequence order (b, then t). All (N,) int64.
 
-    seq: (N,) int64 owning sequence; pos: (N,) int64 position in it (from 0);
-    src: (N,) int64 flat index into the padded (B * T) layout;
-    dst: (N,) int64 flat index into the packed (R * L) layout.
+    seq: owning sequence; pos: position in it, from 0;
+    src: flat index into the padded (B * T) layout; dst: flat index into the packed layout.
     """
 
     seq: torch.Tensor
     pos: torch.Tensor
     src: torch.Tensor
     dst: torch.Tensor
-    rows: int
-    row_len: int
 
 
-def token_map(lengths: torch.Tensor, T: int, row: torch.Tensor, offset: torch.Tensor, row_len: int) -> TokenMap:
-    """Index map for sequences of `lengths` (B,) placed at `row`/`offset` (B,) in rows of `row_len`."""
-    B, N = len(lengths), int(lengths.sum())
-    seq = torch.repeat_interleave(torch.arange(B, device=lengths.device), lengths, output_size=N)  # (N,)
-    starts = torch.cumsum(lengths, 0) - lengths  # (B,) flat start of each sequence
-    pos = torch.arange(N, device=lengths.device) - starts[seq]  # (N,)
-    dst = (row * row_len + offset)[seq] + pos
-    rows = int(row.max()) + 1 if B else 0
-    return TokenMap(seq, pos, seq * T + pos, dst, rows, row_len)
+def token_map(lengths: torch.Tensor, starts: torch.Tensor, T: int, n_tokens: int) -> TokenMap:
+    """Index map for sequences of `lengths` (B,) whose first packed token is at `starts` (B,)."""
+    B = len(lengths)
+    seq = torch.repeat_interleave(torch.arange(B, device=lengths.device), lengths, output_size=n_tokens)  # (N,)
+    seq_begin = torch.cumsum(lengths, 0) - lengths  # (B,) index of each sequence's first token in (N,)
+    pos = torch.arange(n_tokens, device=lengths.device) - seq_begin[seq]  # (N,)
+    return TokenMap(seq, pos, seq * T + pos, starts[seq] + pos)
 
 
-def _scatter_rows(values: torch.Tensor, tm: TokenMap, fill: int) -> torch.Tensor:
+def _scatter_rows(values: torch.Tensor, tm: TokenMap, shape: tuple[int, int], fill: int) -> torch.Tensor:
     """(N,) per-token values -> (R, L) rows, `fill` on row padding."""
-    out = values.new_full((tm.rows * tm.row_len,), fill)
-    return out.index_copy_(0, tm.dst, values).view(tm.rows, tm.row_len)
+    out = values.new_full((shape[0] * shape[1],), fill)
+    return out.index_copy_(0, tm.dst, values).view(shape)
 
 
 def block_causal_mask(seq_ids: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
@@ -127,34 +122,32 @@ def block_causal_mask(seq_ids: torch.Tensor, dtype: torch.dtype | None) -> torch
 
 
 def _rows_hidden(model: PreTrainedModel, input_ids: torch.Tensor, lengths: torch.Tensor,
-                 max_row_tokens: int) -> tuple[torch.Tensor, TokenMap]:
+                 host_lengths: np.ndarray, max_row_tokens: int) -> tuple[torch.Tensor, TokenMap]:
     """Run the decoder on bin-packed rows: ((R * L, H) hidden, token map)."""
-    host_lengths = lengths.cpu().numpy()
     row, offset = first_fit_decreasing(host_lengths, max_row_tokens)
-    row_len = int((offset + host_lengths).max())  # the fullest row, <= max_row_tokens
-    dev = input_ids.device
-    tm = token_map(lengths, input_ids.shape[1], torch.from_numpy(row).to(dev), torch.from_numpy(offset).to(dev), row_len)
-    ids = _scatter_rows(input_ids.reshape(-1)[tm.src], tm, 0)  # (R, L); pad id is irrelevant, it is masked
-    positions = _scatter_rows(tm.pos, tm, 0)  # (R, L)
-    seq_ids = _scatter_rows(tm.seq, tm, -1)  # (R, L)
+    shape = (int(row.max()) + 1, int((offset + host_lengths).max()))  # (R, L): L is the fullest row
+    starts = torch.from_numpy(row * shape[1] + offset).to(input_ids.device)  # (B,)
+    tm = token_map(lengths, starts, input_ids.shape[1], int(host_lengths.sum()))
+    ids = _scatter_rows(input_ids.reshape(-1)[tm.src], tm, shape, 0)  # (R, L); the pad id is masked anyway
+    positions = _scatter_rows(tm.pos, tm, shape, 0)  # (R, L)
+    seq_ids = _scatter_rows(tm.seq, tm, shape, -1)  # (R, L)
     eager = model.config._attn_implementation == "eager"
     mask = block_causal_mask(seq_ids, model.dtype if eager else None)  # (R, 1, L, L)
     out = model.get_decoder()(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False)
-    return out.last_hidden_state.reshape(tm.rows * row_len, -1), tm
+    return out.last_hidden_state.reshape(shape[0] * shape[1], -1), tm
 
 
-def _varlen_hidden(model: PreTrainedModel, input_ids: torch.Tensor,
-                   lengths: torch.Tensor) -> tuple[torch.Tensor, TokenMap]:
-    """Run the decoder on all real tokens as one row (1, N): ((N, H) hidden, token map)."""
-    N, B = int(lengths.sum()), len(lengths)
-    zeros = torch.zeros(B, dtype=torch.long, device=lengths.device)
-    tm = token_map(lengths, input_ids.shape[1], zeros, torch.cumsum(lengths, 0) - lengths, max(N, 1))
-    cu = torch.nn.functional.pad(torch.cumsum(lengths, 0), (1, 0)).to(torch.int32)  # (B+1,)
-    max_len = int(lengths.max())
+def _varlen_hidden(model: PreTrainedModel, input_ids: torch.Tensor, lengths: torch.Tensor,
+                   host_lengths: np.ndarray) -> tuple[torch.Tensor, TokenMap]:
+    """Run the decoder on all N real tokens as one row (1, N): ((N, H) hidden, token map)."""
+    ends = torch.cumsum(lengths, 0)  # (B,)
+    tm = token_map(lengths, ends - lengths, input_ids.shape[1], int(host_lengths.sum()))
+    cu = torch.nn.functional.pad(ends, (1, 0)).to(torch.int32)  # (B+1,) cu_seqlens
+    max_len = int(host_lengths.max())
     out = model.get_decoder()(
         input_ids=input_ids.reshape(-1)[tm.src][None], position_ids=tm.pos[None], use_cache=False,
         cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=max_len, max_length_k=max_len)
-    return out.last_hidden_state.reshape(N, -1), tm
+    return out.last_hidden_state[0], tm
 
 
 def packed_decoder_hidden(
@@ -179,14 +172,14 @@ def packed_decoder_hidden(
     """
     layout = resolve_layout(model, layout)
     lengths = sequence_lengths(attention_mask)  # (B,)
+    host_lengths = lengths.cpu().numpy()  # (B,) ints: the layout is planned on the host
     B, T = input_ids.shape
-    H = model.config.hidden_size
-    if int(lengths.sum()) == 0:
-        return model.get_input_embeddings().weight.new_zeros(B, T, H)
+    if host_lengths.sum() == 0:
+        return model.get_input_embeddings().weight.new_zeros(B, T, model.config.hidden_size)
     if layout == "varlen":
-        hidden, tm = _varlen_hidden(model, input_ids, lengths)
+        hidden, tm = _varlen_hidden(model, input_ids, lengths, host_lengths)
     else:
-        cap = int(lengths.max()) if max_row_tokens is None else max_row_tokens
-        hidden, tm = _rows_hidden(model, input_ids, lengths, cap)
+        cap = int(host_lengths.max()) if max_row_tokens is None else max_row_tokens
+        hidden, tm = _rows_hidden(model, input_ids, lengths, host_lengths, cap)
     out = hidden.new_zeros(B * T, hidden.shape[-1]).index_copy(0, tm.src, hidden.index_select(0, tm.dst))
     return out.view(B, T, -1)

@@ -9,6 +9,7 @@ as a `PreTrainedTokenizerFast`, so it loads through the same
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -53,6 +54,7 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     return tok
 
 
+@functools.lru_cache(maxsize=8)  # decoding a 150k vocabulary takes seconds; tokenizers hash by identity
 def newline_token_ids(tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...]:
     """Ids of every token whose text ends in a newline: the default step boundary."""
     ids = []
