@@ -75,12 +75,13 @@ def train_reward_command(cfg: TrainRewardConfig, out: Path, progress: bool = Tru
     else:  # a tiny policy for the data: tokenizer, SFT warm start, saved like a real checkpoint
         train_bpe_tokenizer([format_prompt(e.prompt) + e.completion for e in train_ex], cfg.vocab_size).save_pretrained(out / "policy")
         tokenizer = load_tokenizer(out / "policy")
+        policy = None
+    train_ex, val_ex = _within_limits(tokenizer, train_ex, cfg), _within_limits(tokenizer, val_ex, cfg)
+    if policy is None:
         policy = build_tiny_lm(tokenizer, cfg.model, seed=cfg.seed)
         train_sft(policy, *_encode(tokenizer, train_ex, cfg), tokenizer.pad_token_id, cfg.sft, progress=progress)
         policy.save_pretrained(out / "policy")
     policy.eval()
-
-    train_ex, val_ex = _within_limits(tokenizer, train_ex, cfg), _within_limits(tokenizer, val_ex, cfg)
 
     def records(examples):
         p_ids, c_ids = _encode(tokenizer, examples, cfg)
