@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from transformers.utils import logging as hf_logging
+
 from . import commands
 from .demo import DemoConfig, quick_config, results_table
 
@@ -117,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.register(sub)
     args = parser.parse_args(argv)
+    hf_logging.disable_progress_bar()  # per-file load/save bars would drown the commands' own
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, ImportError) as e:

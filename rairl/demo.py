@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from transformers.utils import logging as hf_logging
 
 from .airl import step_rule
 from .data import TaskConfig, make_splits
@@ -110,7 +109,6 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True) -> dic
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    hf_logging.disable_progress_bar()  # per-file load/save bars would drown the pipeline's own
     rng = random.Random(cfg.seed)
     log = lambda msg: print(f"[{time.time() - t0:6.1f}s] {msg}", flush=True) if progress else None  # noqa: E731
 
@@ -140,14 +138,14 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True) -> dic
               progress=progress, stop_check=reached_target if cfg.sft_target_accuracy > 0 else None)
     policy.save_pretrained(out / "policy")
     policy = load_causal_lm(out / "policy").eval()
-    greedy = _pools(policy, tokenizer, splits.test, 1, cfg, cfg.seed + 1)
+    greedy = _pools(policy, tokenizer, splits.test, 1, cfg, cfg.seed + 1, progress)
     sft_pass1 = sum(p.correct()[0] for p in greedy) / len(greedy)
     log(f"SFT done: greedy test accuracy {sft_pass1:.3f}")
 
     # 3. negatives: policy samples on train prompts; validation pools for model selection
     neg_problems = rng.sample(splits.train, cfg.negative_prompts)
-    neg_pools = _pools(policy, tokenizer, neg_problems, cfg.negative_samples, cfg, cfg.seed + 2)
-    val_pools = _pools(policy, tokenizer, splits.val, cfg.val_samples, cfg, cfg.seed + 3)
+    neg_pools = _pools(policy, tokenizer, neg_problems, cfg.negative_samples, cfg, cfg.seed + 2, progress)
+    val_pools = _pools(policy, tokenizer, splits.val, cfg.val_samples, cfg, cfg.seed + 3, progress)
     train_records, _ = _disc_records(tokenizer, train_ex[: cfg.disc_experts], neg_pools, rng)
     val_records, val_perturbed = _disc_records(tokenizer, val_ex, val_pools, rng)
     log(f"discriminator data: {len(train_records)} train / {len(val_records)} val sequences")
@@ -168,7 +166,7 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True) -> dic
     scorer.save_pretrained(out / "reward")
 
     # 6. test: best-of-N reranking and localisation
-    test_pools = _pools(policy, tokenizer, splits.test, cfg.n_samples, cfg, cfg.seed + 4)
+    test_pools = _pools(policy, tokenizer, splits.test, cfg.n_samples, cfg, cfg.seed + 4, progress)
     rerank = evaluate_rerank(scorer, logprob, test_pools)
     _, test_perturbed = perturbed_negatives(tokenizer, encode_prompts(tokenizer, [e.prompt for e in test_ex], 1024), test_ex, rng)
     test_items = test_perturbed + clean_items(test_ex)
