@@ -47,12 +47,13 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type) -> None:
     group = parser.add_argument_group(f"{cls.__name__} fields (defaults from the dataclass)")
     for name, f in _flatten(cls):
         kind = f.type
+        flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
         if kind is bool:
-            group.add_argument(f"--{name}", type=lambda s: s.lower() in ("1", "true", "yes"), default=None, metavar="BOOL")
+            group.add_argument(*flags, dest=name, type=lambda s: s.lower() in ("1", "true", "yes"), default=None, metavar="BOOL")
         elif kind in (int, float, str):
-            group.add_argument(f"--{name}", type=kind, default=None)
+            group.add_argument(*flags, dest=name, type=kind, default=None)
         elif str(kind).startswith("tuple"):
-            group.add_argument(f"--{name}", type=lambda s: tuple(s.split(",")), default=None, metavar="A,B,...")
+            group.add_argument(*flags, dest=name, type=lambda s: tuple(s.split(",")), default=None, metavar="A,B,...")
 
 
 def build_config(cls: type, base: Any, args: argparse.Namespace, config_file: str | None) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import random
 import warnings
@@ -185,6 +186,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p.set_defaults(func=run_train)
 
+    from .plan import PlanConfig
+
+    p = sub.add_parser("plan", help="expected peak GPU memory of one R-AIRL iteration (reads config.json only)")
+    p.add_argument("--model", help="model directory or config.json, or a preset: qwen2.5-0.5b, qwen2.5-1.5b")
+    p.add_argument("--out", help="also write DIR/metrics.json")
+    add_config_options(p, PlanConfig)
+    _file_command(p, plan_command, required=("model",))
+
     p = sub.add_parser("score", help="per-step rewards of (prompt, completion) pairs from a JSONL file")
     p.add_argument("--reward", help="reward model directory")
     p.add_argument("--data", help="expert-format JSONL ({prompt, completion}) or GSM8K jsonl")
@@ -217,6 +226,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/localise")
     _file_command(p, lambda a: _print(localise_command(a.reward, a.items, Path(a.out), a.threshold), a.out),
                   required=("reward", "items"))
+
+
+def plan_command(args: argparse.Namespace) -> int:
+    """`rairl plan`: print the memory plan of one iteration; `--model` may name a preset."""
+    import tempfile
+
+    from .plan import (
+        PlanConfig,
+        estimate,
+        format_plan,
+        qwen25_0p5b_config,
+        qwen25_1p5b_config,
+        write_config,
+    )
+
+    presets = {"qwen2.5-0.5b": qwen25_0p5b_config, "qwen2.5-1.5b": qwen25_1p5b_config}
+    model = args.model
+    if model.lower() in presets:
+        model = str(write_config(presets[model.lower()](), tempfile.mkdtemp(prefix="rairl-plan-")))
+    fields = {f.name for f in dataclasses.fields(PlanConfig)} - {"model"}
+    kwargs = {k: getattr(args, k) for k in fields if getattr(args, k, None) is not None}
+    cfg = PlanConfig(model=model, **kwargs)
+    est = estimate(cfg)
+    print(format_plan(cfg, est))
+    if args.out:
+        _write(Path(args.out), {"plan": est, "model": args.model})
+    return 0
 
 
 def _file_command(parser: argparse.ArgumentParser, run, required: tuple[str, ...]) -> None:

@@ -118,3 +118,18 @@ def test_missing_flash_attn_names_the_extra(tiny_dir):
 
     with pytest.raises(ImportError, match=r"rairl\[gpu\]"):
         load_causal_lm(tiny_dir, attn_implementation="flash_attention_2")
+
+
+def test_plan_command_reads_a_config_and_says_whether_it_fits(tmp_path, capsys):
+    from rairl.cli import main
+    from rairl.plan import qwen25_1p5b_config, write_config
+
+    model = write_config(qwen25_1p5b_config(), tmp_path / "m")
+    assert main(["plan", "--model", str(model), "--gpu-gb", "24", "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert out.strip().endswith("fits in 24 GB")
+    total = json.loads((tmp_path / "o" / "metrics.json").read_text())["plan"]["total"]
+    assert main(["plan", "--model", "qwen2.5-1.5b", "--gpu_gb", str(total / 2)]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"does not fit in {total / 2:g} GB")
+    assert main(["plan", "--model", str(tmp_path / "nothing")]) == 2
+    assert "config.json" in capsys.readouterr().err
