@@ -28,13 +28,13 @@ from .models.tokenizer import format_prompt, load_tokenizer, train_bpe_tokenizer
 from .pipeline import (
     calibrate_localiser,
     clean_items,
+    discriminator_records,
     evaluate_localise,
     item_step_scores,
-    perturbed_negatives,
 )
 from .rl.rollout import sample_completions
 from .score import RewardScorer, select
-from .train.reward import DiscRecord, RewardTrainConfig, train_reward
+from .train.reward import RewardTrainConfig, train_reward
 from .train.sft import SFTConfig, train_sft
 
 
@@ -88,10 +88,7 @@ def train_reward_command(cfg: TrainRewardConfig, out: Path, progress: bool = Tru
         p_ids, c_ids = _encode(tokenizer, examples, cfg)
         samples = sample_completions(policy, p_ids, n_samples=cfg.negative_samples, max_new_tokens=cfg.max_new_tokens,
                                      eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id, seed=cfg.seed, progress=progress)
-        experts = [DiscRecord(p, c, 1) for p, c in zip(p_ids, c_ids, strict=True)]
-        sampled = [DiscRecord(p, s, 0) for p, ss in zip(p_ids, samples, strict=True) for s in ss if s]
-        perturbed, items = perturbed_negatives(tokenizer, p_ids, examples, rng)
-        return experts + sampled + perturbed, items
+        return discriminator_records(tokenizer, examples, p_ids, c_ids, list(zip(p_ids, samples, strict=True)), rng)
 
     train_records, _ = records(train_ex)
     val_records, val_items = records(val_ex)

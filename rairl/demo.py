@@ -31,6 +31,7 @@ from .pipeline import (
     calibrate_localiser,
     choose_selector,
     clean_items,
+    discriminator_records,
     evaluate_localise,
     evaluate_rerank,
     natural_error_items,
@@ -38,7 +39,7 @@ from .pipeline import (
 )
 from .rl.rollout import sample_completions
 from .score import RewardScorer, ScorerSettings
-from .train.reward import DiscRecord, RewardTrainConfig, train_reward
+from .train.reward import RewardTrainConfig, train_reward
 from .train.sft import SFTConfig, train_sft
 
 
@@ -96,10 +97,8 @@ def _pools(policy, tokenizer, problems, n: int, cfg: DemoConfig, seed: int, prog
 def _disc_records(tokenizer, examples, pools: list[SampledPool], rng: random.Random):
     prompt_ids = encode_prompts(tokenizer, [e.prompt for e in examples], max_prompt_tokens=1024)
     completion_ids = encode_completions(tokenizer, [e.completion for e in examples], max_completion_tokens=1024)
-    experts = [DiscRecord(p, c, label=1) for p, c in zip(prompt_ids, completion_ids, strict=True)]
-    sampled = [DiscRecord(pool.prompt_ids, c, label=0) for pool in pools for c in pool.completion_ids if c]
-    perturbed, items = perturbed_negatives(tokenizer, prompt_ids, examples, rng)
-    return experts + sampled + perturbed, items
+    samples = [(pool.prompt_ids, pool.completion_ids) for pool in pools]
+    return discriminator_records(tokenizer, examples, prompt_ids, completion_ids, samples, rng)
 
 
 def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True) -> dict:

@@ -55,6 +55,24 @@ def perturbed_negatives(
     return records, items
 
 
+def discriminator_records(
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[Example],
+    prompt_ids: Sequence[list[int]],
+    completion_ids: Sequence[list[int]],
+    samples: Sequence[tuple[list[int], Sequence[list[int]]]],
+    rng: random.Random,
+) -> tuple[list[DiscRecord], list[LocaliseItem]]:
+    """Experts (label 1), policy samples `(prompt ids, [completion ids])` and one perturbed copy per expert (label 0).
+
+    Also returns the perturbed copies as localisation items.
+    """
+    experts = [DiscRecord(list(p), list(c), label=1) for p, c in zip(prompt_ids, completion_ids, strict=True)]
+    sampled = [DiscRecord(list(p), list(c), label=0) for p, cs in samples for c in cs if c]
+    perturbed, items = perturbed_negatives(tokenizer, prompt_ids, examples, rng)
+    return experts + sampled + perturbed, items
+
+
 def clean_items(examples: Sequence[Example]) -> list[LocaliseItem]:
     """Unperturbed expert traces as localisation items with label −1."""
     return [LocaliseItem(id=f"{ex.source}:clean", problem=ex.prompt, steps=split_steps(ex.completion), label=-1) for ex in examples]
