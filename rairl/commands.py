@@ -33,7 +33,7 @@ from .pipeline import (
     item_step_scores,
 )
 from .rl.rollout import sample_completions
-from .score import RewardScorer, select
+from .score import RewardScorer
 from .train.reward import RewardTrainConfig, train_reward
 from .train.sft import SFTConfig, train_sft
 
@@ -136,9 +136,9 @@ def rerank_command(reward: str, pools_path: str, out: Path, selector: str | None
     reward_scores, logprob_scores, answers = [], [], []
     for p in tqdm(pools, desc="rerank"):
         p_ids, c_ids = scorer.encode([p.question] * len(p.solutions), p.solutions)
-        reward_scores.append([select(s, selector, len(c)) for s, c in zip(scorer.score_ids(p_ids, c_ids), c_ids, strict=True)])
+        reward_scores.append(scorer.solution_scores_ids(p_ids, c_ids, selector))
         if baseline:
-            logprob_scores.append([select(s, "token_mean", len(c)) for s, c in zip(baseline.score_ids(p_ids, c_ids), c_ids, strict=True)])
+            logprob_scores.append(baseline.solution_scores_ids(p_ids, c_ids, "token_mean"))
         answers.append([extract_answer(s) for s in p.solutions])
     correct = [list(p.is_correct) for p in pools]
     metrics = rerank_metrics(correct, reward_scores, logprob_scores if baseline else reward_scores, answers)

@@ -15,7 +15,7 @@ from transformers import PreTrainedTokenizerBase
 from .data import Example, LocaliseItem, answers_match, extract_answer, split_steps
 from .data.perturb import perturb
 from .eval.metrics import calibrate_threshold, first_below, localisation_metrics, rerank_metrics
-from .score import SELECTORS, RewardScorer, select
+from .score import SELECTORS, RewardScorer, select_all
 from .train.reward import DiscRecord
 
 
@@ -91,17 +91,13 @@ def choose_selector(scorer: RewardScorer, pools: Sequence[SampledPool], selector
 
 
 def select_best(step_scores: Sequence[Sequence[float]], completion_ids: Sequence[Sequence[int]], selector: str) -> int:
-    scores = [select(s, selector, len(c)) for s, c in zip(step_scores, completion_ids, strict=True)]
+    scores = select_all(step_scores, completion_ids, selector)
     return max(range(len(scores)), key=lambda i: scores[i])
 
 
 def solution_scores(scorer: RewardScorer, pools: Sequence[SampledPool], selector: str) -> list[list[float]]:
     """One score per sample of each pool under `selector`."""
-    out = []
-    for p in pools:
-        steps = scorer.score_ids([p.prompt_ids] * len(p.completion_ids), p.completion_ids)
-        out.append([select(s, selector, len(c)) for s, c in zip(steps, p.completion_ids, strict=True)])
-    return out
+    return [scorer.solution_scores_ids([p.prompt_ids] * len(p.completion_ids), p.completion_ids, selector) for p in pools]
 
 
 def evaluate_rerank(reward: RewardScorer, logprob: RewardScorer, pools: Sequence[SampledPool]) -> dict[str, float]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..score import SELECTORS, RewardScorer, select
+from ..score import SELECTORS, RewardScorer
 
 
 class RAIRLReward:
@@ -41,5 +41,4 @@ class RAIRLReward:
         if completion_ids is None:
             completion_ids = [tok(c, add_special_tokens=False)["input_ids"] for c in completions]
         completion_ids = [list(c) for c in completion_ids]
-        steps = self.scorer.score_ids(prompt_ids, completion_ids)
-        return [select(s, self.selector, len(c)) for s, c in zip(steps, completion_ids, strict=True)]
+        return self.scorer.solution_scores_ids(prompt_ids, completion_ids, self.selector)

@@ -66,6 +66,11 @@ def select(step_scores: Sequence[float], selector: str, n_tokens: int | None = N
     raise ValueError(f"selector {selector!r}; choose one of {SELECTORS}")
 
 
+def select_all(step_scores: Sequence[Sequence[float]], completion_ids: Sequence[Sequence[int]], selector: str) -> list[float]:
+    """`select` for each solution, zipped by index with its token ids (for `token_mean`)."""
+    return [select(s, selector, len(c)) for s, c in zip(step_scores, completion_ids, strict=True)]
+
+
 class RewardScorer:
     def __init__(
         self,
@@ -128,6 +133,12 @@ class RewardScorer:
         sums.index_add_(0, line_ids, action_scores)
         return [s.tolist() for s in lines.per_sequence(sums)]
 
+    def solution_scores_ids(
+        self, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], selector: str | None = None
+    ) -> list[float]:
+        """One score per (prompt, completion) pair of token ids under `selector` (default: the calibrated one)."""
+        return select_all(self.score_ids(prompt_ids, completion_ids), completion_ids, selector or self.settings.selector)
+
     def encode(self, prompts: Sequence[str], completions: Sequence[str]) -> tuple[list[list[int]], list[list[int]]]:
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
@@ -140,10 +151,7 @@ class RewardScorer:
 
     def rerank(self, prompt: str, candidates: Sequence[str], selector: str | None = None) -> tuple[list[int], list[float]]:
         """Candidate indices best first, and each candidate's score under `selector`."""
-        selector = selector or self.settings.selector
-        p_ids, c_ids = self.encode([prompt] * len(candidates), candidates)
-        steps = self.score_ids(p_ids, c_ids)
-        scores = [select(s, selector, len(c)) for s, c in zip(steps, c_ids, strict=True)]
+        scores = self.solution_scores_ids(*self.encode([prompt] * len(candidates), candidates), selector)
         return sorted(range(len(scores)), key=lambda i: -scores[i]), scores
 
     def localise(self, problem: str, steps: Sequence[str], threshold: float | None = None) -> int:
