@@ -17,7 +17,9 @@ from typing import Any
 from transformers.utils import logging as hf_logging
 
 from . import commands
+from .configs import config_from_dict, resolve_types
 from .demo import DemoConfig, quick_config, results_table
+from .posttrain import TrainRunConfig, quick_run_config
 
 
 def _flatten(cls: type, prefix: str = "") -> list[tuple[str, dataclasses.Field]]:
@@ -30,20 +32,9 @@ def _flatten(cls: type, prefix: str = "") -> list[tuple[str, dataclasses.Field]]
     return out
 
 
-def _resolve_types(cls: type) -> type:
-    import typing
-
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        f.type = hints[f.name]
-        if dataclasses.is_dataclass(f.type):
-            _resolve_types(f.type)
-    return cls
-
-
 def add_config_options(parser: argparse.ArgumentParser, cls: type) -> None:
     """One `--a.b` option per leaf field of the (nested) config dataclass `cls`."""
-    _resolve_types(cls)
+    resolve_types(cls)
     group = parser.add_argument_group(f"{cls.__name__} fields (defaults from the dataclass)")
     for name, f in _flatten(cls):
         kind = f.type
@@ -72,7 +63,7 @@ def build_config(cls: type, base: Any, args: argparse.Namespace, config_file: st
             for p in parents:
                 node = node[p]
             node[leaf] = value
-    return _build(cls, tree)
+    return config_from_dict(cls, tree)
 
 
 def _merge(tree: dict, update: dict, source: str, path: str = "") -> None:
@@ -87,14 +78,6 @@ def _merge(tree: dict, update: dict, source: str, path: str = "") -> None:
             tree[k] = v
 
 
-def _build(cls: type, tree: dict) -> Any:
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        v = tree[f.name]
-        kwargs[f.name] = _build(f.type, v) if dataclasses.is_dataclass(f.type) else (tuple(v) if isinstance(v, list) else v)
-    return cls(**kwargs)
-
-
 def _demo(args: argparse.Namespace) -> int:
     base = quick_config() if args.quick else DemoConfig()
     cfg = build_config(DemoConfig, base, args, args.config)
@@ -103,6 +86,23 @@ def _demo(args: argparse.Namespace) -> int:
     metrics = run_demo(cfg, args.out, progress=not args.no_progress)
     print(results_table(metrics))
     print(f"metrics: {Path(args.out) / 'metrics.json'}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .posttrain import resume_config, run_train
+
+    if args.resume:
+        out = Path(args.resume)
+        metrics = run_train(resume_config(out), out, Path(args.warm) if args.warm else None, resume=True, progress=not args.no_progress)
+    else:
+        base = quick_run_config() if args.quick else TrainRunConfig()
+        cfg = build_config(TrainRunConfig, base, args, args.config)
+        out = Path(args.out)
+        metrics = run_train(cfg, out, Path(args.warm) if args.warm else None, progress=not args.no_progress)
+    print(f"{metrics['method']}: pass@1 {metrics['pass1']:.3f}  pass@{metrics['k']} {metrics['passk']:.3f}  "
+          f"mean length {metrics['mean_len']:.1f}  format-valid {metrics['format_valid']:.3f}  "
+          f"({metrics['tokens_trained']} policy tokens trained on)\nmetrics: {out / 'metrics.json'}")
     return 0
 
 
@@ -117,6 +117,16 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--no-progress", action="store_true")
     add_config_options(demo, DemoConfig)
     demo.set_defaults(func=_demo)
+
+    train = sub.add_parser("train", help="post-train the policy with the learned reward (R-AIRL) or a baseline, then evaluate")
+    train.add_argument("--out", default="runs/train", help="output directory (checkpoints, train_log.jsonl, metrics.json)")
+    train.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint (its config.json)")
+    train.add_argument("--warm", metavar="DIR", help="a finished warm start to reuse (default: OUT/warm, made if missing)")
+    train.add_argument("--quick", action="store_true", help="a seconds-long smoke run (tests use it)")
+    train.add_argument("--config", help="JSON file of TrainRunConfig fields")
+    train.add_argument("--no-progress", action="store_true")
+    add_config_options(train, TrainRunConfig)
+    train.set_defaults(func=_train)
 
     commands.register(sub)
     args = parser.parse_args(argv)

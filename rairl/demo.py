@@ -14,13 +14,16 @@ from __future__ import annotations
 import copy
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .airl import step_rule
-from .data import TaskConfig, make_splits
+from .data import LocaliseItem, TaskConfig, make_splits
+from .data.task import TaskSplits
 from .eval.metrics import write_metrics
 from .models.batch import encode_completions, encode_prompts
 from .models.lm import TinyLMConfig, build_tiny_lm, load_causal_lm
@@ -39,7 +42,7 @@ from .pipeline import (
 )
 from .rl.rollout import sample_completions
 from .score import RewardScorer, ScorerSettings
-from .train.reward import RewardTrainConfig, train_reward
+from .train.reward import DiscRecord, RewardTrainConfig, train_reward
 from .train.sft import SFTConfig, train_sft
 
 
@@ -101,19 +104,26 @@ def _disc_records(tokenizer, examples, pools: list[SampledPool], rng: random.Ran
     return discriminator_records(tokenizer, examples, prompt_ids, completion_ids, samples, rng)
 
 
-def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True) -> dict:
-    """Run the pipeline, write `out_dir/metrics.json` (and the models), return the metrics."""
-    t0 = time.time()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    rng = random.Random(cfg.seed)
-    log = lambda msg: print(f"[{time.time() - t0:6.1f}s] {msg}", flush=True) if progress else None  # noqa: E731
+@dataclass
+class WarmStart:
+    """What every later stage starts from: the SFT policy and a reward model trained against it."""
 
+    tokenizer: PreTrainedTokenizerBase
+    policy: PreTrainedModel  # SFT warm start, saved under out/policy
+    reward_model: RewardModel  # trained once against the SFT policy (not yet saved)
+    splits: TaskSplits
+    train_records: list[DiscRecord]  # experts, policy samples, perturbed experts
+    val_records: list[DiscRecord]
+    val_pools: list[SampledPool]
+    val_perturbed: list[LocaliseItem]
+    sft_pass1: float  # greedy test accuracy of the SFT policy
+    reward_best: dict[str, float]  # best validation metrics of the reward model
+
+
+def warm_start(cfg: DemoConfig, out: Path, rng: random.Random, log: Callable[[str], None], progress: bool = True) -> WarmStart:
+    """Stages 1-4: tokenizer, tiny policy, SFT to the target accuracy, reward model (AIRL discriminator)."""
     splits = make_splits(cfg.seed, cfg.task)
-    train_ex = [p.example() for p in splits.train]
-    val_ex, test_ex = [p.example() for p in splits.val], [p.example() for p in splits.test]
+    train_ex, val_ex = [p.example() for p in splits.train], [p.example() for p in splits.val]
 
     # 1. tokenizer and tiny policy, saved and reloaded through the path a real checkpoint takes
     corpus = [format_prompt(e.prompt) + e.completion for e in train_ex]
@@ -154,6 +164,22 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True) -> dic
     best = train_reward(reward_model, policy, train_records, val_records, tokenizer.pad_token_id,
                         step_rule(cfg.reward, tokenizer), cfg.reward_train, metrics_path=out / "reward_log.jsonl", progress=progress)
     log(f"reward model: best val AUROC {best['auroc']:.3f} (acc {best['acc']:.3f}) at step {best['step']}")
+    return WarmStart(tokenizer, policy, reward_model, splits, train_records, val_records, val_pools, val_perturbed, sft_pass1, best)
+
+
+def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True) -> dict:
+    """Run the pipeline, write `out_dir/metrics.json` (and the models), return the metrics."""
+    t0 = time.time()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    rng = random.Random(cfg.seed)
+    log = lambda msg: print(f"[{time.time() - t0:6.1f}s] {msg}", flush=True) if progress else None  # noqa: E731
+    warm = warm_start(cfg, out, rng, log, progress)
+    tokenizer, policy, reward_model, splits = warm.tokenizer, warm.policy, warm.reward_model, warm.splits
+    val_ex, test_ex = [p.example() for p in splits.val], [p.example() for p in splits.test]
+    val_pools, val_perturbed, best, sft_pass1 = warm.val_pools, warm.val_perturbed, warm.reward_best, warm.sft_pass1
 
     # 5. validation: selector and localisation threshold, for the reward and the log-prob baseline
     scorer = RewardScorer(reward_model, tokenizer, ScorerSettings())

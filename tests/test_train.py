@@ -1,6 +1,7 @@
 """Trainer pieces: one step changes every trainable parameter; the loops lower their loss."""
 
 import copy
+from functools import partial
 import random
 
 import torch
@@ -8,6 +9,7 @@ import torch
 from rairl.airl import step_rule
 from rairl.data import TaskConfig, make_splits
 from rairl.models.batch import encode_completions, encode_prompts
+from rairl.models.lm import per_token_logprobs
 from rairl.models.reward import RewardConfig, RewardModel
 from rairl.train.reward import DiscRecord, RewardTrainConfig, evaluate_discriminator, train_reward
 from rairl.train.sft import SFTConfig, completion_nll, train_sft
@@ -44,7 +46,7 @@ def test_reward_training_separates_experts_from_negatives(tiny):
     before = copy.deepcopy(rm.state_dict())
     rule = step_rule(rm.cfg, tokenizer)
     val = experts[-8:] + negatives[-8:]
-    start = evaluate_discriminator(rm, lm, val, tokenizer.pad_token_id, rule)
+    start = evaluate_discriminator(rm, partial(per_token_logprobs, lm), val, tokenizer.pad_token_id, rule)
     best = train_reward(rm, lm, experts[:-8] + negatives[:-8], val, tokenizer.pad_token_id, rule,
                         RewardTrainConfig(steps=20, batch_size=16, lr=1e-3, warmup=1, eval_every=10), progress=False)
     assert {k for k, v in rm.state_dict().items() if not torch.equal(v, before[k])} == set(before)

@@ -59,6 +59,18 @@ def kl_k3(logp: Tensor, logp_ref: Tensor, mask: Tensor) -> Tensor:
     return masked_mean(d.exp() - d - 1.0, mask)
 
 
+def sampled_entropy(logp: Tensor) -> Tensor:
+    """Per-token entropy estimate from the policy's own samples, with the entropy's gradient.
+
+    `logp` `(B, T)` log-probs of tokens sampled from the policy (with grad). The
+    value is `−logp` (E_{a~π}[−log π(a)] = H); the gradient is the score-function
+    one, `−logp·∇logp`, whose expectation is ∇H. The fused log-prob path never
+    forms the full distribution, so the exact entropy is not at hand.
+    """
+    surrogate = -logp.detach() * logp
+    return -logp.detach() + surrogate - surrogate.detach()
+
+
 def policy_loss(
     logp_new: Tensor,
     logp_old: Tensor,

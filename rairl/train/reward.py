@@ -12,7 +12,9 @@ from __future__ import annotations
 import copy
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -58,7 +60,7 @@ class RewardTrainConfig:
             raise ValueError("RewardTrainConfig.batch_size must be >= 2 (one expert, one negative)")
 
 
-def _batch(records: list[DiscRecord], pad_id: int, rule: StepRule) -> tuple[TokenBatch, ActionLayout, torch.Tensor, torch.Tensor]:
+def discriminator_batch(records: list[DiscRecord], pad_id: int, rule: StepRule) -> tuple[TokenBatch, ActionLayout, torch.Tensor, torch.Tensor]:
     batch = collate([r.prompt_ids for r in records], [r.completion_ids for r in records], pad_id)
     layout = action_layout(batch, rule)
     seq_label = torch.tensor([r.label for r in records], dtype=torch.float32)
@@ -72,14 +74,22 @@ def _batch(records: list[DiscRecord], pad_id: int, rule: StepRule) -> tuple[Toke
 
 @torch.no_grad()
 def evaluate_discriminator(
-    reward_model: RewardModel, policy: PreTrainedModel, records: list[DiscRecord], pad_id: int, rule: StepRule, batch_size: int = 64
+    reward_model: RewardModel,
+    policy_logprobs: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    records: list[DiscRecord],
+    pad_id: int,
+    rule: StepRule,
+    batch_size: int = 64,
 ) -> dict[str, float]:
-    """Action-level accuracy (class-balanced, ℓ > 0 ⇔ expert) and AUROC of ℓ on valid actions."""
+    """Action-level accuracy (class-balanced, ℓ > 0 ⇔ expert) and AUROC of ℓ on valid actions.
+
+    `policy_logprobs(input_ids, attention_mask) -> (B, T)`: the policy's per-token log-probs.
+    """
     reward_model.eval()
     ells, labels = [], []
     for i in range(0, len(records), batch_size):
-        batch, layout, lab, valid = _batch(records[i : i + batch_size], pad_id, rule)
-        policy_logp = per_token_logprobs(policy, batch.input_ids, batch.attention_mask)
+        batch, layout, lab, valid = discriminator_batch(records[i : i + batch_size], pad_id, rule)
+        policy_logp = policy_logprobs(batch.input_ids, batch.attention_mask)
         ell = discriminator_terms(reward_model, batch, layout, policy_logp).ell
         ells.append(ell[valid])
         labels.append(lab[valid])
@@ -122,7 +132,7 @@ def train_reward(
             reward_model.train()
             half = cfg.batch_size // 2
             records = rng.sample(experts, min(half, len(experts))) + rng.sample(negatives, min(cfg.batch_size - half, len(negatives)))
-            batch, layout, labels, valid = _batch(records, pad_id, rule)
+            batch, layout, labels, valid = discriminator_batch(records, pad_id, rule)
             with torch.no_grad():
                 policy_logp = per_token_logprobs(policy, batch.input_ids, batch.attention_mask)
             loss = discriminator_loss(reward_model, batch, layout, policy_logp, labels, valid)
@@ -134,7 +144,7 @@ def train_reward(
             opt.step()
             bar.set_postfix(loss=f"{loss.item():.3f}")
             if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-                val = evaluate_discriminator(reward_model, policy, val_records, pad_id, rule, cfg.eval_batch_size)
+                val = evaluate_discriminator(reward_model, partial(per_token_logprobs, policy), val_records, pad_id, rule, cfg.eval_batch_size)
                 row = {"step": step + 1, "loss": loss.item(), "val_acc": val["acc"], "val_auroc": val["auroc"]}
                 if log:
                     log.write(json.dumps(row) + "\n")

@@ -32,6 +32,8 @@ class SFTConfig:
     # on validation problems >= a target) may end training. 0 disables the check.
     check_every: int = 0
     check_after: int = 0
+    # Matched budgets: stop once this many completion tokens were trained on (0: `steps` only).
+    max_tokens: int = 0
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every"):
@@ -78,9 +80,13 @@ def train_sft(
     rows: list[dict] = []
     model.train()
     bar = tqdm(range(cfg.steps), desc="sft", disable=not progress)
-    running = 0.0
+    running, tokens = 0.0, 0
     for step in bar:
+        if cfg.max_tokens and tokens >= cfg.max_tokens:
+            rows.append({"step": step, "tokens": tokens, "budget_reached": True})
+            break
         idx = rng.sample(range(len(prompt_ids)), min(cfg.batch_size, len(prompt_ids)))
+        tokens += sum(len(completion_ids[i]) for i in idx)
         loss = completion_nll(model, [prompt_ids[i] for i in idx], [completion_ids[i] for i in idx], pad_id)
         for group in opt.param_groups:
             group["lr"] = lr_schedule(step, cfg.lr, cfg.warmup, cfg.steps)
@@ -91,7 +97,7 @@ def train_sft(
         running += loss.item()
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             n = (step % cfg.log_every) + 1
-            rows.append({"step": step + 1, "loss": running / n, "lr": opt.param_groups[0]["lr"]})
+            rows.append({"step": step + 1, "loss": running / n, "lr": opt.param_groups[0]["lr"], "tokens": tokens})
             running = 0.0
             bar.set_postfix(loss=f"{rows[-1]['loss']:.3f}")
         if stop_check and cfg.check_every and step + 1 >= cfg.check_after and (step + 1) % cfg.check_every == 0:

@@ -1,0 +1,76 @@
+"""The three models of R-AIRL as the trainer sees them: policy, reference policy, reward model.
+
+`ModelSet` holds separate modules: a full policy, an optional frozen copy of it
+as the reference (made only when a KL term needs one) and a `RewardModel` with
+its own backbone. `rairl.models.adapters.SharedBaseModels` offers the same
+methods over one frozen base with two LoRA adapters. The trainer calls only
+these methods, so it never knows which one it has.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from ..rl.rollout import sample_completions
+from .lm import per_token_logprobs
+from .reward import RewardModel
+
+
+class ModelSet:
+    """Policy, reference and reward model as separate modules (the default on a CPU)."""
+
+    def __init__(self, policy: PreTrainedModel, reward: RewardModel, with_reference: bool = False):
+        self.policy, self.reward = policy, reward
+        self.reference: PreTrainedModel | None = None
+        if with_reference:  # a frozen snapshot of the policy as it is now
+            self.reference = copy.deepcopy(policy).eval().requires_grad_(False)
+
+    def policy_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """`(B, T)` fp32 log-probs of each token under the policy (with grad when enabled)."""
+        return per_token_logprobs(self.policy, input_ids, attention_mask)
+
+    @torch.no_grad()
+    def reference_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """`(B, T)` fp32 log-probs under the reference policy (no grad)."""
+        if self.reference is None:
+            raise ValueError("ModelSet was built with_reference=False; a KL term needs with_reference=True")
+        return per_token_logprobs(self.reference, input_ids, attention_mask)
+
+    def sample(self, prompt_ids: Sequence[Sequence[int]], **kwargs) -> list[list[list[int]]]:
+        """`rairl.rl.rollout.sample_completions` with the policy; kwargs pass through."""
+        return sample_completions(self.policy, prompt_ids, **kwargs)
+
+    def policy_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.policy.parameters() if p.requires_grad]
+
+    def reward_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.reward.parameters() if p.requires_grad]
+
+    def train(self, mode: bool = True) -> None:
+        self.policy.train(mode)
+        self.reward.train(mode)
+
+    def state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Everything a checkpoint needs to restore the trainable state (the reference included)."""
+        state = {"policy": self.policy.state_dict(), "reward": self.reward.state_dict()}
+        if self.reference is not None:
+            state["reference"] = self.reference.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.reward.load_state_dict(state["reward"])
+        if self.reference is not None:
+            self.reference.load_state_dict(state["reference"])
+
+    def save_pretrained(self, out: str | Path) -> None:
+        """`out/policy` (save_pretrained) and `out/reward` (RewardModel.save_pretrained)."""
+        out = Path(out)
+        self.policy.save_pretrained(out / "policy")
+        self.reward.save_pretrained(out / "reward")
