@@ -17,6 +17,7 @@ from typing import Any
 from transformers.utils import logging as hf_logging
 
 from . import commands
+from .compare import CompareConfig, quick_compare_config
 from .configs import config_from_dict, resolve_types
 from .demo import DemoConfig, quick_config, results_table
 from .posttrain import TrainRunConfig, quick_run_config
@@ -106,6 +107,16 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from .compare import results_markdown, run_compare
+
+    cfg = build_config(CompareConfig, quick_compare_config() if args.quick else CompareConfig(), args, args.config)
+    metrics = run_compare(cfg, args.out, progress=not args.no_progress)
+    print(results_markdown(metrics))
+    print(f"metrics: {Path(args.out) / 'metrics.json'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rairl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -127,6 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--no-progress", action="store_true")
     add_config_options(train, TrainRunConfig)
     train.set_defaults(func=_train)
+
+    compare = sub.add_parser("compare", help="R-AIRL vs SFT, outcome GRPO and a frozen reward on the embedded task, several seeds")
+    compare.add_argument("--out", default="runs/compare", help="output directory (metrics.json, results.md, curves.png, runs)")
+    compare.add_argument("--quick", action="store_true", help="a minutes-long smoke run (tests use it)")
+    compare.add_argument("--config", help="JSON file of CompareConfig fields")
+    compare.add_argument("--no-progress", action="store_true")
+    add_config_options(compare, CompareConfig)
+    compare.set_defaults(func=_compare)
 
     commands.register(sub)
     args = parser.parse_args(argv)

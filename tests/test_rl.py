@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import math
 
 import pytest
@@ -282,3 +283,15 @@ def test_policy_loss_missing_inputs() -> None:
         policy_loss(logp_new, logp_old, adv, mask, clip_eps=0.2, kl_coef=0.1)
     with pytest.raises(ValueError, match="entropy"):
         policy_loss(logp_new, logp_old, adv, mask, clip_eps=0.2, entropy_coef=0.1)
+
+
+def test_sampling_draws_from_the_full_softmax(tiny):
+    """No hidden top-k / top-p: an untrained model's near-uniform first token covers far more than 50 ids."""
+    from rairl.rl.rollout import sample_completions
+
+    tokenizer, lm = tiny
+    prompt = tokenizer("Question: 1\nAnswer:\n", add_special_tokens=False)["input_ids"]
+    out = sample_completions(lm, [prompt], n_samples=1500, max_new_tokens=1, eos_id=tokenizer.eos_token_id,
+                             pad_id=tokenizer.pad_token_id, batch_size=1500, seed=random.randrange(1000), progress=False)
+    first_tokens = {c[0] for c in out[0]}
+    assert len(first_tokens) > 100  # top_k=50 would cap this at 50

@@ -25,7 +25,8 @@ from .reward import RewardModel
 class ModelSet:
     """Policy, reference and reward model as separate modules (the default on a CPU)."""
 
-    def __init__(self, policy: PreTrainedModel, reward: RewardModel, with_reference: bool = False):
+    def __init__(self, policy: PreTrainedModel, reward: RewardModel | None, with_reference: bool = False):
+        """`reward=None` for trainers whose reward comes from elsewhere (e.g. answer checking)."""
         self.policy, self.reward = policy, reward
         self.reference: PreTrainedModel | None = None
         if with_reference:  # a frozen snapshot of the policy as it is now
@@ -50,22 +51,24 @@ class ModelSet:
         return [p for p in self.policy.parameters() if p.requires_grad]
 
     def reward_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.reward.parameters() if p.requires_grad]
+        return [] if self.reward is None else [p for p in self.reward.parameters() if p.requires_grad]
 
     def train(self, mode: bool = True) -> None:
         self.policy.train(mode)
-        self.reward.train(mode)
+        if self.reward is not None:
+            self.reward.train(mode)
 
     def state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
         """Everything a checkpoint needs to restore the trainable state (the reference included)."""
-        state = {"policy": self.policy.state_dict(), "reward": self.reward.state_dict()}
+        state = {"policy": self.policy.state_dict(), "reward": None if self.reward is None else self.reward.state_dict()}
         if self.reference is not None:
             state["reference"] = self.reference.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
         self.policy.load_state_dict(state["policy"])
-        self.reward.load_state_dict(state["reward"])
+        if self.reward is not None:
+            self.reward.load_state_dict(state["reward"])
         if self.reference is not None:
             self.reference.load_state_dict(state["reference"])
 
@@ -73,4 +76,5 @@ class ModelSet:
         """`out/policy` (save_pretrained) and `out/reward` (RewardModel.save_pretrained)."""
         out = Path(out)
         self.policy.save_pretrained(out / "policy")
-        self.reward.save_pretrained(out / "reward")
+        if self.reward is not None:
+            self.reward.save_pretrained(out / "reward")

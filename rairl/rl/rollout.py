@@ -34,10 +34,12 @@ def sample_completions(
     jobs = [(i, j) for i in range(len(prompt_ids)) for j in range(n_samples)]
     out: list[list[list[int]]] = [[[] for _ in range(n_samples)] for _ in prompt_ids]
     gen = torch.Generator().manual_seed(seed)
-    # An explicit config: a checkpoint's own top-k / top-p defaults would bias the samples.
+    # An explicit config with top-k and top-p off: a checkpoint's defaults, or generate's own
+    # top_k=50, would sample from a truncated distribution while every log-prob (PPO ratios,
+    # ℓ = f − log π) is taken over the full softmax.
     gen_cfg = GenerationConfig(
         max_new_tokens=max_new_tokens, do_sample=not greedy, temperature=None if greedy else temperature,
-        eos_token_id=eos_id, pad_token_id=pad_id,
+        top_k=None if greedy else 0, top_p=None if greedy else 1.0, eos_token_id=eos_id, pad_token_id=pad_id,
     )
     bar = tqdm(total=len(jobs), desc="sampling", disable=not progress, leave=False)
     for start in range(0, len(jobs), batch_size):

@@ -109,8 +109,12 @@ class Rollout:
     completions: list[list[int]]  # token ids, EOS included when the policy stopped
     batch: TokenBatch  # (B·G, T)
     layout: ActionLayout  # actions at the reward's granularity
-    old_logp: torch.Tensor  # (B·G, T) policy log-probs at sampling time
+    old_logp: torch.Tensor | None  # (B·G, T) policy log-probs at sampling time; None: taken from the one update
     ref_logp: torch.Tensor | None  # (B·G, T) reference log-probs when kl_coef > 0
+
+
+def _rows(batch: TokenBatch, start: int, stop: int) -> TokenBatch:
+    return TokenBatch(batch.input_ids[start:stop], batch.attention_mask[start:stop], batch.prompt_lens[start:stop], batch.seq_lens[start:stop])
 
 
 class AIRLTrainer:
@@ -140,9 +144,13 @@ class AIRLTrainer:
         self.out_dir = Path(out_dir) if out_dir else None
         self.progress = progress
         self.pad_id, self.eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+        if cfg.method != "outcome" and models.reward is None:
+            raise ValueError(f"method={cfg.method!r} needs a reward model; only method='outcome' runs without one")
         self.rule: StepRule = StepRule("whole") if cfg.method == "outcome" else step_rule(models.reward.cfg, tokenizer)
-        self.policy_opt = torch.optim.AdamW(models.policy_parameters(), lr=cfg.lr, weight_decay=0.0)
-        self.reward_opt = torch.optim.AdamW(models.reward_parameters(), lr=cfg.disc_lr, weight_decay=0.0)
+        self.policy_opt = torch.optim.AdamW(models.policy_parameters(), lr=cfg.lr, weight_decay=0.0, fused=True)
+        self.reward_opt = (torch.optim.AdamW(models.reward_parameters(), lr=cfg.disc_lr, weight_decay=0.0, fused=True)
+                           if cfg.method == "airl" else None)
+        self.device = models.policy_parameters()[0].device  # batches go where the policy is
         self.rng = random.Random(cfg.seed)
         self.iteration_done, self.tokens_trained = 0, 0
 
@@ -157,11 +165,20 @@ class AIRLTrainer:
         )
         prompt_index = [i for i in chosen for _ in range(cfg.group_size)]
         completions = [c for group in samples for c in group]
-        batch = collate([self.prompts[i] for i in prompt_index], completions, self.pad_id)
+        batch = collate([self.prompts[i] for i in prompt_index], completions, self.pad_id).to(self.device)
+        # One epoch of one minibatch with no reward reading log π: the update's own forward gives
+        # the old log-probs (ratio 1, as in GRPO with one iteration), so skip a second forward.
+        single_pass = cfg.method == "outcome" and cfg.ppo_epochs == 1 and cfg.minibatch_size >= len(completions)
         with torch.no_grad():
-            old_logp = self.models.policy_logprobs(batch.input_ids, batch.attention_mask)
-            ref_logp = self.models.reference_logprobs(batch.input_ids, batch.attention_mask) if cfg.kl_coef > 0 else None
+            old_logp = None if single_pass else self._chunked(self.models.policy_logprobs, batch)
+            ref_logp = self._chunked(self.models.reference_logprobs, batch) if cfg.kl_coef > 0 else None
         return Rollout(prompt_index, completions, batch, action_layout(batch, self.rule), old_logp, ref_logp)
+
+    def _chunked(self, logprobs, batch: TokenBatch) -> torch.Tensor:
+        """`logprobs(ids, mask)` over the batch in minibatch-sized row chunks: the peak stays one minibatch's."""
+        size = self.cfg.minibatch_size
+        return torch.cat([logprobs(batch.input_ids[i : i + size], batch.attention_mask[i : i + size])
+                          for i in range(0, batch.input_ids.shape[0], size)])
 
     # 2. discriminator ---------------------------------------------------------------------
     def discriminator_step(self, rollout: Rollout) -> dict[str, float]:
@@ -171,7 +188,7 @@ class AIRLTrainer:
         n_pert = min(half // 2, len(self.fixed_negatives))
         records = (self.rng.sample(self.experts, min(half, len(self.experts)))
                    + self.rng.sample(negatives, min(half - n_pert, len(negatives))) + self.rng.sample(self.fixed_negatives, n_pert))
-        batch, layout, labels, valid = discriminator_batch(records, self.pad_id, self.rule)
+        batch, layout, labels, valid = discriminator_batch(records, self.pad_id, self.rule, self.device)
         with torch.no_grad():
             policy_logp = self.models.policy_logprobs(batch.input_ids, batch.attention_mask)
         self.models.train()
@@ -193,9 +210,13 @@ class AIRLTrainer:
         if self.cfg.method == "outcome":
             texts = self.tokenizer.batch_decode(rollout.completions, skip_special_tokens=True)
             correct = [answers_match(extract_answer(t), self.answers[i]) for t, i in zip(texts, rollout.prompt_index, strict=True)]
-            return torch.tensor(correct, dtype=torch.float32)[rollout.layout.seq]  # one action per completion
+            return torch.tensor(correct, dtype=torch.float32, device=self.device)[rollout.layout.seq]  # one action per completion
         self.models.reward.eval()
-        return discriminator_terms(self.models.reward, rollout.batch, rollout.layout, rollout.old_logp).ell
+        size, ells = self.cfg.minibatch_size, []
+        for start in range(0, len(rollout.completions), size):  # actions are ordered by sequence: chunks concatenate
+            rows = _rows(rollout.batch, start, start + size)
+            ells.append(discriminator_terms(self.models.reward, rows, action_layout(rows, self.rule), rollout.old_logp[start : start + size]).ell)
+        return torch.cat(ells)
 
     # 4. advantages -------------------------------------------------------------------------
     def token_advantages(self, rollout: Rollout, rewards: torch.Tensor) -> torch.Tensor:
@@ -224,8 +245,9 @@ class AIRLTrainer:
                 T = int(batch.seq_lens[idx].max())  # trim the minibatch's padding
                 ids, attn, m = batch.input_ids[idx, :T], batch.attention_mask[idx, :T], mask[idx, :T]
                 logp = self.models.policy_logprobs(ids, attn)
+                old = logp.detach() if rollout.old_logp is None else rollout.old_logp[idx, :T]
                 loss, st = policy_loss(
-                    logp, rollout.old_logp[idx, :T], advantages[idx, :T], m, clip_eps=cfg.clip_eps,
+                    logp, old, advantages[idx, :T], m, clip_eps=cfg.clip_eps,
                     kl_coef=cfg.kl_coef, logp_ref=None if rollout.ref_logp is None else rollout.ref_logp[idx, :T],
                     entropy=sampled_entropy(logp), entropy_coef=cfg.entropy_coef,
                 )
@@ -253,12 +275,13 @@ class AIRLTrainer:
             "mean_reward": float(rewards.mean()) if len(rewards) else 0.0,
             "mean_len": float(mask.sum(1).float().mean()),
             "stopped_frac": sum(c[-1] == self.eos_id for c in rollout.completions) / len(rollout.completions),
-            "sampled_entropy": float(masked_mean(-rollout.old_logp, mask)),
         }
+        if rollout.old_logp is not None:
+            row["sampled_entropy"] = float(masked_mean(-rollout.old_logp, mask))
         if self.iteration_done >= self.cfg.disc_warmup_iters or self.cfg.method != "airl":
             row |= self.policy_update(rollout, self.token_advantages(rollout, rewards))
         self.iteration_done += 1
-        if self.val_records and self.cfg.eval_every and self.iteration_done % self.cfg.eval_every == 0:
+        if self.val_records and self.models.reward is not None and self.cfg.eval_every and self.iteration_done % self.cfg.eval_every == 0:
             val = evaluate_discriminator(self.models.reward, self.models.policy_logprobs, self.val_records, self.pad_id, self.rule)
             row |= {"val_auroc": val["auroc"], "val_acc": val["acc"]}
         return {"iteration": self.iteration_done, "tokens": self.tokens_trained, **row, "seconds": time.time() - t0}
@@ -270,6 +293,8 @@ class AIRLTrainer:
     def train(self) -> list[dict]:
         """Run (or, after `resume()`, continue) to the budget; log JSONL rows and checkpoints under `out_dir`."""
         rows = []
+        if self.out_dir:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.out_dir / "train_log.jsonl" if self.out_dir else None
         bar = tqdm(total=self.cfg.iterations, initial=self.iteration_done, desc=f"train[{self.cfg.method}]", disable=not self.progress)
         while not self.done():
@@ -292,7 +317,7 @@ class AIRLTrainer:
         return {
             "iteration": self.iteration_done, "tokens": self.tokens_trained, "config": asdict(self.cfg),
             "models": self.models.state_dict(), "policy_opt": self.policy_opt.state_dict(),
-            "reward_opt": self.reward_opt.state_dict(), "python_rng": self.rng.getstate(), "torch_rng": torch.get_rng_state(),
+            "reward_opt": self.reward_opt.state_dict() if self.reward_opt else None, "python_rng": self.rng.getstate(), "torch_rng": torch.get_rng_state(),
         }
 
     def save_checkpoint(self) -> Path:
@@ -309,7 +334,8 @@ class AIRLTrainer:
             raise ValueError(f"{path}: written with another TrainConfig (fields {diff} differ); resume with the run's config.json")
         self.models.load_state_dict(state["models"])
         self.policy_opt.load_state_dict(state["policy_opt"])
-        self.reward_opt.load_state_dict(state["reward_opt"])
+        if self.reward_opt:
+            self.reward_opt.load_state_dict(state["reward_opt"])
         self.rng.setstate(state["python_rng"])
         torch.set_rng_state(state["torch_rng"])
         self.iteration_done, self.tokens_trained = state["iteration"], state["tokens"]

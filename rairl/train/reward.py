@@ -60,11 +60,14 @@ class RewardTrainConfig:
             raise ValueError("RewardTrainConfig.batch_size must be >= 2 (one expert, one negative)")
 
 
-def discriminator_batch(records: list[DiscRecord], pad_id: int, rule: StepRule) -> tuple[TokenBatch, ActionLayout, torch.Tensor, torch.Tensor]:
-    batch = collate([r.prompt_ids for r in records], [r.completion_ids for r in records], pad_id)
+def discriminator_batch(
+    records: list[DiscRecord], pad_id: int, rule: StepRule, device: torch.device | str = "cpu"
+) -> tuple[TokenBatch, ActionLayout, torch.Tensor, torch.Tensor]:
+    """The records as a batch on `device`, their actions, per-action labels and validity (A,)."""
+    batch = collate([r.prompt_ids for r in records], [r.completion_ids for r in records], pad_id).to(device)
     layout = action_layout(batch, rule)
-    seq_label = torch.tensor([r.label for r in records], dtype=torch.float32)
-    neg_from = batch.prompt_lens + torch.tensor([r.negative_from for r in records])  # (B,) position in the row
+    seq_label = torch.tensor([r.label for r in records], dtype=torch.float32, device=batch.input_ids.device)
+    neg_from = batch.prompt_lens + torch.tensor([r.negative_from for r in records], device=batch.input_ids.device)  # (B,) position in the row
     T = batch.input_ids.shape[1]
     end_pos = layout.end - layout.seq * T  # (A,) position of each action's last token in its row
     labels = seq_label[layout.seq]

@@ -1,0 +1,212 @@
+"""`rairl compare`: R-AIRL against its baselines on the embedded task, several seeds, matched budgets.
+
+For each seed: one warm start (SFT policy + reward trained against it), then
+every method from it to the same budget of policy tokens trained on, then the
+same held-out evaluation. Methods:
+
+    sft_init       the warm start itself (no more training; the no-collapse reference)
+    sft            more SFT on the demonstrations
+    airl_step      R-AIRL, step advantages (reward-to-go, group baseline)
+    airl_sequence  R-AIRL, sequence advantages (GRPO)
+    frozen         the warm-start reward, never updated (step advantages)
+    outcome        GRPO on gold-answer correctness (reads answers: the verifier reference)
+
+Writes `DIR/metrics.json` (a `methods` map), `DIR/results.md`, `DIR/curves.png`;
+finished (seed, method) runs are reused, so a stopped comparison continues.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from .data import make_splits
+from .eval.metrics import bootstrap_ci, write_metrics
+from .posttrain import (
+    TrainRunConfig,
+    evaluate_policy,
+    load_warm,
+    prepare_warm,
+    quick_run_config,
+    run_train,
+)
+from .train.airl import TrainConfig
+
+# name -> (TrainRunConfig.method, TrainConfig.advantages)
+METHOD_SPECS = {
+    "sft": ("sft", "step"),
+    "airl_step": ("airl", "step"),
+    "airl_sequence": ("airl", "sequence"),
+    "frozen": ("frozen", "step"),
+    "outcome": ("outcome", "sequence"),
+}
+
+# Budget sized so that three seeds of all methods fit 90 minutes on 2 CPU cores.
+TRAIN_DEFAULTS = TrainConfig(iterations=200, token_budget=300_000, checkpoint_every=10)
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    seeds: tuple[int, ...] = (1, 2, 3)
+    methods: tuple[str, ...] = tuple(METHOD_SPECS)
+    run: TrainRunConfig = field(default_factory=lambda: TrainRunConfig(train=TRAIN_DEFAULTS))  # shared by every method
+    results_md: str = ""  # also append the Markdown table to this file (e.g. benchmarks/RESULTS.md)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))  # the CLI passes strings
+        unknown = [m for m in self.methods if m not in METHOD_SPECS]
+        if unknown or not self.methods:
+            raise ValueError(f"CompareConfig.methods: unknown {unknown}; choose from {tuple(METHOD_SPECS)}")
+        if not self.seeds:
+            raise ValueError("CompareConfig.seeds: give at least one seed")
+        if not self.run.train.token_budget:
+            raise ValueError("CompareConfig: run.train.token_budget must be > 0 (budgets are matched in policy tokens)")
+
+
+def quick_compare_config(seeds: tuple[int, ...] = (1, 2)) -> CompareConfig:
+    return CompareConfig(seeds=seeds, run=quick_run_config())
+
+
+def run_compare(cfg: CompareConfig, out: str | Path, progress: bool = True) -> dict:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    per_seed: dict[str, list[dict]] = {m: [] for m in ("sft_init", *cfg.methods)}
+    for seed in cfg.seeds:
+        base = replace(cfg.run, warm=replace(cfg.run.warm, seed=seed), train=replace(cfg.run.train, seed=seed))
+        warm_dir = out / f"seed{seed}" / "warm"
+        if not (warm_dir / "warm.json").exists():
+            prepare_warm(base.warm, warm_dir, progress)
+        per_seed["sft_init"].append(_evaluate_warm(base, warm_dir, out / f"seed{seed}" / "sft_init", progress))
+        for name in cfg.methods:
+            method, advantages = METHOD_SPECS[name]
+            run_cfg = replace(base, method=method, train=replace(base.train, advantages=advantages))
+            run_dir = out / f"seed{seed}" / name
+            done = run_dir / "metrics.json"
+            if done.exists():
+                per_seed[name].append(json.loads(done.read_text()))
+                continue
+            resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("iter_*.pt"))
+            if progress:
+                print(f"[compare {time.time() - t0:7.1f}s] seed {seed}: {name}{' (resumed)' if resume else ''}", flush=True)
+            per_seed[name].append(run_train(run_cfg, run_dir, warm_dir, resume=resume, progress=progress))
+    metrics = {"seeds": list(cfg.seeds), "methods": summarise(per_seed), "config": asdict(cfg), "seconds": time.time() - t0}
+    metrics["methods"] = {k: {**v, **_curve_summary(out, cfg.seeds, k)} for k, v in metrics["methods"].items()}
+    write_metrics(out / "metrics.json", metrics)
+    table = results_markdown(metrics)
+    (out / "results.md").write_text(table)
+    if cfg.results_md:
+        with open(cfg.results_md, "a") as f:
+            f.write("\n" + table)
+    plot_curves(out, cfg.seeds, cfg.methods, out / "curves.png")
+    return metrics
+
+
+def _evaluate_warm(cfg: TrainRunConfig, warm_dir: Path, run_dir: Path, progress: bool) -> dict:
+    done = run_dir / "metrics.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    tokenizer, policy, *_ = load_warm(warm_dir)
+    test = make_splits(cfg.warm.seed, cfg.warm.task).test[: cfg.eval_problems]
+    ev = evaluate_policy(policy, tokenizer, [p.question() for p in test], [str(p.values()[-1]) for p in test],
+                         cfg.eval_samples, cfg.train.max_new_tokens, seed=cfg.warm.seed + 10_000, progress=progress)
+    metrics = {"method": "sft_init", "seed": cfg.warm.seed, "tokens_trained": 0, "verifier_free": True, **ev}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_metrics(done, metrics)
+    return metrics
+
+
+def summarise(per_seed: dict[str, list[dict]]) -> dict[str, dict]:
+    """Mean over seeds; 95% bootstrap intervals over (seed, problem) pairs; paired deltas against `sft`."""
+    out = {}
+    for name, runs in per_seed.items():
+        if not runs:
+            continue
+        pooled = np.concatenate([r["per_problem_pass1"] for r in runs])
+        out[name] = {
+            "pass1_mean": float(np.mean([r["pass1"] for r in runs])), "pass1_ci": list(bootstrap_ci(pooled)),
+            "pass1_per_seed": [r["pass1"] for r in runs], "passk": float(np.mean([r["passk"] for r in runs])), "k": runs[0]["k"],
+            "mean_len": float(np.mean([r["mean_len"] for r in runs])), "format_valid": float(np.mean([r["format_valid"] for r in runs])),
+            "tokens_trained": float(np.mean([r["tokens_trained"] for r in runs])), "verifier_free": runs[0]["verifier_free"],
+        }
+        if "sft" in per_seed and name != "sft" and len(per_seed["sft"]) == len(runs):
+            diff = pooled - np.concatenate([r["per_problem_pass1"] for r in per_seed["sft"]])  # same problems, paired
+            out[name] |= {"delta_vs_sft": float(diff.mean()), "delta_vs_sft_ci": list(bootstrap_ci(diff))}
+    if "sft_init" in out:  # no collapse: length and format validity within 20% of the warm-start policy's
+        ref = out["sft_init"]
+        for m in out.values():
+            m["len_ratio_vs_sft_init"] = m["mean_len"] / ref["mean_len"]
+            m["format_ratio_vs_sft_init"] = m["format_valid"] / max(ref["format_valid"], 1e-9)
+    return out
+
+
+def _curve_summary(out: Path, seeds, name: str) -> dict:
+    """Reward-model validation AUROC over training (airl runs), per seed: [[iteration, auroc], ...]."""
+    curves = []
+    for seed in seeds:
+        log = out / f"seed{seed}" / name / "train_log.jsonl"
+        if log.exists():
+            rows = [json.loads(line) for line in log.read_text().splitlines()]
+            points = [[r["iteration"], r["val_auroc"]] for r in rows if "val_auroc" in r]
+            if points:
+                curves.append(points)
+    return {"val_auroc_curves": curves} if curves else {}
+
+
+def results_markdown(metrics: dict) -> str:
+    seeds = ",".join(map(str, metrics["seeds"]))
+    lines = [
+        f"### rairl compare, seeds {seeds} ({metrics['seconds'] / 60:.1f} min)", "",
+        "| method | pass@1 (mean over seeds) [95% CI] | Δ vs sft [95% CI] | pass@k | mean len | format-valid | policy tokens | pass@1 per seed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, m in metrics["methods"].items():
+        delta = f"{m['delta_vs_sft']:+.3f} [{m['delta_vs_sft_ci'][0]:+.3f}, {m['delta_vs_sft_ci'][1]:+.3f}]" if "delta_vs_sft" in m else ""
+        label = name + ("" if m["verifier_free"] else " (reads answers)")
+        lines.append(
+            f"| {label} | {m['pass1_mean']:.3f} [{m['pass1_ci'][0]:.3f}, {m['pass1_ci'][1]:.3f}] | {delta} | {m['passk']:.3f} (k={m['k']}) "
+            f"| {m['mean_len']:.1f} | {m['format_valid']:.3f} | {m['tokens_trained']:,.0f} | {', '.join(f'{v:.3f}' for v in m['pass1_per_seed'])} |"
+        )
+    ms = metrics["methods"]
+    if "airl_step" in ms and "airl_sequence" in ms:
+        a, b = ms["airl_step"]["pass1_mean"], ms["airl_sequence"]["pass1_mean"]
+        winner = "step" if a > b else ("sequence" if b > a else "neither")
+        lines += ["", f"Step vs sequence advantages: **{winner}** wins ({a:.3f} vs {b:.3f} pass@1)."]
+    return "\n".join(lines) + "\n"
+
+
+CURVE_KEYS = ("mean_reward", "disc_loss", "disc_acc", "approx_kl", "sampled_entropy", "clipfrac", "mean_len", "val_auroc")
+
+
+def plot_curves(out: Path, seeds, methods, path: Path) -> None:
+    """One panel per logged metric, one line per method (mean over seeds at each iteration)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise ImportError("rairl compare draws its curves with matplotlib: pip install 'rairl[dev]' (or matplotlib)") from e
+    fig, axes = plt.subplots(2, 4, figsize=(16, 7))
+    for ax, key in zip(axes.flat, CURVE_KEYS, strict=True):
+        for name in methods:
+            by_iter: dict[int, list[float]] = {}
+            for seed in seeds:
+                log = out / f"seed{seed}" / name / "train_log.jsonl"
+                if log.exists():
+                    for row in map(json.loads, log.read_text().splitlines()):
+                        if key in row and row[key] is not None:
+                            by_iter.setdefault(row["iteration"], []).append(row[key])
+            if by_iter:
+                its = sorted(by_iter)
+                ax.plot(its, [np.mean(by_iter[i]) for i in its], label=name)
+        ax.set_title(key)
+        ax.set_xlabel("iteration")
+    axes.flat[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
