@@ -10,6 +10,7 @@ start between all methods of a seed and `--resume DIR` continues a killed run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -24,6 +25,7 @@ from .configs import config_from_dict
 from .data import answers_match, extract_answer, make_splits
 from .demo import DemoConfig, quick_config, warm_start
 from .eval.metrics import write_metrics
+from .models.adapters import POLICY, AdapterConfig, SharedBaseModels, active_adapter, load_base
 from .models.batch import encode_completions, encode_prompts
 from .models.lm import load_causal_lm
 from .models.modelset import ModelSet
@@ -47,12 +49,19 @@ class TrainRunConfig:
     sft_lr: float = 1e-3  # peak learning rate of the `sft` baseline's continued training
     eval_problems: int = 200  # held-out test problems
     eval_samples: int = 8  # samples per test problem: pass@1 is their mean, pass@k with k = eval_samples
+    # One frozen base (the SFT policy, NF4 / bf16 / fp32) shared by the policy and the reward
+    # through two LoRA adapters (needs rairl[lora]). The reward adapter starts from the base,
+    # not from the warm start's full-weight reward: give it train.disc_warmup_iters.
+    lora: bool = False
+    adapters: AdapterConfig = field(default_factory=AdapterConfig)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"TrainRunConfig.method={self.method!r}; choose one of {METHODS}")
         if self.method == "sft" and not self.train.token_budget:
             raise ValueError("TrainRunConfig: method='sft' needs train.token_budget > 0 (the matched budget)")
+        if self.lora and self.method == "sft":
+            raise ValueError("TrainRunConfig: lora=True applies to the RL methods; method='sft' trains the full model")
         if self.eval_samples < 1 or self.eval_problems < 1:
             raise ValueError("TrainRunConfig: eval_problems and eval_samples must be >= 1")
 
@@ -137,7 +146,11 @@ def run_train(cfg: TrainRunConfig, out: Path, warm_dir: Path | None = None, resu
         tokens = rows[-1]["tokens"]
     else:
         train_cfg = TrainConfig(**{**asdict(cfg.train), "method": cfg.method})
-        models = ModelSet(policy, reward, with_reference=train_cfg.kl_coef > 0)
+        if cfg.lora:
+            models = SharedBaseModels(load_base(warm_dir / "policy", cfg.adapters), reward.cfg, cfg.adapters)
+            policy, reward = models.model, models.reward
+        else:
+            models = ModelSet(policy, reward, with_reference=train_cfg.kl_coef > 0)
         prompts = encode_prompts(tokenizer, [p.question() for p in splits.train], max_prompt_tokens=1024)
         trainer = AIRLTrainer(models, tokenizer, prompts, train_records, train_cfg, answers=[str(p.values()[-1]) for p in splits.train],
                               val_records=val_records, out_dir=out, progress=progress)
@@ -145,13 +158,17 @@ def run_train(cfg: TrainRunConfig, out: Path, warm_dir: Path | None = None, resu
             trainer.resume()
         trainer.train()
         tokens = trainer.tokens_trained
+    if cfg.lora:
+        models.save_pretrained(out / "adapters")  # adapters/policy, adapters/reward over the base in warm/policy
+    else:
+        policy.save_pretrained(out / "policy")
+        tokenizer.save_pretrained(out / "policy")
         if cfg.method == "airl":
             reward.save_pretrained(out / "reward")
-    policy.save_pretrained(out / "policy")
-    tokenizer.save_pretrained(out / "policy")
     test = splits.test[: cfg.eval_problems]
-    ev = evaluate_policy(policy, tokenizer, [p.question() for p in test], [str(p.values()[-1]) for p in test],
-                         cfg.eval_samples, cfg.train.max_new_tokens, seed=cfg.warm.seed + 10_000, progress=progress)
+    with active_adapter(policy, POLICY) if cfg.lora else contextlib.nullcontext():
+        ev = evaluate_policy(policy, tokenizer, [p.question() for p in test], [str(p.values()[-1]) for p in test],
+                             cfg.eval_samples, cfg.train.max_new_tokens, seed=cfg.warm.seed + 10_000, progress=progress)
     metrics = {"method": cfg.method, "seed": cfg.warm.seed, "tokens_trained": tokens, "verifier_free": cfg.method != "outcome",
                **ev, "seconds": time.time() - t0}
     write_metrics(out / "metrics.json", metrics)

@@ -1,8 +1,8 @@
 """Trainer pieces: one step changes every trainable parameter; the loops lower their loss."""
 
 import copy
-from functools import partial
 import random
+from functools import partial
 
 import torch
 

@@ -4,7 +4,9 @@
 #   2. bench_logprobs at V=151936, H in {896, 1536, 3584}, N in {4096, 16384}, bf16
 #      (naive, rairl triton, rairl torch; torch.compile and TRL at two shapes; liger if present)
 #   3. bench_airl (step and dense actions) with the device copy bandwidth beside it
-#   4. the Triton tile sweep at one shape, if time is left
+#   4. bench_memory: one AIRL iteration on an NF4 base + two LoRA adapters, Qwen2.5-0.5B and
+#      -1.5B shapes (random weights), B=8 x G=8, 256 + 512 tokens: peak memory vs `rairl plan`
+#   5. the Triton tile sweep at one shape, if time is left
 # JSON goes to ${OUT:-benchmarks/out}; the summary table is printed last.
 #
 #   bash benchmarks/gpu/run.sh            # from anywhere; PYTHON=... to pick the interpreter
@@ -49,6 +51,9 @@ step "airl steps" 60 "$PY" benchmarks/bench_airl.py --device cuda --n 1048576 --
   --dtype fp32 --variants torch triton --json "$OUT/airl_n1048576_steps.json"
 step "airl dense" 60 "$PY" benchmarks/bench_airl.py --device cuda --n 1048576 --action-len 1 \
   --dtype fp32 --variants torch triton --json "$OUT/airl_n1048576_dense.json"
+
+step "memory nf4+lora" 240 "$PY" benchmarks/bench_memory.py --device cuda --models 0.5b 1.5b \
+  --json "$OUT/memory_nf4_lora.json"
 
 step "logprobs tile sweep" 120 "$PY" benchmarks/bench_logprobs.py --device cuda --n 16384 \
   --h 1536 --v $V --dtype bf16 --variants rairl --sweep \

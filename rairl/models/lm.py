@@ -55,13 +55,18 @@ def build_tiny_lm(tokenizer: PreTrainedTokenizerBase, cfg: TinyLMConfig = TinyLM
     return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa", dtype=torch.float32)
 
 
-def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa") -> PreTrainedModel:
-    """Load a causal LM saved with `save_pretrained` (tiny or real checkpoint)."""
+def check_attn_implementation(attn_implementation: str) -> None:
+    """Raise ImportError naming the extra when `attn_implementation` needs a package that is missing."""
     if attn_implementation == "flash_attention_2":
         try:
             import flash_attn  # noqa: F401
         except ImportError as e:
             raise ImportError("attn_implementation='flash_attention_2' needs flash-attn: pip install 'rairl[gpu]'") from e
+
+
+def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa") -> PreTrainedModel:
+    """Load a causal LM saved with `save_pretrained` (tiny or real checkpoint)."""
+    check_attn_implementation(attn_implementation)
     return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation=attn_implementation)
 
 

@@ -12,6 +12,7 @@ on a copied backbone it stayed at chance in the calibration run).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -58,9 +59,12 @@ class TokenTerms:
 
 
 class RewardModel(nn.Module):
-    def __init__(self, lm: PreTrainedModel, cfg: RewardConfig = RewardConfig()):
+    """`lm` is the reward LM; with `adapter`, `lm` is a peft model shared with the policy and
+    every forward runs with that LoRA adapter active (`rairl.models.adapters.SharedBaseModels`)."""
+
+    def __init__(self, lm: PreTrainedModel, cfg: RewardConfig = RewardConfig(), adapter: str | None = None):
         super().__init__()
-        self.lm, self.cfg = lm, cfg
+        self.lm, self.cfg, self.adapter = lm, cfg, adapter
         hidden = lm.config.hidden_size
         self.g_head = nn.Linear(hidden, 1)
         self.h_head = nn.Linear(hidden, 1)
@@ -70,11 +74,19 @@ class RewardModel(nn.Module):
 
     def token_terms(self, batch: TokenBatch, action_end_mask: torch.Tensor) -> TokenTerms:
         """g and h per token; `action_end_mask` `(B, T)` bool marks each action's last token."""
-        lp, hidden = per_token_logprobs(self.lm, batch.input_ids, batch.attention_mask, return_hidden=True)
+        with self._lm_context():
+            lp, hidden = per_token_logprobs(self.lm, batch.input_ids, batch.attention_mask, return_hidden=True)
         hidden = hidden.float()
         g_head = self.g_head(hidden).squeeze(-1) * action_end_mask  # (B, T)
         g_tok = g_head if self.cfg.g_param == "head" else self.cfg.beta * lp * batch.completion_mask() + g_head
         return TokenTerms(g_tok=g_tok, h_tok=self.h_head(hidden).squeeze(-1))
+
+    def _lm_context(self) -> contextlib.AbstractContextManager:
+        if self.adapter is None:
+            return contextlib.nullcontext()
+        from .adapters import active_adapter  # lazily: peft is an extra
+
+        return active_adapter(self.lm, self.adapter)
 
     def save_pretrained(self, path: str | Path) -> None:
         """Directory with `lm/` (save_pretrained), `heads.safetensors` and `reward_config.json`."""

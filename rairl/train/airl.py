@@ -99,6 +99,8 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)}; must be >= 0")
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"TrainConfig.gamma={self.gamma}; must be in [0, 1]")
+        if self.temperature != 1.0:  # every log-prob (PPO ratio, KL, ℓ) is of the temperature-1 policy
+            raise ValueError(f"TrainConfig.temperature={self.temperature}; the loop samples the policy it trains: use 1.0")
 
 
 @dataclass
