@@ -141,6 +141,7 @@ class AIRLTrainer:
         self.models, self.tokenizer, self.cfg = models, tokenizer, cfg
         self.prompts, self.answers = [list(p) for p in prompts], answers
         self.experts = [r for r in disc_records if r.label == 1]
+        # perturbed experts (and any earlier policy samples given): replayed beside each rollout
         self.fixed_negatives = [r for r in disc_records if r.label == 0]
         self.val_records = list(val_records)
         self.out_dir = Path(out_dir) if out_dir else None
