@@ -24,11 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import make_splits
 from .eval.metrics import bootstrap_ci, write_metrics
 from .posttrain import (
     TrainRunConfig,
-    evaluate_policy,
+    evaluate_on_test,
     load_warm,
     prepare_warm,
     quick_run_config,
@@ -111,9 +110,7 @@ def _evaluate_warm(cfg: TrainRunConfig, warm_dir: Path, run_dir: Path, progress:
     if done.exists():
         return json.loads(done.read_text())
     tokenizer, policy, *_ = load_warm(warm_dir)
-    test = make_splits(cfg.warm.seed, cfg.warm.task).test[: cfg.eval_problems]
-    ev = evaluate_policy(policy, tokenizer, [p.question() for p in test], [str(p.values()[-1]) for p in test],
-                         cfg.eval_samples, cfg.train.max_new_tokens, seed=cfg.warm.seed + 10_000, progress=progress)
+    ev = evaluate_on_test(cfg, policy, tokenizer, progress)
     metrics = {"method": "sft_init", "seed": cfg.warm.seed, "tokens_trained": 0, "verifier_free": True, **ev}
     run_dir.mkdir(parents=True, exist_ok=True)
     write_metrics(done, metrics)

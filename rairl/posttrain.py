@@ -127,6 +127,13 @@ def evaluate_policy(
     }
 
 
+def evaluate_on_test(cfg: TrainRunConfig, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, progress: bool = True) -> dict:
+    """`evaluate_policy` on the run's held-out problems with its fixed sampling seed (every method alike)."""
+    test = make_splits(cfg.warm.seed, cfg.warm.task).test[: cfg.eval_problems]
+    return evaluate_policy(policy, tokenizer, [p.question() for p in test], [str(p.values()[-1]) for p in test],
+                           cfg.eval_samples, cfg.train.max_new_tokens, seed=cfg.warm.seed + 10_000, progress=progress)
+
+
 # one method ----------------------------------------------------------------------------------
 def run_train(cfg: TrainRunConfig, out: Path, warm_dir: Path | None = None, resume: bool = False, progress: bool = True) -> dict:
     """Warm start (unless `warm_dir` holds one), post-train with `cfg.method`, evaluate; writes `out/metrics.json`."""
@@ -165,10 +172,8 @@ def run_train(cfg: TrainRunConfig, out: Path, warm_dir: Path | None = None, resu
         tokenizer.save_pretrained(out / "policy")
         if cfg.method == "airl":
             reward.save_pretrained(out / "reward")
-    test = splits.test[: cfg.eval_problems]
     with active_adapter(policy, POLICY) if cfg.lora else contextlib.nullcontext():
-        ev = evaluate_policy(policy, tokenizer, [p.question() for p in test], [str(p.values()[-1]) for p in test],
-                             cfg.eval_samples, cfg.train.max_new_tokens, seed=cfg.warm.seed + 10_000, progress=progress)
+        ev = evaluate_on_test(cfg, policy, tokenizer, progress)
     metrics = {"method": cfg.method, "seed": cfg.warm.seed, "tokens_trained": tokens, "verifier_free": cfg.method != "outcome",
                **ev, "seconds": time.time() - t0}
     write_metrics(out / "metrics.json", metrics)
