@@ -3,17 +3,17 @@
     logp[i] = log_softmax(hidden @ weight.T / T)[i, targets[i]]
     ent[i]  = -sum_j p[i, j] log p[i, j]            (optional)
 
-Backends (see `_dispatch.resolve_backend`):
+Backends (see `_dispatch.resolve_backend`); both share one backward:
 
 * triton: forward tiles (token block x vocab split), an online log-sum-exp per token over
-  the split's vocab blocks, partials combined per token; it saves only lse (and the
-  entropy). Backward recomputes each (token block x vocab block) logits tile, forms
-  dlogits = -p * g / T (minus g_ent * p * (z - E[z]) / T) and accumulates
-  dhidden += dlogits @ W and dW += dlogits^T @ hidden with fp32 atomics (the
-  cut-cross-entropy scheme); the onehot part g / T at the targets is an (N, H) gather /
-  scatter-add in fp32 outside the kernel.
-* torch: the same algorithm over token chunks with BLAS matmuls (chunk * V fp32 ~ 64 MiB),
-  backward recomputes each chunk's logits.
+  the split's vocab blocks, partials combined per token; it saves only lse (and the entropy).
+* torch: forward over token chunks of (C, V) fp32 logits from BLAS GEMMs (16-bit operands
+  on CUDA with fp32 output, so tensor cores do the work), in-place log-sum-exp and gather.
+* backward (both): over vocab chunks, recompute (N, Vc) logits with a GEMM, form the dense
+  dlogits -p (g + g_ent (z - E z)) / T, write dW_c = d^T x once and add d W_c into dx; the
+  onehot part g / T at the targets is an (N, H) gather / scatter-add. Measured on an H100
+  (benchmarks/RESULTS.md), a backward of tiled Triton dots with fp32 atomics (the
+  cut-cross-entropy scheme) was 2.7-5.5x slower than unfused PyTorch; GEMMs win here.
 * reference: full fp32 logits, log_softmax, gather.
 
 All accumulate in fp32 (float64 inputs stay float64 on torch/reference, for gradcheck).
@@ -27,28 +27,20 @@ from ._dispatch import check_launchable, resolve_backend, tl, triton, triton_int
 # ---------------------------------------------------------------------------------------------
 # Tuned constants
 # ---------------------------------------------------------------------------------------------
-# GPU tiles (token x vocab x hidden step), shared by forward and backward. NOT timed on a GPU
-# (none on the dev machine); chosen as the largest that spill nothing in any kernel variant,
+# GPU forward tiles (token x vocab x hidden step), chosen as the largest that spill nothing,
 # from an AOT compile for sm_90 with triton 3.9's ptxas (cuobjdump resource usage):
-#   16-bit 64x128x32, 8 warps: fwd 188 regs, bwd (dx+dw) 196 regs, 0 B stack. 64x128x64
-#     spilled 224 B in the bwd; 128x128x64, 64x256x64, 128x128x32 / 4 warps spilled 0.1-2 KB.
-#   fp32 (ieee FMA dots) 32x64x16, 4 warps: <= 188 regs, 0 B; 64x128x32 spilled up to 4.3 KB.
+#   16-bit 64x128x32, 8 warps: 188 regs, 0 B stack; fp32 (ieee FMA dots) 32x64x16, 4 warps.
 # `benchmarks/bench_logprobs.py --sweep` (run by benchmarks/gpu/run.sh) times the 16-bit ones.
 _GPU_TILES = {
     "16bit": dict(BLOCK_N=64, BLOCK_V=128, BLOCK_H=32, num_warps=8, num_stages=3),
     "fp32": dict(BLOCK_N=32, BLOCK_V=64, BLOCK_H=16, num_warps=4, num_stages=2),
 }
-_BWD_GROUP_N = 8  # token blocks per backward group (L2 reuse, see the kernel)
-# 16-bit inputs: dlogits enter the two gradient dots as a bf16 hi + lo pair (5 dots in the
-# backward instead of 3). Interpreter emulation, N=37 V=290 H=40 bf16: dhidden error vs the
-# fp32 reference 2.5e-3 with one rounding, 1.6e-3 with the pair (= the final bf16 rounding).
-_BWD_SPLIT_D = True
 # Under TRITON_INTERPRET every op is a numpy call per program: smallest legal tl.dot tiles.
 _INTERPRET_TILES = dict(BLOCK_N=16, BLOCK_V=32, BLOCK_H=16)
-_INTERPRET_GROUP_N = 2
 # Forward programs per SM: vocab splits are added until the grid reaches this many per SM.
 _FWD_PROGRAMS_PER_SM = 4
-# torch path: token rows per chunk from a byte budget for one fp32 (C, V) logits chunk.
+# torch forward: token rows per chunk from a byte budget for one fp32 (C, V) logits chunk;
+# the backward's vocab chunks hold as many logits.
 # CPU sweep, N=4096 H=256 V=32000 fp32 fwd+bwd, medians of 3 interleaved rounds on the 2-core
 # dev box (loaded by other jobs): 1 thread: naive 5.6 s; 128/256/512/1024/2048 rows
 # 3.8/3.5/3.6/3.6/3.7 s. 2 threads: naive 4.1 s; 256/512/1024 rows 5.0/4.1/3.8 s (every
@@ -116,85 +108,6 @@ def _token_logprobs_fwd_kernel(
         tl.store(s_ptr + out, s, mask=row_ok)
 
 
-@triton.jit
-def _token_logprobs_bwd_kernel(
-    x_ptr, w_ptr, lse_ptr, ez_ptr, g_ptr, ge_ptr,            # (N, H), (V, H), (N,) x 4
-    dx_ptr, dw_ptr,                                          # fp32 (N, H), (V, H), zeroed
-    N, V, H, stride_xn, stride_wv, stride_dxn, stride_dwv, inv_temp,
-    WITH_ENTROPY: tl.constexpr, NEED_DX: tl.constexpr, NEED_DW: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, DOT_F32: tl.constexpr, SPLIT_D: tl.constexpr,
-    GROUP_N: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
-):
-    # Grouped order: GROUP_N token blocks sweep the vocab together, so their hidden rows and
-    # dhidden accumulators stay in L2 while W streams (the matmul-tutorial swizzle).
-    pid = tl.program_id(0)
-    n_nb = tl.cdiv(N, BLOCK_N)
-    n_vb = tl.cdiv(V, BLOCK_V)
-    per_group = GROUP_N * n_vb
-    first_n = (pid // per_group) * GROUP_N
-    group = tl.minimum(n_nb - first_n, GROUP_N)
-    pid_n = first_n + (pid % per_group) % group
-    pid_v = (pid % per_group) // group
-
-    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    cols = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
-    row_ok = rows < N
-    col_ok = cols < V
-    offs_h = tl.arange(0, BLOCK_H)
-    x_rows = x_ptr + rows.to(tl.int64)[:, None] * stride_xn
-    w_rows = w_ptr + cols.to(tl.int64)[:, None] * stride_wv
-
-    acc = tl.zeros([BLOCK_N, BLOCK_V], tl.float32)
-    for h0 in range(0, H, BLOCK_H):
-        hh = h0 + offs_h
-        h_ok = hh < H
-        x = tl.load(x_rows + hh[None, :], mask=row_ok[:, None] & h_ok[None, :], other=0.0)
-        w = tl.load(w_rows + hh[None, :], mask=col_ok[:, None] & h_ok[None, :], other=0.0)
-        if DOT_F32:
-            x, w = x.to(tl.float32), w.to(tl.float32)
-        acc = tl.dot(x, tl.trans(w), acc, input_precision=DOT_PRECISION)
-    z = acc * inv_temp                                          # (BLOCK_N, BLOCK_V)
-    lse = tl.load(lse_ptr + rows, mask=row_ok, other=0.0)
-    g = tl.load(g_ptr + rows, mask=row_ok, other=0.0)          # 0 on masked tokens
-    p = tl.exp(z - lse[:, None])
-    d = -g[:, None] * p  # the onehot part g at the target: added by the launcher, in fp32
-    if WITH_ENTROPY:
-        ge = tl.load(ge_ptr + rows, mask=row_ok, other=0.0)
-        ez = tl.load(ez_ptr + rows, mask=row_ok, other=0.0)
-        d -= ge[:, None] * p * (z - ez[:, None])
-    d = tl.where(row_ok[:, None] & col_ok[None, :], d * inv_temp, 0.0)
-    # Tensor-core operands. Rounding d to bf16 once costs ~1e-3 relative in dx / dw (on top
-    # of the ~1.6e-3 of the final bf16 rounding); SPLIT_D keeps it exact to ~2^-16 as a
-    # bf16 hi + lo pair, one more dot each. fp32 inputs: d stays fp32, SPLIT_D is off.
-    d_hi = d.to(x_ptr.dtype.element_ty)
-    d_lo = (d - d_hi.to(tl.float32)).to(x_ptr.dtype.element_ty)
-    if DOT_F32:
-        d_hi, d_lo = d_hi.to(tl.float32), d_lo.to(tl.float32)
-
-    for h0 in range(0, H, BLOCK_H):
-        hh = h0 + offs_h
-        h_ok = hh < H
-        if NEED_DX:
-            w = tl.load(w_rows + hh[None, :], mask=col_ok[:, None] & h_ok[None, :], other=0.0)
-            if DOT_F32:
-                w = w.to(tl.float32)
-            dx = tl.dot(d_hi, w, input_precision=DOT_PRECISION)   # (BLOCK_N, BLOCK_H)
-            if SPLIT_D:
-                dx = tl.dot(d_lo, w, dx, input_precision=DOT_PRECISION)
-            dx_ptrs = dx_ptr + rows.to(tl.int64)[:, None] * stride_dxn + hh[None, :]
-            tl.atomic_add(dx_ptrs, dx, mask=row_ok[:, None] & h_ok[None, :], sem="relaxed")
-        if NEED_DW:
-            x = tl.load(x_rows + hh[None, :], mask=row_ok[:, None] & h_ok[None, :], other=0.0)
-            if DOT_F32:
-                x = x.to(tl.float32)
-            dw = tl.dot(tl.trans(d_hi), x, input_precision=DOT_PRECISION)  # (BLOCK_V, BLOCK_H)
-            if SPLIT_D:
-                dw = tl.dot(tl.trans(d_lo), x, dw, input_precision=DOT_PRECISION)
-            dw_ptrs = dw_ptr + cols.to(tl.int64)[:, None] * stride_dwv + hh[None, :]
-            tl.atomic_add(dw_ptrs, dw, mask=col_ok[:, None] & h_ok[None, :], sem="relaxed")
-
-
 # ---------------------------------------------------------------------------------------------
 # Launchers
 # ---------------------------------------------------------------------------------------------
@@ -252,37 +165,6 @@ def _token_logprobs_fwd_triton(x, w, tgt, inv_temp: float, with_entropy: bool):
     return lse, zt.amax(0), ent
 
 
-def _token_logprobs_bwd_triton(x, w, tgt, lse, ent, g, ge, inv_temp, need_dx, need_dw):
-    """Gradients of sum(g * logp + ge * ent) -> dx (N, H), dw (V, H) in the input dtype.
-
-    The kernel accumulates the dense part -p (g + ge (z - E z)) / T with E z = lse - ent;
-    the onehot part g / T at each target is an (N, H) gather / scatter added here in fp32.
-    """
-    N, H = x.shape
-    V = w.shape[0]
-    cfg = dict(_tiles(x.dtype), GROUP_N=_INTERPRET_GROUP_N if triton_interpret() else _BWD_GROUP_N)
-    dx = torch.zeros((N, H), device=x.device, dtype=torch.float32) if need_dx else None
-    dw = torch.zeros((V, H), device=x.device, dtype=torch.float32) if need_dw else None
-    dx_arg = dx if need_dx else x
-    dw_arg = dw if need_dw else w
-    with_entropy = ge is not None
-    grid = (triton.cdiv(N, cfg["BLOCK_N"]) * triton.cdiv(V, cfg["BLOCK_V"]),)
-    _token_logprobs_bwd_kernel[grid](
-        x, w, lse, lse - ent if with_entropy else lse, g, ge if with_entropy else g,
-        dx_arg, dw_arg,
-        N, V, H, x.stride(0), w.stride(0), dx_arg.stride(0), dw_arg.stride(0), inv_temp,
-        WITH_ENTROPY=with_entropy, NEED_DX=need_dx, NEED_DW=need_dw,
-        SPLIT_D=_BWD_SPLIT_D and x.dtype != torch.float32,
-        **_dot_args(x.dtype), **cfg,
-    )
-    g_t = (g * inv_temp)[:, None]                                   # (N, 1)
-    if need_dx:
-        dx.add_(w.index_select(0, tgt).float() * g_t)                # (N, H)
-    if need_dw:
-        dw.index_add_(0, tgt, x.float() * g_t)
-    return (dx.to(x.dtype) if need_dx else None), (dw.to(w.dtype) if need_dw else None)
-
-
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
@@ -292,11 +174,28 @@ def _chunk_rows(V: int, chunk_size: int | None, device: torch.device) -> int:
     return chunk_size if chunk_size else max(1, budget // (4 * V))
 
 
+def _gemm_operands(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, w) as the chunk GEMMs take them: 16-bit on CUDA (tensor cores, fp32 output), else
+    upcast once to the compute dtype (a CPU has no 16-bit GEMM with fp32 output; the products
+    of 16-bit values are exact in fp32, so both give the same fp32-accumulated result)."""
+    if x.is_cuda and x.dtype in (torch.bfloat16, torch.float16):
+        return x, w
+    cdt = _compute_dtype(x.dtype)
+    return x.to(cdt), w.to(cdt)
+
+
+def _mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """out = a @ b, accumulated and written in out's dtype (fp32/fp64) whatever a's dtype."""
+    if a.dtype == out.dtype:
+        return torch.mm(a, b, out=out)
+    return torch.mm(a, b, out_dtype=out.dtype, out=out)
+
+
 def _token_logprobs_fwd_torch(x, w, tgt, inv_temp: float, with_entropy: bool, chunk: int):
-    """Chunked forward: per chunk (C, V) logits in fp32, in-place log-sum-exp, gather."""
+    """Token-chunked forward: per chunk (C, V) logits in fp32, in-place log-sum-exp, gather."""
     N = x.shape[0]
     cdt = _compute_dtype(x.dtype)
-    wc = w.to(cdt)                                          # (V, H), upcast once
+    xg, wg = _gemm_operands(x, w)
     lse = torch.empty(N, device=x.device, dtype=cdt)
     zt = torch.empty(N, device=x.device, dtype=cdt)
     ent = torch.empty(N, device=x.device, dtype=cdt) if with_entropy else None
@@ -304,8 +203,9 @@ def _token_logprobs_fwd_torch(x, w, tgt, inv_temp: float, with_entropy: bool, ch
     ebuf = torch.empty_like(buf) if with_entropy else None
     for i0 in range(0, N, chunk):
         i1 = min(N, i0 + chunk)
-        z = torch.addmm(buf[: i1 - i0], x[i0:i1].to(cdt), wc.t(), beta=0, alpha=inv_temp,
-                        out=buf[: i1 - i0])                 # (C, V) logits / T
+        z = _mm(xg[i0:i1], wg.t(), out=buf[: i1 - i0])     # (C, V) logits
+        if inv_temp != 1.0:
+            z.mul_(inv_temp)
         zt[i0:i1] = z.gather(1, tgt[i0:i1, None]).squeeze(1)
         zmax = z.amax(1, keepdim=True)                      # (C, 1)
         y = z.sub_(zmax)                                    # z - max, in place
@@ -321,32 +221,50 @@ def _token_logprobs_fwd_torch(x, w, tgt, inv_temp: float, with_entropy: bool, ch
 
 
 def _token_logprobs_bwd_torch(x, w, tgt, lse, ent, g, ge, inv_temp, need_dx, need_dw, chunk):
-    """Chunked backward: recompute each chunk's logits, dlogits in place, two matmuls."""
+    """Vocab-chunked backward, shared by both backends: dx (N, H), dw (V, H) in input dtype.
+
+    Per vocab chunk c of Vc columns (as many logits as a forward chunk of `chunk` rows):
+    recompute z = x W_c^T / T (N, Vc) and the dense part of dlogits, d = -p (g + ge (z - E z))
+    / T with p = exp(z - lse) and E z = lse - ent; then dW_c = d^T x is written once (no
+    accumulation across chunks) and dx += d W_c. The onehot part g / T at the targets is an
+    (N, H) gather / scatter-add in fp32. 16-bit inputs: d is rounded once to the input dtype
+    before the two GEMMs (as autograd through 16-bit logits does), everything else is fp32.
+    """
     N, H = x.shape
+    V = w.shape[0]
     cdt = _compute_dtype(x.dtype)
-    wc = w.to(cdt)
-    dx = torch.empty((N, H), device=x.device, dtype=cdt) if need_dx else None
-    dw = torch.zeros(w.shape, device=x.device, dtype=cdt) if need_dw else None
-    buf = torch.empty((min(chunk, N), w.shape[0]), device=x.device, dtype=cdt)
+    xg, wg = _gemm_operands(x, w)
+    cols = max(1, min(V, -(-chunk * V // N)))               # same element budget as forward
+    dx = torch.zeros((N, H), device=x.device, dtype=cdt) if need_dx else None
+    dx_part = torch.empty_like(dx) if need_dx else None
+    dw = torch.empty((V, H), device=x.device, dtype=cdt) if need_dw else None
+    buf = torch.empty((N, cols), device=x.device, dtype=cdt)
     ebuf = torch.empty_like(buf) if ge is not None else None
-    for i0 in range(0, N, chunk):
-        i1 = min(N, i0 + chunk)
-        xc = x[i0:i1].to(cdt)
-        z = torch.addmm(buf[: i1 - i0], xc, wc.t(), beta=0, alpha=inv_temp, out=buf[: i1 - i0])
-        y = z.sub_(lse[i0:i1, None])                        # log p
-        gc = g[i0:i1, None]
+    g_col, lse_col = g[:, None], lse[:, None]
+    if ge is not None:
+        ge_col, base = ge[:, None], (g + ge * ent)[:, None]  # z - E z = log p + ent
+    for v0 in range(0, V, cols):
+        v1 = min(V, v0 + cols)
+        z = _mm(xg, wg[v0:v1].t(), out=buf[:, : v1 - v0])   # (N, Vc)
+        if inv_temp != 1.0:
+            z.mul_(inv_temp)
+        y = z.sub_(lse_col)                                 # log p
         if ge is not None:
-            # d = [g onehot - p (g + ge (z - E z))] / T, with z - E z = log p + ent
-            gec = ge[i0:i1, None]
-            coef = torch.mul(y, gec, out=ebuf[: i1 - i0]).add_(gc + gec * ent[i0:i1, None])
+            coef = torch.mul(y, ge_col, out=ebuf[:, : v1 - v0]).add_(base)
             d = y.exp_().mul_(coef).mul_(-inv_temp)
         else:
-            d = y.exp_().mul_(gc * -inv_temp)               # -p g / T
-        d.scatter_add_(1, tgt[i0:i1, None], gc * inv_temp)  # + onehot g / T
+            d = y.exp_().mul_(g_col).mul_(-inv_temp)        # -p g / T
+        if x.dtype != cdt:                                  # 16-bit inputs: one rounding
+            d = d.to(x.dtype).to(xg.dtype)
         if need_dx:
-            torch.mm(d, wc, out=dx[i0:i1])
+            dx.add_(_mm(d, wg[v0:v1], out=dx_part))
         if need_dw:
-            dw.addmm_(d.t(), xc)
+            _mm(d.t(), xg, out=dw[v0:v1])
+    g_t = (g * inv_temp)[:, None]                           # (N, 1)
+    if need_dx:
+        dx.add_(w.index_select(0, tgt).to(cdt) * g_t)
+    if need_dw:
+        dw.index_add_(0, tgt, x.to(cdt) * g_t)
     return (dx.to(x.dtype) if need_dx else None), (dw.to(w.dtype) if need_dw else None)
 
 
@@ -421,12 +339,8 @@ class TokenLogprobsFunction(torch.autograd.Function):
             g = g.masked_fill(~mask, 0.0)
             ge = None if ge is None else ge.masked_fill(~mask, 0.0)
         g, ge = g.contiguous(), (None if ge is None else ge.contiguous())
-        if ctx.backend == "triton":
-            dx, dw = _token_logprobs_bwd_triton(x, w, tgt, lse, ent, g, ge, ctx.inv_temp,
-                                                need_dx, need_dw)
-        else:
-            dx, dw = _token_logprobs_bwd_torch(x, w, tgt, lse, ent, g, ge, ctx.inv_temp,
-                                               need_dx, need_dw, ctx.chunk)
+        dx, dw = _token_logprobs_bwd_torch(x, w, tgt, lse, ent, g, ge, ctx.inv_temp,
+                                           need_dx, need_dw, ctx.chunk)
         return dx, dw, None, None, None, None, None, None
 
 
@@ -454,7 +368,8 @@ def token_logprobs(
         mask: optional (...) bool; False tokens output 0 and get zero gradient.
         return_entropy: also return the entropy (nats) of each token's distribution.
         backend: "triton" | "torch" | "reference" | None (auto, see `_dispatch`).
-        chunk_size: torch backend only: token rows per logits chunk (default: 64 MiB of fp32
+        chunk_size: token rows per forward logits chunk of the torch backend; the backward
+            (both backends) takes vocab chunks of as many logits (default: 64 MiB of fp32
             logits on CPU, 512 MiB on CUDA).
 
     Returns:
