@@ -47,6 +47,11 @@ _FWD_PROGRAMS_PER_SM = 4
 # parallel op waits for a time slice, so fewer, larger chunks win). 64 MiB = 524 rows here.
 # CUDA: not swept; 512 MiB keeps GEMMs >= ~900 rows at V=152k.
 _TORCH_CHUNK_BYTES = {"cpu": 64 << 20, "cuda": 512 << 20}
+# Row strides and vocab-chunk widths of the GEMM buffers are multiples of this many elements.
+# H100 profile, N=16384 H=3584 V=151936 bf16: with vocab chunks of 8189 columns (fp32 output
+# rows misaligned for 16-byte vector access) cuBLAS ran every backward GEMM on an sm75 CUTLASS
+# fallback at 6-9 ms each, against 1.3 ms for the aligned forward GEMMs (nvjet sm90 kernels).
+_GEMM_ALIGN = {"cpu": 8, "cuda": 128}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,6 +179,16 @@ def _chunk_rows(V: int, chunk_size: int | None, device: torch.device) -> int:
     return chunk_size if chunk_size else max(1, budget // (4 * V))
 
 
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def _gemm_buffer(rows: int, cols: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An uninitialised (rows, cols) view of a buffer whose row stride is GEMM-aligned."""
+    align = _GEMM_ALIGN.get(device.type, _GEMM_ALIGN["cpu"])
+    return torch.empty((rows, _round_up(cols, align)), device=device, dtype=dtype)[:, :cols]
+
+
 def _gemm_operands(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(x, w) as the chunk GEMMs take them: 16-bit on CUDA (tensor cores, fp32 output), else
     upcast once to the compute dtype (a CPU has no 16-bit GEMM with fp32 output; the products
@@ -199,7 +214,7 @@ def _token_logprobs_fwd_torch(x, w, tgt, inv_temp: float, with_entropy: bool, ch
     lse = torch.empty(N, device=x.device, dtype=cdt)
     zt = torch.empty(N, device=x.device, dtype=cdt)
     ent = torch.empty(N, device=x.device, dtype=cdt) if with_entropy else None
-    buf = torch.empty((min(chunk, N), w.shape[0]), device=x.device, dtype=cdt)
+    buf = _gemm_buffer(min(chunk, N), w.shape[0], cdt, x.device)
     ebuf = torch.empty_like(buf) if with_entropy else None
     for i0 in range(0, N, chunk):
         i1 = min(N, i0 + chunk)
@@ -234,15 +249,18 @@ def _token_logprobs_bwd_torch(x, w, tgt, lse, ent, g, ge, inv_temp, need_dx, nee
     V = w.shape[0]
     cdt = _compute_dtype(x.dtype)
     xg, wg = _gemm_operands(x, w)
-    cols = max(1, min(V, -(-chunk * V // N)))               # same element budget as forward
+    align = _GEMM_ALIGN.get(x.device.type, _GEMM_ALIGN["cpu"])
+    cols = min(V, _round_up(-(-chunk * V // N), align))     # the forward's element budget
     dx = torch.zeros((N, H), device=x.device, dtype=cdt) if need_dx else None
     dx_part = torch.empty_like(dx) if need_dx else None
     dw = torch.empty((V, H), device=x.device, dtype=cdt) if need_dw else None
-    buf = torch.empty((N, cols), device=x.device, dtype=cdt)
+    buf = _gemm_buffer(N, cols, cdt, x.device)
     ebuf = torch.empty_like(buf) if ge is not None else None
-    g_col, lse_col = g[:, None], lse[:, None]
+    dbuf = _gemm_buffer(N, cols, xg.dtype, x.device) if x.dtype != cdt else None
+    # d = p * coef with coef = -(g + ge (log p + ent)) / T, as z - E z = log p + ent
+    lse_col, neg_g_t = lse[:, None], (g * -inv_temp)[:, None]
     if ge is not None:
-        ge_col, base = ge[:, None], (g + ge * ent)[:, None]  # z - E z = log p + ent
+        neg_ge_t, base = (ge * -inv_temp)[:, None], ((g + ge * ent) * -inv_temp)[:, None]
     for v0 in range(0, V, cols):
         v1 = min(V, v0 + cols)
         z = _mm(xg, wg[v0:v1].t(), out=buf[:, : v1 - v0])   # (N, Vc)
@@ -250,12 +268,12 @@ def _token_logprobs_bwd_torch(x, w, tgt, lse, ent, g, ge, inv_temp, need_dx, nee
             z.mul_(inv_temp)
         y = z.sub_(lse_col)                                 # log p
         if ge is not None:
-            coef = torch.mul(y, ge_col, out=ebuf[:, : v1 - v0]).add_(base)
-            d = y.exp_().mul_(coef).mul_(-inv_temp)
+            coef = torch.mul(y, neg_ge_t, out=ebuf[:, : v1 - v0]).add_(base)
+            d = y.exp_().mul_(coef)
         else:
-            d = y.exp_().mul_(g_col).mul_(-inv_temp)        # -p g / T
+            d = y.exp_().mul_(neg_g_t)                      # -p g / T
         if x.dtype != cdt:                                  # 16-bit inputs: one rounding
-            d = d.to(x.dtype).to(xg.dtype)
+            d = dbuf[:, : v1 - v0].copy_(d.to(x.dtype) if xg.dtype != x.dtype else d)
         if need_dx:
             dx.add_(_mm(d, wg[v0:v1], out=dx_part))
         if need_dw:

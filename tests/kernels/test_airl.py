@@ -133,8 +133,11 @@ def test_terms_match_reference(backend, layout):
         assert_close(a, e, name)
     assert_close(dg, dg_r, "d g_tok")
     assert_close(dh, dh_r, "d h_tok")
-    assert torch.equal(airl_logits(**{k: v for k, v in batch.items() if k not in
-                                      ("labels", "valid")}, gamma=GAMMA, backend=backend), got.ell)
+    # the same ell from the forward-only entry point; CUDA segment sums use atomics, so two
+    # calls agree to rounding, not bit for bit (seen on an H100)
+    logits = airl_logits(**{k: v for k, v in batch.items() if k not in ("labels", "valid")},
+                         gamma=GAMMA, backend=backend)
+    assert_close(logits, got.ell, "airl_logits")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
