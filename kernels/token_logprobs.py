@@ -10,7 +10,8 @@ Backends (see `_dispatch.resolve_backend`); both share one backward:
 * torch: forward over token chunks of (C, V) fp32 logits from BLAS GEMMs (16-bit operands
   on CUDA with fp32 output, so tensor cores do the work), in-place log-sum-exp and gather.
 * backward (both): over vocab chunks, recompute (N, Vc) logits with a GEMM, form the dense
-  dlogits -p (g + g_ent (z - E z)) / T, write dW_c = d^T x once and add d W_c into dx; the
+  dlogits -p (g + g_ent (z - E z)) / T (one Triton pass on the triton backend, four torch
+  passes on the torch one), write dW_c = d^T x once and add d W_c into dx; the
   onehot part g / T at the targets is an (N, H) gather / scatter-add. Measured on an H100
   (benchmarks/RESULTS.md), a backward of tiled Triton dots with fp32 atomics (the
   cut-cross-entropy scheme) was 2.7-5.5x slower than unfused PyTorch; GEMMs win here.
@@ -52,6 +53,8 @@ _TORCH_CHUNK_BYTES = {"cpu": 64 << 20, "cuda": 512 << 20}
 # rows misaligned for 16-byte vector access) cuBLAS ran every backward GEMM on an sm75 CUTLASS
 # fallback at 6-9 ms each, against 1.3 ms for the aligned forward GEMMs (nvjet sm90 kernels).
 _GEMM_ALIGN = {"cpu": 8, "cuda": 128}
+# Backward epilogue kernel: vocab columns per program (one row per program); not yet timed.
+_DLOGITS_BLOCK_V = 1024
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,6 +116,27 @@ def _token_logprobs_fwd_kernel(
         tl.store(s_ptr + out, s, mask=row_ok)
 
 
+@triton.jit
+def _dlogits_kernel(
+    z_ptr, d_ptr,                                # (N, Vc) fp32 logits chunk, (N, Vc) dlogits
+    lse_ptr, a_ptr, b_ptr,                       # (N,) fp32: lse, -g_ent / T, the constant
+    Vc, stride_z, stride_d, inv_temp,
+    WITH_ENTROPY: tl.constexpr, BLOCK_V: tl.constexpr,
+):
+    # The backward's elementwise epilogue in one pass: d = exp(y) * (a y + b), y = z / T - lse
+    # (a = 0 without entropy); the torch backend spends four passes on it.
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)
+    ok = cols < Vc
+    z = tl.load(z_ptr + row * stride_z + cols, mask=ok, other=0.0)
+    y = z * inv_temp - tl.load(lse_ptr + row)
+    coef = tl.load(b_ptr + row)
+    if WITH_ENTROPY:
+        coef = y * tl.load(a_ptr + row) + coef
+    d = tl.exp(y) * coef
+    tl.store(d_ptr + row * stride_d + cols, d.to(d_ptr.dtype.element_ty), mask=ok)
+
+
 # ---------------------------------------------------------------------------------------------
 # Launchers
 # ---------------------------------------------------------------------------------------------
@@ -168,6 +192,18 @@ def _token_logprobs_fwd_triton(x, w, tgt, inv_temp: float, with_entropy: bool):
         s_tot = (scale * (s + l_sum * (m - m_max))).sum(0)         # rebased to m_max
         ent = torch.log(l_tot) - s_tot / l_tot
     return lse, zt.amax(0), ent
+
+
+def _dlogits_triton(z, d, lse, a, b, inv_temp: float) -> torch.Tensor:
+    """d (N, Vc) <- exp(z / T - lse) * (a (z / T - lse) + b) in d's dtype; a None: no a term."""
+    check_launchable(_dlogits_kernel, z.device)
+    N, Vc = z.shape
+    block = 128 if triton_interpret() else _DLOGITS_BLOCK_V
+    _dlogits_kernel[(N, triton.cdiv(Vc, block))](
+        z, d, lse, b if a is None else a, b, Vc, z.stride(0), d.stride(0), inv_temp,
+        WITH_ENTROPY=a is not None, BLOCK_V=block,
+    )
+    return d
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -235,15 +271,16 @@ def _token_logprobs_fwd_torch(x, w, tgt, inv_temp: float, with_entropy: bool, ch
     return lse, zt, ent
 
 
-def _token_logprobs_bwd_torch(x, w, tgt, lse, ent, g, ge, inv_temp, need_dx, need_dw, chunk):
+def _token_logprobs_bwd(x, w, tgt, lse, ent, g, ge, inv_temp, need_dx, need_dw, chunk, backend):
     """Vocab-chunked backward, shared by both backends: dx (N, H), dw (V, H) in input dtype.
 
     Per vocab chunk c of Vc columns (as many logits as a forward chunk of `chunk` rows):
     recompute z = x W_c^T / T (N, Vc) and the dense part of dlogits, d = -p (g + ge (z - E z))
-    / T with p = exp(z - lse) and E z = lse - ent; then dW_c = d^T x is written once (no
-    accumulation across chunks) and dx += d W_c. The onehot part g / T at the targets is an
-    (N, H) gather / scatter-add in fp32. 16-bit inputs: d is rounded once to the input dtype
-    before the two GEMMs (as autograd through 16-bit logits does), everything else is fp32.
+    / T with p = exp(z - lse) and E z = lse - ent (one Triton pass on the triton backend, torch
+    ops otherwise); then dW_c = d^T x is written once (no accumulation across chunks) and
+    dx += d W_c. The onehot part g / T at the targets is an (N, H) gather / scatter-add in
+    fp32. 16-bit inputs: d is rounded once to the input dtype before the two GEMMs (as
+    autograd through 16-bit logits does), everything else is fp32.
     """
     N, H = x.shape
     V = w.shape[0]
@@ -255,25 +292,27 @@ def _token_logprobs_bwd_torch(x, w, tgt, lse, ent, g, ge, inv_temp, need_dx, nee
     dx_part = torch.empty_like(dx) if need_dx else None
     dw = torch.empty((V, H), device=x.device, dtype=cdt) if need_dw else None
     buf = _gemm_buffer(N, cols, cdt, x.device)
-    ebuf = torch.empty_like(buf) if ge is not None else None
-    dbuf = _gemm_buffer(N, cols, xg.dtype, x.device) if x.dtype != cdt else None
-    # d = p * coef with coef = -(g + ge (log p + ent)) / T, as z - E z = log p + ent
-    lse_col, neg_g_t = lse[:, None], (g * -inv_temp)[:, None]
-    if ge is not None:
-        neg_ge_t, base = (ge * -inv_temp)[:, None], ((g + ge * ent) * -inv_temp)[:, None]
+    fused = backend == "triton"
+    ebuf = torch.empty_like(buf) if ge is not None and not fused else None
+    dbuf = _gemm_buffer(N, cols, x.dtype, x.device) if fused or x.dtype != cdt else None
+    # d = p * (a log p + b) with a = -ge / T, b = -(g + ge ent) / T, as z - E z = log p + ent
+    b = (g if ge is None else g + ge * ent) * -inv_temp
+    a = None if ge is None else ge * -inv_temp
     for v0 in range(0, V, cols):
         v1 = min(V, v0 + cols)
-        z = _mm(xg, wg[v0:v1].t(), out=buf[:, : v1 - v0])   # (N, Vc)
-        if inv_temp != 1.0:
-            z.mul_(inv_temp)
-        y = z.sub_(lse_col)                                 # log p
-        if ge is not None:
-            coef = torch.mul(y, neg_ge_t, out=ebuf[:, : v1 - v0]).add_(base)
-            d = y.exp_().mul_(coef)
+        z = _mm(xg, wg[v0:v1].t(), out=buf[:, : v1 - v0])   # (N, Vc) logits * T
+        if fused:
+            d = _dlogits_triton(z, dbuf[:, : v1 - v0], lse, a, b, inv_temp)
         else:
-            d = y.exp_().mul_(neg_g_t)                      # -p g / T
-        if x.dtype != cdt:                                  # 16-bit inputs: one rounding
-            d = dbuf[:, : v1 - v0].copy_(d.to(x.dtype) if xg.dtype != x.dtype else d)
+            if inv_temp != 1.0:
+                z.mul_(inv_temp)
+            y = z.sub_(lse[:, None])                        # log p
+            coef = b[:, None] if a is None else torch.mul(y, a[:, None], out=ebuf[:, : v1 - v0]).add_(b[:, None])
+            d = y.exp_().mul_(coef)
+            if dbuf is not None:                            # 16-bit inputs: one rounding
+                d = dbuf[:, : v1 - v0].copy_(d)
+        if d.dtype != xg.dtype:                             # CPU: 16-bit GEMMs emulated in fp32
+            d = d.to(xg.dtype)
         if need_dx:
             dx.add_(_mm(d, wg[v0:v1], out=dx_part))
         if need_dw:
@@ -357,8 +396,8 @@ class TokenLogprobsFunction(torch.autograd.Function):
             g = g.masked_fill(~mask, 0.0)
             ge = None if ge is None else ge.masked_fill(~mask, 0.0)
         g, ge = g.contiguous(), (None if ge is None else ge.contiguous())
-        dx, dw = _token_logprobs_bwd_torch(x, w, tgt, lse, ent, g, ge, ctx.inv_temp,
-                                           need_dx, need_dw, ctx.chunk)
+        dx, dw = _token_logprobs_bwd(x, w, tgt, lse, ent, g, ge, ctx.inv_temp,
+                                     need_dx, need_dw, ctx.chunk, ctx.backend)
         return dx, dw, None, None, None, None, None, None
 
 
