@@ -123,6 +123,31 @@ def test_gradients_match_padded(model):
         assert rel_err(got[name], g_want) <= RTOL, f"{name}: seed={seed} lengths={lengths}"
 
 
+@pytest.mark.parametrize("packing", [False, True])
+def test_score_mask_scores_only_marked_tokens(model, packing):
+    """score_mask: marked tokens get the unmasked log-probs (and their gradients), others 0."""
+    seed = random.SystemRandom().randrange(2**31)
+    lengths = random_lengths(random.Random(seed))
+    ids, mask = make_batch(lengths, model.config.vocab_size, seed)
+    g = torch.Generator().manual_seed(seed)
+    marked = (torch.rand(ids.shape, generator=g) < 0.5) & mask.bool()  # (B, T)
+    marked[:, 0] = True  # position 0 has no log-prob whatever the mask says
+    w_lp = torch.randn(ids.shape, generator=g)
+
+    def run(score_mask):
+        model.zero_grad(set_to_none=True)
+        lp = per_token_logprobs(model, ids, mask, packing=packing, score_mask=score_mask)
+        (lp * w_lp * marked).sum().backward()
+        return lp.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    (lp_all, grads_all), (lp_got, grads_got) = run(None), run(marked)
+    assert rel_err(lp_got[marked], lp_all[marked]) <= RTOL, f"seed={seed}"
+    assert not lp_got[~marked].any(), f"unmarked tokens must be 0; seed={seed}"
+    assert not lp_got[:, 0].any()
+    for name, g_want in grads_all.items():
+        assert rel_err(grads_got[name], g_want) <= RTOL, f"{name}: seed={seed}"
+
+
 def first_fit_decreasing_reference(lengths: list[int], cap: int) -> tuple[list[int], list[int]]:
     """Plain-loop first-fit decreasing (ties: lower index first): the oracle."""
     fill: list[int] = []

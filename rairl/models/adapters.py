@@ -220,19 +220,22 @@ class SharedBaseModels:
         for p in (*self._policy.values(), *self._reward.values()):
             p.requires_grad_(True)
 
-    def policy_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """`(B, T)` fp32 log-probs of each token under base + policy adapter (with grad when enabled)."""
+    def policy_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        score_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`(B, T)` fp32 log-probs of each token under base + policy adapter (with grad when
+        enabled); with `score_mask` only of the tokens it marks (0 elsewhere)."""
         with active_adapter(self.model, POLICY):
-            return per_token_logprobs(self.model, input_ids, attention_mask)
+            return per_token_logprobs(self.model, input_ids, attention_mask, score_mask=score_mask)
 
     @torch.no_grad()
-    def reference_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def reference_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                           score_mask: torch.Tensor | None = None) -> torch.Tensor:
         """`(B, T)` fp32 log-probs under the base with adapters disabled (no grad)."""
         lora = _lora_parameters(self.model)
         flags = [p.requires_grad for p in lora]
         try:
             with self.model.disable_adapter():
-                return per_token_logprobs(self.model, input_ids, attention_mask)
+                return per_token_logprobs(self.model, input_ids, attention_mask, score_mask=score_mask)
         finally:  # leaving disable_adapter() re-runs set_adapter, which freezes the inactive adapter
             for p, flag in zip(lora, flags, strict=True):
                 p.requires_grad_(flag)

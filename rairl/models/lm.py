@@ -96,23 +96,24 @@ def per_token_logprobs(
     temperature: float = 1.0,
     return_hidden: bool = False,
     packing: bool = PACKING_DEFAULT,
+    score_mask: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """log p(token_t | tokens_<t) for every position, `(B, T)` fp32; position 0 and padding hold 0.
 
     With `return_hidden`, also the hidden states `(B, T, H)` that produced them. With
-    `packing`, the decoder runs padding-free and the LM head scores real tokens only.
+    `packing`, the decoder runs padding-free. The LM head scores real tokens only, and with
+    `score_mask` `(B, T)` bool only the tokens it marks (e.g. `TokenBatch.completion_mask()`:
+    the prompt's log-probs are then 0 and never computed, which saves LM-head work).
     """
     hidden = decoder_hidden(model, input_ids, attention_mask, packing=packing)  # (B, T, H)
     B, T, H = hidden.shape
-    valid = ((attention_mask[:, 1:] > 0) & (attention_mask[:, :-1] > 0)).reshape(-1)  # (B*(T-1),)
+    valid = (attention_mask[:, 1:] > 0) & (attention_mask[:, :-1] > 0)  # (B, T-1)
+    if score_mask is not None:
+        valid &= score_mask[:, 1:].bool()
+    idx = valid.reshape(-1).nonzero().squeeze(1)  # (N',) scored tokens
     x, targets = hidden[:, :-1].reshape(-1, H), input_ids[:, 1:].reshape(-1)  # (B*(T-1), H), (B*(T-1),)
     weight = model.get_output_embeddings().weight
-    if packing:
-        idx = valid.nonzero().squeeze(1)  # (N',) scored tokens
-        lp_real = token_logprobs(x.index_select(0, idx), weight, targets.index_select(0, idx), temperature=temperature)
-        lp = lp_real.new_zeros(valid.shape).index_copy(0, idx, lp_real)
-    else:
-        lp = token_logprobs(x, weight, targets, temperature=temperature, mask=valid)
-    lp = lp.view(B, T - 1)
+    lp_scored = token_logprobs(x.index_select(0, idx), weight, targets.index_select(0, idx), temperature=temperature)
+    lp = lp_scored.new_zeros(B * (T - 1)).index_copy(0, idx, lp_scored).view(B, T - 1)
     lp = torch.nn.functional.pad(lp, (1, 0))  # (B, T): align log-prob with the token it scores
     return (lp, hidden) if return_hidden else lp

@@ -32,16 +32,19 @@ class ModelSet:
         if with_reference:  # a frozen snapshot of the policy as it is now
             self.reference = copy.deepcopy(policy).eval().requires_grad_(False)
 
-    def policy_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """`(B, T)` fp32 log-probs of each token under the policy (with grad when enabled)."""
-        return per_token_logprobs(self.policy, input_ids, attention_mask)
+    def policy_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        score_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`(B, T)` fp32 log-probs of each token under the policy (with grad when enabled);
+        with `score_mask` only of the tokens it marks (0 elsewhere)."""
+        return per_token_logprobs(self.policy, input_ids, attention_mask, score_mask=score_mask)
 
     @torch.no_grad()
-    def reference_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """`(B, T)` fp32 log-probs under the reference policy (no grad)."""
+    def reference_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                           score_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`(B, T)` fp32 log-probs under the reference policy (no grad); `score_mask` as above."""
         if self.reference is None:
             raise ValueError("ModelSet was built with_reference=False; a KL term needs with_reference=True")
-        return per_token_logprobs(self.reference, input_ids, attention_mask)
+        return per_token_logprobs(self.reference, input_ids, attention_mask, score_mask=score_mask)
 
     def sample(self, prompt_ids: Sequence[Sequence[int]], **kwargs) -> list[list[list[int]]]:
         """`rairl.rl.rollout.sample_completions` with the policy; kwargs pass through."""

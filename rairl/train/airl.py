@@ -178,9 +178,9 @@ class AIRLTrainer:
         return Rollout(prompt_index, completions, batch, action_layout(batch, self.rule), old_logp, ref_logp)
 
     def _chunked(self, logprobs, batch: TokenBatch) -> torch.Tensor:
-        """`logprobs(ids, mask)` over the batch in minibatch-sized row chunks: the peak stays one minibatch's."""
-        size = self.cfg.minibatch_size
-        return torch.cat([logprobs(batch.input_ids[i : i + size], batch.attention_mask[i : i + size])
+        """`logprobs(ids, mask, completion mask)` over the batch in minibatch-sized row chunks: the peak stays one minibatch's."""
+        size, scored = self.cfg.minibatch_size, batch.completion_mask()
+        return torch.cat([logprobs(batch.input_ids[i : i + size], batch.attention_mask[i : i + size], score_mask=scored[i : i + size])
                           for i in range(0, batch.input_ids.shape[0], size)])
 
     # 2. discriminator ---------------------------------------------------------------------
@@ -193,7 +193,7 @@ class AIRLTrainer:
                    + self.rng.sample(negatives, min(half - n_pert, len(negatives))) + self.rng.sample(self.fixed_negatives, n_pert))
         batch, layout, labels, valid = discriminator_batch(records, self.pad_id, self.rule, self.device)
         with torch.no_grad():
-            policy_logp = self.models.policy_logprobs(batch.input_ids, batch.attention_mask)
+            policy_logp = self.models.policy_logprobs(batch.input_ids, batch.attention_mask, score_mask=batch.completion_mask())
         self.models.train()
         loss = discriminator_loss(self.models.reward, batch, layout, policy_logp, labels, valid)
         self.reward_opt.zero_grad(set_to_none=True)
@@ -247,7 +247,7 @@ class AIRLTrainer:
                 idx = order[start : start + cfg.minibatch_size]
                 T = int(batch.seq_lens[idx].max())  # trim the minibatch's padding
                 ids, attn, m = batch.input_ids[idx, :T], batch.attention_mask[idx, :T], mask[idx, :T]
-                logp = self.models.policy_logprobs(ids, attn)
+                logp = self.models.policy_logprobs(ids, attn, score_mask=m)
                 old = logp.detach() if rollout.old_logp is None else rollout.old_logp[idx, :T]
                 loss, st = policy_loss(
                     logp, old, advantages[idx, :T], m, clip_eps=cfg.clip_eps,

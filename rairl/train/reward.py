@@ -78,7 +78,7 @@ def discriminator_batch(
 @torch.no_grad()
 def evaluate_discriminator(
     reward_model: RewardModel,
-    policy_logprobs: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    policy_logprobs: Callable[..., torch.Tensor],
     records: list[DiscRecord],
     pad_id: int,
     rule: StepRule,
@@ -86,13 +86,14 @@ def evaluate_discriminator(
 ) -> dict[str, float]:
     """Action-level accuracy (class-balanced, ℓ > 0 ⇔ expert) and AUROC of ℓ on valid actions.
 
-    `policy_logprobs(input_ids, attention_mask) -> (B, T)`: the policy's per-token log-probs.
+    `policy_logprobs(input_ids, attention_mask, score_mask=...) -> (B, T)`: the policy's per-token
+    log-probs of the completion tokens (the only ones ℓ reads).
     """
     reward_model.eval()
     ells, labels = [], []
     for i in range(0, len(records), batch_size):
         batch, layout, lab, valid = discriminator_batch(records[i : i + batch_size], pad_id, rule)
-        policy_logp = policy_logprobs(batch.input_ids, batch.attention_mask)
+        policy_logp = policy_logprobs(batch.input_ids, batch.attention_mask, score_mask=batch.completion_mask())
         ell = discriminator_terms(reward_model, batch, layout, policy_logp).ell
         ells.append(ell[valid])
         labels.append(lab[valid])
@@ -137,7 +138,7 @@ def train_reward(
             records = rng.sample(experts, min(half, len(experts))) + rng.sample(negatives, min(cfg.batch_size - half, len(negatives)))
             batch, layout, labels, valid = discriminator_batch(records, pad_id, rule)
             with torch.no_grad():
-                policy_logp = per_token_logprobs(policy, batch.input_ids, batch.attention_mask)
+                policy_logp = per_token_logprobs(policy, batch.input_ids, batch.attention_mask, score_mask=batch.completion_mask())
             loss = discriminator_loss(reward_model, batch, layout, policy_logp, labels, valid)
             for group in opt.param_groups:
                 group["lr"] = lr_schedule(step, cfg.lr, cfg.warmup, cfg.steps)

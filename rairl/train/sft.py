@@ -53,8 +53,8 @@ def lr_schedule(step: int, peak: float, warmup: int, total: int) -> float:
 def completion_nll(model: PreTrainedModel, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
     """Mean negative log-likelihood (nats/token) of the completion tokens."""
     batch = collate(prompt_ids, completion_ids, pad_id)
-    logp = per_token_logprobs(model, batch.input_ids, batch.attention_mask)  # (B, T)
     mask = batch.completion_mask()
+    logp = per_token_logprobs(model, batch.input_ids, batch.attention_mask, score_mask=mask)  # (B, T)
     return -(logp * mask).sum() / mask.sum().clamp(min=1)
 
 
