@@ -117,36 +117,36 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_command(sub, name: str, func, cls: type, help: str, out_default: str, out_help: str,
+                    quick_help: str) -> argparse.ArgumentParser:
+    """A subcommand run from one config dataclass: --out, --quick, --config, --no-progress and
+    one option per config field."""
+    parser = sub.add_parser(name, help=help)
+    parser.add_argument("--out", default=out_default, help=out_help)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--config", help=f"JSON file of {cls.__name__} fields")
+    parser.add_argument("--no-progress", action="store_true")
+    add_config_options(parser, cls)
+    parser.set_defaults(func=func)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rairl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="learn a reasoning reward on the embedded task and evaluate it")
-    demo.add_argument("--out", default="runs/demo", help="output directory (metrics.json, models)")
-    demo.add_argument("--quick", action="store_true", help="a seconds-long smoke run (tests use it)")
-    demo.add_argument("--config", help="JSON file of DemoConfig fields")
-    demo.add_argument("--no-progress", action="store_true")
-    add_config_options(demo, DemoConfig)
-    demo.set_defaults(func=_demo)
-
-    train = sub.add_parser("train", help="post-train the policy with the learned reward (R-AIRL) or a baseline, then evaluate")
-    train.add_argument("--out", default="runs/train", help="output directory (checkpoints, train_log.jsonl, metrics.json)")
+    _config_command(sub, "demo", _demo, DemoConfig, "learn a reasoning reward on the embedded task and evaluate it",
+                    "runs/demo", "output directory (metrics.json, models)", "a seconds-long smoke run (tests use it)")
+    train = _config_command(sub, "train", _train, TrainRunConfig,
+                            "post-train the policy with the learned reward (R-AIRL) or a baseline, then evaluate",
+                            "runs/train", "output directory (checkpoints, train_log.jsonl, metrics.json)",
+                            "a seconds-long smoke run (tests use it)")
     train.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint (its config.json)")
     train.add_argument("--warm", metavar="DIR", help="a finished warm start to reuse (default: OUT/warm, made if missing)")
-    train.add_argument("--quick", action="store_true", help="a seconds-long smoke run (tests use it)")
-    train.add_argument("--config", help="JSON file of TrainRunConfig fields")
-    train.add_argument("--no-progress", action="store_true")
-    add_config_options(train, TrainRunConfig)
-    train.set_defaults(func=_train)
-
-    compare = sub.add_parser("compare", help="R-AIRL vs SFT, outcome GRPO and a frozen reward on the embedded task, several seeds")
-    compare.add_argument("--out", default="runs/compare", help="output directory (metrics.json, results.md, curves.png, runs)")
-    compare.add_argument("--quick", action="store_true", help="a minutes-long smoke run (tests use it)")
-    compare.add_argument("--config", help="JSON file of CompareConfig fields")
-    compare.add_argument("--no-progress", action="store_true")
-    add_config_options(compare, CompareConfig)
-    compare.set_defaults(func=_compare)
-
+    _config_command(sub, "compare", _compare, CompareConfig,
+                    "R-AIRL vs SFT, outcome GRPO and a frozen reward on the embedded task, several seeds",
+                    "runs/compare", "output directory (metrics.json, results.md, curves.png, runs)",
+                    "a minutes-long smoke run (tests use it)")
     commands.register(sub)
     args = parser.parse_args(argv)
     hf_logging.disable_progress_bar()  # per-file load/save bars would drown the commands' own
