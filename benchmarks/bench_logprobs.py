@@ -18,7 +18,7 @@ Reports fwd and fwd+bwd time (median, p20, p80), peak memory above the inputs (C
 in a fresh process per variant; CUDA: max_memory_allocated), ratios against naive and the
 max |logp - fp32 reference on the upcast inputs| (16-bit naive rounds its logits). The
 JSON's top-level `time_ratio_vs_naive` / `peak_mem_ratio_vs_naive` are rairl's fwd+bwd.
-`--sweep` (CUDA) times the Triton tile configs.
+`--sweep` (CUDA) times the Triton forward tile configs.
 """
 from __future__ import annotations
 
