@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from ._dispatch import check_launchable, resolve_backend, tl, triton, triton_interpret
+from ._dispatch import _warn_once, check_launchable, resolve_backend, tl, triton, triton_interpret
 
 # ---------------------------------------------------------------------------------------------
 # Tuned constants
@@ -53,6 +53,8 @@ _TORCH_CHUNK_BYTES = {"cpu": 64 << 20, "cuda": 512 << 20}
 # rows misaligned for 16-byte vector access) cuBLAS ran every backward GEMM on an sm75 CUTLASS
 # fallback at 6-9 ms each, against 1.3 ms for the aligned forward GEMMs (nvjet sm90 kernels).
 _GEMM_ALIGN = {"cpu": 8, "cuda": 128}
+# 16-bit GEMMs with fp32 output (torch.mm(..., out_dtype=)) exist from torch 2.8 on.
+_HAS_MM_OUT_DTYPE = "dtype_out" in torch.ops.aten.mm.overloads()
 # Backward epilogue kernel: vocab columns per program (one row per program); not yet timed.
 _DLOGITS_BLOCK_V = 1024
 
@@ -230,7 +232,10 @@ def _gemm_operands(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torc
     upcast once to the compute dtype (a CPU has no 16-bit GEMM with fp32 output; the products
     of 16-bit values are exact in fp32, so both give the same fp32-accumulated result)."""
     if x.is_cuda and x.dtype in (torch.bfloat16, torch.float16):
-        return x, w
+        if _HAS_MM_OUT_DTYPE:
+            return x, w
+        _warn_once("rairl.kernels.token_logprobs: this torch has no torch.mm(..., out_dtype=) "
+                   "(added in 2.8); 16-bit GEMMs fall back to fp32 ones, several times slower")
     cdt = _compute_dtype(x.dtype)
     return x.to(cdt), w.to(cdt)
 
