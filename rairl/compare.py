@@ -172,7 +172,7 @@ def results_markdown(metrics: dict) -> str:
     if "airl_step" in ms and "airl_sequence" in ms:
         a, b = ms["airl_step"]["pass1_mean"], ms["airl_sequence"]["pass1_mean"]
         winner = "step" if a > b else ("sequence" if b > a else "neither")
-        lines += ["", f"Step vs sequence advantages: **{winner}** wins ({a:.3f} vs {b:.3f} pass@1)."]
+        lines += ["", f"Step vs sequence advantages: **{winner}** wins (pass@1 step {a:.3f}, sequence {b:.3f})."]
     return "\n".join(lines) + "\n"
 
 
