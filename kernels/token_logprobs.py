@@ -217,14 +217,15 @@ def _chunk_rows(V: int, chunk_size: int | None, device: torch.device) -> int:
     return chunk_size if chunk_size else max(1, budget // (4 * V))
 
 
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
+def _gemm_aligned(n: int, device: torch.device) -> int:
+    """n rounded up to a multiple of the device's GEMM alignment (elements)."""
+    align = _GEMM_ALIGN.get(device.type, _GEMM_ALIGN["cpu"])
+    return triton.cdiv(n, align) * align
 
 
 def _gemm_buffer(rows: int, cols: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """An uninitialised (rows, cols) view of a buffer whose row stride is GEMM-aligned."""
-    align = _GEMM_ALIGN.get(device.type, _GEMM_ALIGN["cpu"])
-    return torch.empty((rows, _round_up(cols, align)), device=device, dtype=dtype)[:, :cols]
+    return torch.empty((rows, _gemm_aligned(cols, device)), device=device, dtype=dtype)[:, :cols]
 
 
 def _gemm_operands(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -291,8 +292,7 @@ def _token_logprobs_bwd(x, w, tgt, lse, ent, g, ge, inv_temp, need_dx, need_dw, 
     V = w.shape[0]
     cdt = _compute_dtype(x.dtype)
     xg, wg = _gemm_operands(x, w)
-    align = _GEMM_ALIGN.get(x.device.type, _GEMM_ALIGN["cpu"])
-    cols = min(V, _round_up(-(-chunk * V // N), align))     # the forward's element budget
+    cols = min(V, _gemm_aligned(triton.cdiv(chunk * V, N), x.device))  # the forward's budget
     dx = torch.zeros((N, H), device=x.device, dtype=cdt) if need_dx else None
     dx_part = torch.empty_like(dx) if need_dx else None
     dw = torch.empty((V, H), device=x.device, dtype=cdt) if need_dw else None
