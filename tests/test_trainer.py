@@ -103,6 +103,27 @@ def test_policy_tokens_trained_on_are_counted_per_minibatch_and_epoch(tiny):
     assert tr.tokens_trained - before == 3 * int(rollout.batch.completion_mask().sum())
 
 
+@pytest.mark.parametrize("advantages_sign", [1.0, -1.0])
+def test_policy_update_raises_positive_advantage_completions_over_negative(tiny, advantages_sign):
+    """One small PPO update moves each completion's log-prob the way its advantage says.
+
+    Random ±1 advantages per completion (and the same with the sign flipped, so a
+    policy that only drifts one way cannot pass both): the per-token log-prob gain of
+    the + completions must exceed that of the − completions.
+    """
+    tr = _trainer(tiny, replace(SMALL, prompts_per_iter=4, minibatch_size=16, lr=1e-4))
+    rollout = tr.rollout()
+    mask = rollout.batch.completion_mask()
+    n = len(rollout.completions)
+    sign = torch.full((n,), advantages_sign)
+    sign[torch.randperm(n)[: n // 2]] *= -1  # (n,) half +, half −
+    tr.policy_update(rollout, sign[:, None] * mask)
+    with torch.no_grad():
+        after = tr.models.policy_logprobs(rollout.batch.input_ids, rollout.batch.attention_mask, score_mask=mask)
+    gain = ((after - rollout.old_logp) * mask).sum(1) / mask.sum(1).clamp(min=1)  # (n,) per-token log-prob change
+    assert gain[sign > 0].mean() > gain[sign < 0].mean()
+
+
 def test_token_budget_stops_the_loop(tiny):
     tr = _trainer(tiny, replace(SMALL, iterations=50, token_budget=1))
     rows = tr.train()
