@@ -63,3 +63,14 @@ def test_compare_command_writes_metrics_table_and_curves(tmp_path):
     assert "| airl_step |" in results.read_text() and results.read_text().startswith("# results\n")
     log = [json.loads(line) for line in (out / "seed1" / "airl_step" / "train_log.jsonl").read_text().splitlines()]
     assert {"disc_loss", "disc_acc", "mean_reward", "clipfrac", "mean_len", "approx_kl"} <= set(log[0])
+    # the policy-update probe reads the same warm start
+    probe = out / "probe.json"
+    proc = subprocess.run([sys.executable, "benchmarks/probe_policy_update.py", "--warm", str(out / "seed1" / "warm"),
+                           "--lrs", "1e-4,1e-5", "--prompts", "2", "--group-size", "4", "--json", str(probe)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    p = json.loads(probe.read_text())
+    assert sum(p["completions"].values()) == 8 and set(p["per_lr"]) == {"0.0001", "1e-05"}
+    for row in p["per_lr"].values():
+        assert set(row) == {"gain_pos", "gain_neg", "gain_zero", "approx_kl"}
+        assert all(v is None or v == v for v in row.values())  # absent class or a number, never NaN
