@@ -12,7 +12,14 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
-from .data import Example, LocaliseItem, answers_match, extract_answer, split_steps
+from .data import (
+    Example,
+    LocaliseItem,
+    answers_match,
+    extract_answer,
+    first_wrong_step,
+    split_steps,
+)
 from .data.perturb import perturb
 from .eval.metrics import calibrate_threshold, first_below, localisation_metrics, rerank_metrics
 from .score import SELECTORS, RewardScorer, select_all
@@ -143,7 +150,7 @@ def natural_error_items(pools: Sequence[SampledPool], reference_solutions: Seque
             lines = split_steps(text)
             if ok or not lines:
                 continue
-            first = next((i for i, (a, b) in enumerate(zip(lines, ref, strict=False)) if a != b), min(len(lines), len(ref)))
-            if first < len(lines):
+            first = first_wrong_step(lines, ref)
+            if first is not None:
                 items.append(LocaliseItem(id="natural", problem=p.question, steps=lines, label=first))
     return items

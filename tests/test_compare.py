@@ -74,3 +74,13 @@ def test_compare_command_writes_metrics_table_and_curves(tmp_path):
     for row in p["per_lr"].values():
         assert set(row) == {"gain_pos", "gain_neg", "gain_zero", "approx_kl"}
         assert all(v is None or v == v for v in row.values())  # absent class or a number, never NaN
+    # so does the reward's step probe (gold solution lines of the embedded task)
+    steps = out / "steps.json"
+    proc = subprocess.run([sys.executable, "benchmarks/probe_reward_steps.py", "--warm", str(out / "seed1" / "warm"),
+                           "--reward", str(out / "seed1" / "airl_step" / "reward"), "--json", str(steps)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    s = json.loads(steps.read_text())
+    assert set(s["step_auroc"]) == {"log_pi", "g", "f", "ell"} and s["correct_steps"] + s["first_wrong_steps"] > 0
+    assert s["skipped_samples"] == 0  # every sample maps onto its gold solution, one action per line
+    assert all(v is None or 0.0 <= v <= 1.0 for v in s["step_auroc"].values()) and 0.5 <= s["val_auroc_step_checker"] <= 1.0

@@ -95,6 +95,18 @@ def test_airl_rewards_are_the_discriminator_logits_per_action(tiny):
     assert torch.allclose(rewards, torch.zeros_like(rewards), atol=1e-5)
 
 
+def test_policy_reward_f_is_the_shaped_reward_without_the_log_pi_term(tiny):
+    """policy_reward="f": r_k = f_k. With a reward LM identical to the policy and zero heads,
+    f_k = β·log π_φ(a_k) = log π(a_k), the summed policy log-prob of each action."""
+    tr = _trainer(tiny, replace(SMALL, policy_reward="f"))
+    rollout = tr.rollout()
+    rewards = tr.action_rewards(rollout)
+    logp = rollout.old_logp.reshape(-1)
+    expected = torch.stack([logp[s : e + 1].sum() for s, e in zip(rollout.layout.start.tolist(), rollout.layout.end.tolist(), strict=True)])
+    assert (expected < 0).all()  # nonzero, so the test can tell f from ℓ (which is 0 here)
+    assert torch.allclose(rewards, expected, atol=1e-4)
+
+
 def test_policy_tokens_trained_on_are_counted_per_minibatch_and_epoch(tiny):
     tr = _trainer(tiny, replace(SMALL, ppo_epochs=3, iterations=1))
     rollout = tr.rollout()

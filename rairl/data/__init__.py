@@ -9,12 +9,12 @@ from .formats import (
     save_localise_items,
 )
 from .records import CandidatePool, DataError, Example, LocaliseItem
-from .steps import answers_match, extract_answer, join_steps, split_steps
+from .steps import answers_match, extract_answer, first_wrong_step, join_steps, split_steps
 from .task import Problem, TaskConfig, make_splits
 
 __all__ = [
     "CandidatePool", "DataError", "Example", "LocaliseItem", "Problem", "TaskConfig",
-    "answers_match", "extract_answer", "join_steps", "load_candidate_pools", "load_examples",
+    "answers_match", "extract_answer", "first_wrong_step", "join_steps", "load_candidate_pools", "load_examples",
     "load_gsm8k", "load_localise_items", "make_splits", "save_candidate_pools",
     "save_localise_items", "split_steps",
 ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 
 # A number as written in text: optional sign, optional "$", thousands groups or
 # plain digits, optional decimals, optional "/denominator", optional "%".
@@ -26,6 +27,16 @@ _ANSWER_MARK_RES = (
 )
 _PLAIN_NUMBER_RE = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)")
 _CALCULATOR_RE = re.compile(r"<<[^<>]*>>")
+
+
+def first_wrong_step(steps: Sequence[str], reference: Sequence[str]) -> int | None:
+    """Index of the first of `steps` that differs from `reference`, the unique correct solution's steps.
+
+    A step past the end of `reference` is wrong; `None` when `steps` is `reference` or a
+    cut-short prefix of it (no wrong step to find).
+    """
+    first = next((i for i, (a, b) in enumerate(zip(steps, reference, strict=False)) if a != b), min(len(steps), len(reference)))
+    return first if first < len(steps) else None
 
 
 def split_steps(text: str, sep: str | re.Pattern[str] = "\n") -> list[str]:

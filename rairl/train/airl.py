@@ -6,6 +6,7 @@ Each iteration:
     2. discriminator  n_disc steps of class-balanced BCE on ℓ: experts (label 1) vs
                       this rollout and perturbed experts (label 0)
     3. rewards        r_k = ℓ_k = f_k − log π(a_k|s_k) per action at the reward's granularity
+                      (or r_k = f_k with policy_reward="f")
     4. advantages     `step`: discounted reward-to-go with a group baseline (default);
                       `sequence`: GRPO group-normalised sum
     5. PPO            `ppo_epochs` passes over minibatches of the clipped surrogate
@@ -69,6 +70,10 @@ class TrainConfig:
     disc_batch_size: int = 32  # sequences per discriminator step, half expert
     disc_lr: float = 1e-4
     disc_warmup_iters: int = 0  # first iterations update the discriminator only
+    # What the policy maximises per action: "ell" = f − log π (AIRL's log D − log(1 − D), i.e. f plus
+    # an entropy bonus of weight 1 sampled as −log π), or "f" = the shaped reward alone (any entropy
+    # bonus then comes from entropy_coef). Ignored by method="outcome".
+    policy_reward: str = "ell"
     eval_every: int = 10  # iterations between reward-model validation AUROC passes (0: never)
     # policy
     advantages: str = "step"  # step | sequence
@@ -88,6 +93,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"TrainConfig.method={self.method!r}; choose one of {METHODS}")
+        if self.policy_reward not in ("ell", "f"):
+            raise ValueError(f"TrainConfig.policy_reward={self.policy_reward!r}; choose 'ell' or 'f'")
         if self.advantages not in ("step", "sequence"):
             raise ValueError(f"TrainConfig.advantages={self.advantages!r}; choose 'step' or 'sequence'")
         for name in ("iterations", "prompts_per_iter", "group_size", "max_new_tokens", "disc_batch_size",
@@ -209,7 +216,7 @@ class AIRLTrainer:
     # 3. rewards ----------------------------------------------------------------------------
     @torch.no_grad()
     def action_rewards(self, rollout: Rollout) -> torch.Tensor:
-        """`(A,)` reward per action: ℓ_k for airl/frozen, answer correctness for outcome."""
+        """`(A,)` reward per action: ℓ_k (or f_k, per `policy_reward`) for airl/frozen, answer correctness for outcome."""
         if self.cfg.method == "outcome":
             texts = self.tokenizer.batch_decode(rollout.completions, skip_special_tokens=True)
             correct = [answers_match(extract_answer(t), self.answers[i]) for t, i in zip(texts, rollout.prompt_index, strict=True)]
@@ -218,7 +225,8 @@ class AIRLTrainer:
         size, ells = self.cfg.minibatch_size, []
         for start in range(0, len(rollout.completions), size):  # actions are ordered by sequence: chunks concatenate
             rows = _rows(rollout.batch, start, start + size)
-            ells.append(discriminator_terms(self.models.reward, rows, action_layout(rows, self.rule), rollout.old_logp[start : start + size]).ell)
+            terms = discriminator_terms(self.models.reward, rows, action_layout(rows, self.rule), rollout.old_logp[start : start + size])
+            ells.append(terms.ell if self.cfg.policy_reward == "ell" else terms.f)
         return torch.cat(ells)
 
     # 4. advantages -------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from rairl.data.steps import (
     answers_match,
     extract_answer,
+    first_wrong_step,
     join_steps,
     normalise_number,
     split_steps,
@@ -215,3 +216,15 @@ def test_extract_answer_on_random_traces():
         text = join_steps([*lines, f"#### {value:,}" if rng.random() < 0.5 else f"#### {value}"])
         assert extract_answer(text) == str(value), f"seed={seed}"
         assert answers_match(extract_answer(text), f"{value}.0"), f"seed={seed}"
+
+
+@pytest.mark.parametrize(("steps", "first"), [
+    (["1 + 2 = 3", "3 * 2 = 6", "#### 6"], None),  # the solution itself
+    (["1 + 2 = 3"], None),                          # cut short: no wrong step to find
+    ([], None),
+    (["1 + 2 = 4", "4 * 2 = 8", "#### 8"], 0),
+    (["1 + 2 = 3", "3 * 2 = 7", "#### 6"], 1),      # a later step that happens to match still counts from 1
+    (["1 + 2 = 3", "3 * 2 = 6", "#### 6", "#### 6"], 3),  # a step past the end is wrong
+])
+def test_first_wrong_step_against_the_unique_solution(steps, first):
+    assert first_wrong_step(steps, ["1 + 2 = 3", "3 * 2 = 6", "#### 6"]) == first

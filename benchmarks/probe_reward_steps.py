@@ -1,0 +1,116 @@
+"""How well each per-step score tells a correct step from a wrong one, on the policy's own samples.
+
+    python benchmarks/probe_reward_steps.py --warm runs/compare/seed0/warm --json runs/probe_steps.json
+    python benchmarks/probe_reward_steps.py --warm DIR --reward runs/compare/seed0/airl_step/reward
+
+Embedded task only (every problem has one correct solution text, so the first wrong line of a
+sample is the first line that differs from it; gold solutions are read here, for evaluation
+only). From a warm start's validation records (DIR/records.json: expert traces, the warm policy's
+samples, perturbed experts), every action of every policy sample before or at its first wrong
+line is scored by:
+
+    log_pi   the policy's own log-prob of the action (the confidence baseline)
+    g        the reward term (what `rairl rerank` / `rairl localise` read)
+    f        g plus the shaping difference (the AIRL reward; the policy's with policy_reward="f")
+    ell      f − log π (the discriminator logit; the policy's reward by default)
+
+and the AUROC of each for "correct step" against "first wrong step" is reported. Also the
+discriminator's own validation AUROC (expert actions against all negative actions) beside the
+value a perfect step checker would get: a policy sample's correct steps look like expert steps,
+so it ranks every wrong negative below every expert and ties the correct ones (AUROC 0.5 on them).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from rairl.airl import discriminator_terms, step_rule
+from rairl.data import TaskConfig, first_wrong_step, make_splits, split_steps
+from rairl.eval.metrics import auroc
+from rairl.models.batch import encode_prompts
+from rairl.models.lm import per_token_logprobs
+from rairl.models.reward import RewardModel
+from rairl.posttrain import load_warm
+from rairl.train.reward import discriminator_batch
+
+SCORES = ("log_pi", "g", "f", "ell")
+
+
+def probe(warm_dir: Path, reward_dir: Path | None, batch_size: int = 64) -> dict:
+    """Step AUROCs per score, step counts, and the discriminator's validation AUROC beside a perfect step checker's."""
+    warm = json.loads((warm_dir / "warm.json").read_text())["config"]
+    task = TaskConfig(**{**warm["task"], "ops": tuple(warm["task"]["ops"])})
+    tokenizer, policy, reward, _, val_records = load_warm(warm_dir)
+    if reward_dir is not None:
+        reward = RewardModel.from_pretrained(reward_dir)
+    policy.eval()
+    reward.eval()
+    val = make_splits(warm["seed"], task).val
+    prompt_ids = encode_prompts(tokenizer, [p.question() for p in val], max_prompt_tokens=1024)
+    gold = {tuple(ids): p.solution_steps() for ids, p in zip(prompt_ids, val, strict=True)}
+    rule = step_rule(reward.cfg, tokenizer)
+    steps = {"correct": {k: [] for k in SCORES}, "first_wrong": {k: [] for k in SCORES}}
+    val_ell, val_label = [], []
+    skipped = 0
+    for i in range(0, len(val_records), batch_size):
+        records = val_records[i : i + batch_size]
+        batch, layout, labels, valid = discriminator_batch(records, tokenizer.pad_token_id, rule)
+        with torch.no_grad():
+            logp = per_token_logprobs(policy, batch.input_ids, batch.attention_mask, score_mask=batch.completion_mask())
+            terms = discriminator_terms(reward, batch, layout, logp)
+        cum = torch.cat([logp.new_zeros(1), logp.reshape(-1).cumsum(0)])
+        action_logp = cum[layout.end + 1] - cum[layout.start]  # (A,) summed over each action's tokens
+        scores = {"log_pi": action_logp, "g": terms.g_sum, "f": terms.f, "ell": terms.ell}
+        val_ell += terms.ell[valid].tolist()
+        val_label += (labels[valid] > 0.5).tolist()
+        cu = layout.cu_actions.tolist()
+        for b, rec in enumerate(records):
+            if rec.label == 1 or rec.negative_from > 0:  # experts and perturbed experts: not the policy's own
+                continue
+            ref = gold.get(tuple(rec.prompt_ids))
+            lines = split_steps(tokenizer.decode(rec.completion_ids, skip_special_tokens=True))
+            if ref is None or len(lines) != cu[b + 1] - cu[b]:  # one action per line, or skip
+                skipped += 1
+                continue
+            first = first_wrong_step(lines, ref)
+            for j, a in enumerate(range(cu[b], cu[b + 1])):
+                if first is not None and j > first:
+                    break
+                kind = "first_wrong" if j == first else "correct"
+                for k in SCORES:
+                    steps[kind][k].append(float(scores[k][a]))
+    n_ok, n_bad = len(steps["correct"]["g"]), len(steps["first_wrong"]["g"])
+    step_auroc = {k: auroc(steps["correct"][k] + steps["first_wrong"][k], [True] * n_ok + [False] * n_bad)
+                  if n_ok and n_bad else None for k in SCORES}  # None: one class is empty (e.g. an untrained policy)
+    n_pos = sum(val_label)
+    return {
+        "step_auroc": step_auroc, "correct_steps": n_ok, "first_wrong_steps": n_bad, "skipped_samples": skipped,
+        "val_auroc": auroc(val_ell, val_label), "val_auroc_step_checker": 1.0 - 0.5 * n_ok / (len(val_label) - n_pos),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--warm", type=Path, required=True, help="a warm-start directory (holds warm.json, records.json)")
+    ap.add_argument("--reward", type=Path, help="score with this reward model instead of the warm start's")
+    ap.add_argument("--json", type=Path, help="write the result here")
+    args = ap.parse_args()
+    t0 = time.time()
+    result = probe(args.warm, args.reward) | {"warm": str(args.warm), "reward": str(args.reward or args.warm / "reward")}
+    result["seconds"] = time.time() - t0
+    print(f"correct steps {result['correct_steps']}, first wrong steps {result['first_wrong_steps']} "
+          f"(skipped samples {result['skipped_samples']})")
+    for k, v in result["step_auroc"].items():
+        print(f"  step AUROC, correct vs first wrong, {k:6s} {'n/a (one class empty)' if v is None else f'{v:.3f}'}")
+    print(f"discriminator val AUROC {result['val_auroc']:.3f} (a perfect step checker: {result['val_auroc_step_checker']:.3f})")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
