@@ -136,6 +136,16 @@ def test_policy_update_raises_positive_advantage_completions_over_negative(tiny,
     assert gain[sign > 0].mean() > gain[sign < 0].mean()
 
 
+def test_policy_lr_warms_up_linearly_then_holds(tiny):
+    tr = _trainer(tiny, replace(SMALL, lr=1e-3, lr_warmup_steps=8, minibatch_size=5))  # 12 completions: 3 steps per epoch
+    rollout = tr.rollout()
+    tr.policy_update(rollout, torch.zeros_like(rollout.old_logp))  # 2 epochs: steps 1..6
+    assert tr.policy_steps == 6 and tr.policy_opt.param_groups[0]["lr"] == pytest.approx(1e-3 * 6 / 8)
+    tr.policy_update(rollout, torch.zeros_like(rollout.old_logp))  # steps 7..12: the ramp ends at step 8
+    assert tr.policy_steps == 12 and tr.policy_opt.param_groups[0]["lr"] == pytest.approx(1e-3)
+    assert _trainer(tiny, SMALL).policy_lr() == SMALL.lr  # no warm-up: the constant rate from the first step
+
+
 def test_token_budget_stops_the_loop(tiny):
     tr = _trainer(tiny, replace(SMALL, iterations=50, token_budget=1))
     rows = tr.train()
@@ -164,11 +174,12 @@ def test_sampled_entropy_value_and_gradient_match_the_exact_entropy():
 
 
 def test_resume_reproduces_the_uninterrupted_run(tiny, tmp_path):
-    straight = _trainer(tiny, replace(SMALL, iterations=4, checkpoint_every=2), tmp_path / "a", seed=3)
+    # 6 policy steps per iteration: the 20-step lr warm-up is still running at the checkpoint
+    straight = _trainer(tiny, replace(SMALL, iterations=4, checkpoint_every=2, lr_warmup_steps=20), tmp_path / "a", seed=3)
     rows_a = straight.train()
-    first = _trainer(tiny, replace(SMALL, iterations=2, checkpoint_every=2), tmp_path / "b", seed=3)
+    first = _trainer(tiny, replace(SMALL, iterations=2, checkpoint_every=2, lr_warmup_steps=20), tmp_path / "b", seed=3)
     first.train()
-    second = _trainer(tiny, replace(SMALL, iterations=4, checkpoint_every=2), tmp_path / "b", seed=3)
+    second = _trainer(tiny, replace(SMALL, iterations=4, checkpoint_every=2, lr_warmup_steps=20), tmp_path / "b", seed=3)
     assert second.resume() == 2
     second.train()
     assert not _changed(straight.models.policy.state_dict(), second.models.policy)

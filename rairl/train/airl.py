@@ -80,7 +80,8 @@ class TrainConfig:
     gamma: float = 1.0  # discount of the reward-to-go (step advantages)
     ppo_epochs: int = 2
     minibatch_size: int = 64  # sequences per PPO minibatch
-    lr: float = 1e-4  # policy AdamW learning rate (constant)
+    lr: float = 1e-4  # policy AdamW learning rate (constant after the warm-up)
+    lr_warmup_steps: int = 0  # policy optimiser steps of linear lr warm-up (Adam's first steps move every weight by ≈ lr)
     clip_eps: float = 0.2
     kl_coef: float = 0.0  # k3 KL to the reference policy; > 0 keeps a reference
     entropy_coef: float = 0.0
@@ -101,7 +102,7 @@ class TrainConfig:
                      "ppo_epochs", "minibatch_size", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)}; must be >= 1")
-        for name in ("token_budget", "n_disc", "disc_warmup_iters", "eval_every", "checkpoint_every", "kl_coef", "entropy_coef"):
+        for name in ("token_budget", "n_disc", "disc_warmup_iters", "lr_warmup_steps", "eval_every", "checkpoint_every", "kl_coef", "entropy_coef"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)}; must be >= 0")
         if not 0.0 <= self.gamma <= 1.0:
@@ -162,7 +163,7 @@ class AIRLTrainer:
                            if cfg.method == "airl" else None)
         self.device = models.policy_parameters()[0].device  # batches go where the policy is
         self.rng = random.Random(cfg.seed)
-        self.iteration_done, self.tokens_trained = 0, 0
+        self.iteration_done, self.tokens_trained, self.policy_steps = 0, 0, 0
 
     # 1. rollout ----------------------------------------------------------------------------
     def rollout(self) -> Rollout:
@@ -265,11 +266,19 @@ class AIRLTrainer:
                 self.policy_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.models.policy_parameters(), cfg.grad_clip)
+                for group in self.policy_opt.param_groups:
+                    group["lr"] = self.policy_lr()
                 self.policy_opt.step()
+                self.policy_steps += 1
                 self.tokens_trained += int(m.sum())
                 for k, v in {**st, "grad_norm": grad_norm}.items():
                     stats.setdefault(k, []).append(float(v))
         return {k: sum(v) / len(v) for k, v in stats.items()}
+
+    def policy_lr(self) -> float:
+        """The learning rate of the next policy step: linear warm-up over `lr_warmup_steps`, then `lr`."""
+        warmup = self.cfg.lr_warmup_steps
+        return self.cfg.lr * min(1.0, (self.policy_steps + 1) / warmup) if warmup else self.cfg.lr
 
     # one iteration -------------------------------------------------------------------------
     def iteration(self) -> dict[str, float]:
@@ -326,7 +335,7 @@ class AIRLTrainer:
     # checkpoints ---------------------------------------------------------------------------
     def state(self) -> dict:
         return {
-            "iteration": self.iteration_done, "tokens": self.tokens_trained, "config": asdict(self.cfg),
+            "iteration": self.iteration_done, "tokens": self.tokens_trained, "policy_steps": self.policy_steps, "config": asdict(self.cfg),
             "models": self.models.state_dict(), "policy_opt": self.policy_opt.state_dict(),
             "reward_opt": self.reward_opt.state_dict() if self.reward_opt else None, "python_rng": self.rng.getstate(), "torch_rng": torch.get_rng_state(),
         }
@@ -349,7 +358,7 @@ class AIRLTrainer:
             self.reward_opt.load_state_dict(state["reward_opt"])
         self.rng.setstate(state["python_rng"])
         torch.set_rng_state(state["torch_rng"])
-        self.iteration_done, self.tokens_trained = state["iteration"], state["tokens"]
+        self.iteration_done, self.tokens_trained, self.policy_steps = state["iteration"], state["tokens"], state["policy_steps"]
         log_path = self.out_dir / "train_log.jsonl"
         if log_path.exists():  # rows of iterations after the checkpoint are redone
             rows = [line for line in log_path.read_text().splitlines() if json.loads(line)["iteration"] <= self.iteration_done]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the trainer state holds policy_steps (lr warm-up)
 _PREFIX, _SUFFIX = "iter_", ".pt"
 
 
