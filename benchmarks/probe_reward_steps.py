@@ -24,23 +24,21 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
-from rairl.airl import discriminator_terms, step_rule
-from rairl.data import TaskConfig, first_wrong_step, make_splits, split_steps
-from rairl.eval.metrics import auroc
+from rairl.airl import step_rule
+from rairl.data import TaskConfig, make_splits
 from rairl.models.batch import encode_prompts
 from rairl.models.lm import per_token_logprobs
 from rairl.models.reward import RewardModel
 from rairl.posttrain import load_warm
-from rairl.train.reward import discriminator_batch
-
-SCORES = ("log_pi", "g", "f", "ell")
+from rairl.train.reward import discriminator_batch, evaluate_discriminator, evaluate_steps
 
 
-def probe(warm_dir: Path, reward_dir: Path | None, batch_size: int = 64) -> dict:
+def probe(warm_dir: Path, reward_dir: Path | None) -> dict:
     """Step AUROCs per score, step counts, and the discriminator's validation AUROC beside a perfect step checker's."""
     warm = json.loads((warm_dir / "warm.json").read_text())["config"]
     task = TaskConfig(**{**warm["task"], "ops": tuple(warm["task"]["ops"])})
@@ -48,49 +46,19 @@ def probe(warm_dir: Path, reward_dir: Path | None, batch_size: int = 64) -> dict
     if reward_dir is not None:
         reward = RewardModel.from_pretrained(reward_dir)
     policy.eval()
-    reward.eval()
     val = make_splits(warm["seed"], task).val
     prompt_ids = encode_prompts(tokenizer, [p.question() for p in val], max_prompt_tokens=1024)
-    gold = {tuple(ids): p.solution_steps() for ids, p in zip(prompt_ids, val, strict=True)}
+    references = {tuple(ids): p.solution_steps() for ids, p in zip(prompt_ids, val, strict=True)}
     rule = step_rule(reward.cfg, tokenizer)
-    steps = {"correct": {k: [] for k in SCORES}, "first_wrong": {k: [] for k in SCORES}}
-    val_ell, val_label = [], []
-    skipped = 0
-    for i in range(0, len(val_records), batch_size):
-        records = val_records[i : i + batch_size]
-        batch, layout, labels, valid = discriminator_batch(records, tokenizer.pad_token_id, rule)
-        with torch.no_grad():
-            logp = per_token_logprobs(policy, batch.input_ids, batch.attention_mask, score_mask=batch.completion_mask())
-            terms = discriminator_terms(reward, batch, layout, logp)
-        cum = torch.cat([logp.new_zeros(1), logp.reshape(-1).cumsum(0)])
-        action_logp = cum[layout.end + 1] - cum[layout.start]  # (A,) summed over each action's tokens
-        scores = {"log_pi": action_logp, "g": terms.g_sum, "f": terms.f, "ell": terms.ell}
-        val_ell += terms.ell[valid].tolist()
-        val_label += (labels[valid] > 0.5).tolist()
-        cu = layout.cu_actions.tolist()
-        for b, rec in enumerate(records):
-            if rec.label == 1 or rec.negative_from > 0:  # experts and perturbed experts: not the policy's own
-                continue
-            ref = gold.get(tuple(rec.prompt_ids))
-            lines = split_steps(tokenizer.decode(rec.completion_ids, skip_special_tokens=True))
-            if ref is None or len(lines) != cu[b + 1] - cu[b]:  # one action per line, or skip
-                skipped += 1
-                continue
-            first = first_wrong_step(lines, ref)
-            for j, a in enumerate(range(cu[b], cu[b + 1])):
-                if first is not None and j > first:
-                    break
-                kind = "first_wrong" if j == first else "correct"
-                for k in SCORES:
-                    steps[kind][k].append(float(scores[k][a]))
-    n_ok, n_bad = len(steps["correct"]["g"]), len(steps["first_wrong"]["g"])
-    step_auroc = {k: auroc(steps["correct"][k] + steps["first_wrong"][k], [True] * n_ok + [False] * n_bad)
-                  if n_ok and n_bad else None for k in SCORES}  # None: one class is empty (e.g. an untrained policy)
-    n_pos = sum(val_label)
-    return {
-        "step_auroc": step_auroc, "correct_steps": n_ok, "first_wrong_steps": n_bad, "skipped_samples": skipped,
-        "val_auroc": auroc(val_ell, val_label), "val_auroc_step_checker": 1.0 - 0.5 * n_ok / (len(val_label) - n_pos),
-    }
+    logprobs = partial(per_token_logprobs, policy)
+    steps = evaluate_steps(reward, logprobs, val_records, references, tokenizer, rule)
+    with torch.no_grad():
+        val_auroc = evaluate_discriminator(reward, logprobs, val_records, tokenizer.pad_token_id, rule)["auroc"]
+    n_neg = 0  # negative actions the validation AUROC ranks
+    for i in range(0, len(val_records), 256):
+        _, _, labels, valid = discriminator_batch(val_records[i : i + 256], tokenizer.pad_token_id, rule)
+        n_neg += int((valid & (labels < 0.5)).sum())
+    return steps | {"val_auroc": val_auroc, "val_auroc_step_checker": 1.0 - 0.5 * steps["correct_steps"] / n_neg}
 
 
 def main() -> None:

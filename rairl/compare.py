@@ -31,6 +31,7 @@ from .posttrain import (
     load_warm,
     prepare_warm,
     quick_run_config,
+    reward_step_metrics,
     run_train,
 )
 from .train.airl import TrainConfig
@@ -109,9 +110,10 @@ def _evaluate_warm(cfg: TrainRunConfig, warm_dir: Path, run_dir: Path, progress:
     done = run_dir / "metrics.json"
     if done.exists():
         return json.loads(done.read_text())
-    tokenizer, policy, *_ = load_warm(warm_dir)
+    tokenizer, policy, reward, *_ = load_warm(warm_dir)
     ev = evaluate_on_test(cfg, policy, tokenizer, progress)
-    metrics = {"method": "sft_init", "seed": cfg.warm.seed, "tokens_trained": 0, "verifier_free": True, **ev}
+    metrics = {"method": "sft_init", "seed": cfg.warm.seed, "tokens_trained": 0, "verifier_free": True, **ev,
+               "reward_steps": reward_step_metrics(cfg.warm, warm_dir, reward, tokenizer)}  # the warm start's reward
     run_dir.mkdir(parents=True, exist_ok=True)
     write_metrics(done, metrics)
     return metrics
@@ -130,6 +132,9 @@ def summarise(per_seed: dict[str, list[dict]]) -> dict[str, dict]:
             "mean_len": float(np.mean([r["mean_len"] for r in runs])), "format_valid": float(np.mean([r["format_valid"] for r in runs])),
             "tokens_trained": float(np.mean([r["tokens_trained"] for r in runs])), "verifier_free": runs[0]["verifier_free"],
         }
+        step_aurocs = [r["reward_steps"]["step_auroc"] for r in runs if "reward_steps" in r]
+        if step_aurocs:  # mean over the seeds where both step classes occurred
+            out[name]["reward_step_auroc"] = {k: _mean_defined([a[k] for a in step_aurocs]) for k in step_aurocs[0]}
         if "sft" in per_seed and name != "sft" and len(per_seed["sft"]) == len(runs):
             diff = pooled - np.concatenate([r["per_problem_pass1"] for r in per_seed["sft"]])  # same problems, paired
             out[name] |= {"delta_vs_sft": float(diff.mean()), "delta_vs_sft_ci": list(bootstrap_ci(diff))}
@@ -139,6 +144,11 @@ def summarise(per_seed: dict[str, list[dict]]) -> dict[str, dict]:
             m["len_ratio_vs_sft_init"] = m["mean_len"] / ref["mean_len"]
             m["format_ratio_vs_sft_init"] = m["format_valid"] / max(ref["format_valid"], 1e-9)
     return out
+
+
+def _mean_defined(values: list[float | None]) -> float | None:
+    defined = [v for v in values if v is not None]
+    return float(np.mean(defined)) if defined else None
 
 
 def _curve_summary(out: Path, seeds, name: str) -> dict:
@@ -169,6 +179,13 @@ def results_markdown(metrics: dict) -> str:
             f"| {m['mean_len']:.1f} | {m['format_valid']:.3f} | {m['tokens_trained']:,.0f} | {', '.join(f'{v:.3f}' for v in m['pass1_per_seed'])} |"
         )
     ms = metrics["methods"]
+    rewards = [(name, m["reward_step_auroc"]) for name, m in ms.items() if "reward_step_auroc" in m]
+    if rewards:
+        lines += ["", "Reward step AUROC, the warm policy's correct validation steps against its first wrong ones (gold read to "
+                  "evaluate only; sft_init: the warm start's reward; others: the reward each policy trained on, at the end):", "",
+                  "| reward | log π | g | f | ℓ = f − log π |", "|---|---|---|---|---|"]
+        lines += [f"| {name} | " + " | ".join("n/a" if a[k] is None else f"{a[k]:.3f}" for k in ("log_pi", "g", "f", "ell")) + " |"
+                  for name, a in rewards]
     if "airl_step" in ms and "airl_sequence" in ms:
         a, b = ms["airl_step"]["pass1_mean"], ms["airl_sequence"]["pass1_mean"]
         winner = "step" if a > b else ("sequence" if b > a else "neither")

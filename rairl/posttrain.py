@@ -17,23 +17,25 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .airl import step_rule
 from .configs import config_from_dict
 from .data import answers_match, extract_answer, make_splits
 from .demo import DemoConfig, quick_config, warm_start
 from .eval.metrics import write_metrics
 from .models.adapters import POLICY, AdapterConfig, SharedBaseModels, active_adapter, load_base
 from .models.batch import encode_completions, encode_prompts
-from .models.lm import load_causal_lm
+from .models.lm import load_causal_lm, per_token_logprobs
 from .models.modelset import ModelSet
 from .models.reward import RewardModel
 from .models.tokenizer import load_tokenizer
 from .rl.rollout import sample_completions
 from .train.airl import AIRLTrainer, TrainConfig
-from .train.reward import DiscRecord
+from .train.reward import DiscRecord, evaluate_steps
 from .train.sft import SFTConfig, train_sft
 
 METHODS = ("sft", "airl", "frozen", "outcome")
@@ -127,6 +129,20 @@ def evaluate_policy(
     }
 
 
+def reward_step_metrics(warm: DemoConfig, warm_dir: Path, reward: RewardModel, tokenizer: PreTrainedTokenizerBase) -> dict:
+    """`evaluate_steps` of `reward` on the warm start's validation samples against their gold solutions.
+
+    The samples are the warm policy's, so ℓ and log π are taken under that policy (reloaded from
+    `warm_dir`); the embedded task has one correct solution text per problem.
+    """
+    _, policy, _, _, val_records = load_warm(warm_dir)
+    policy.to(next(reward.parameters()).device).eval()
+    val = make_splits(warm.seed, warm.task).val
+    prompt_ids = encode_prompts(tokenizer, [p.question() for p in val], max_prompt_tokens=1024)
+    references = {tuple(ids): p.solution_steps() for ids, p in zip(prompt_ids, val, strict=True)}
+    return evaluate_steps(reward, partial(per_token_logprobs, policy), val_records, references, tokenizer, step_rule(reward.cfg, tokenizer))
+
+
 def evaluate_on_test(cfg: TrainRunConfig, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, progress: bool = True) -> dict:
     """`evaluate_policy` on the run's held-out problems with its fixed sampling seed (every method alike)."""
     test = make_splits(cfg.warm.seed, cfg.warm.task).test[: cfg.eval_problems]
@@ -174,8 +190,10 @@ def run_train(cfg: TrainRunConfig, out: Path, warm_dir: Path | None = None, resu
             reward.save_pretrained(out / "reward")
     with active_adapter(policy, POLICY) if cfg.lora else contextlib.nullcontext():
         ev = evaluate_on_test(cfg, policy, tokenizer, progress)
-    metrics = {"method": cfg.method, "seed": cfg.warm.seed, "tokens_trained": tokens, "verifier_free": cfg.method != "outcome",
-               **ev, "seconds": time.time() - t0}
+    metrics = {"method": cfg.method, "seed": cfg.warm.seed, "tokens_trained": tokens, "verifier_free": cfg.method != "outcome", **ev}
+    if cfg.method in ("airl", "frozen") and not cfg.lora:  # the reward the policy was trained on, at the end
+        metrics["reward_steps"] = reward_step_metrics(cfg.warm, warm_dir, reward, tokenizer)
+    metrics["seconds"] = time.time() - t0
     write_metrics(out / "metrics.json", metrics)
     return metrics
 

@@ -59,6 +59,10 @@ def test_compare_command_writes_metrics_table_and_curves(tmp_path):
     sft_tokens, airl_tokens = m["methods"]["sft"]["tokens_trained"], m["methods"]["airl_step"]["tokens_trained"]
     assert sft_tokens >= 3000 and airl_tokens >= 3000  # both reached the quick budget
     assert "val_auroc_curves" in m["methods"]["airl_step"]
+    for name in ("sft_init", "airl_step"):  # the warm start's reward, and the one R-AIRL trained on
+        assert set(m["methods"][name]["reward_step_auroc"]) == {"log_pi", "g", "f", "ell"}, name
+    assert "reward_step_auroc" not in m["methods"]["sft"] and "reward_step_auroc" not in m["methods"]["outcome"]
+    assert "| ℓ = f − log π |" in (out / "results.md").read_text()
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert "| airl_step |" in results.read_text() and results.read_text().startswith("# results\n")
     log = [json.loads(line) for line in (out / "seed1" / "airl_step" / "train_log.jsonl").read_text().splitlines()]

@@ -11,7 +11,13 @@ from rairl.data import TaskConfig, make_splits
 from rairl.models.batch import encode_completions, encode_prompts
 from rairl.models.lm import per_token_logprobs
 from rairl.models.reward import RewardConfig, RewardModel
-from rairl.train.reward import DiscRecord, RewardTrainConfig, evaluate_discriminator, train_reward
+from rairl.train.reward import (
+    DiscRecord,
+    RewardTrainConfig,
+    evaluate_discriminator,
+    evaluate_steps,
+    train_reward,
+)
 from rairl.train.sft import SFTConfig, completion_nll, train_sft
 
 
@@ -51,3 +57,31 @@ def test_reward_training_separates_experts_from_negatives(tiny):
                         RewardTrainConfig(steps=20, batch_size=16, lr=1e-3, warmup=1, eval_every=10), progress=False)
     assert {k for k, v in rm.state_dict().items() if not torch.equal(v, before[k])} == set(before)
     assert best["auroc"] > max(start["auroc"], 0.8)
+
+
+def test_evaluate_steps_counts_steps_up_to_the_first_wrong_one(tiny):
+    """Samples built from gold solutions: exact (all steps correct), wrong at line 1, wrong at line 0.
+    A reward LM equal to the policy with zero heads has g = f = log π: the same AUROC."""
+    tokenizer, lm = tiny
+    problems = make_splits(random.randrange(1000), TaskConfig(n_train=6, n_val=1, n_test=1)).train
+    prompts = encode_prompts(tokenizer, [x.question() for x in problems], 512)
+    records, expected_ok, expected_bad = [], 0, 0
+    for pid, x in zip(prompts, problems, strict=True):
+        gold = x.solution_steps()
+        for wrong_at in (None, 1, 0):
+            lines = list(gold)
+            if wrong_at is not None:
+                lines[wrong_at] = lines[wrong_at] + "1"  # a changed result
+            [ids] = encode_completions(tokenizer, ["\n".join(lines)], 512)
+            records.append(DiscRecord(pid, ids, 0))
+            expected_ok += len(gold) if wrong_at is None else wrong_at
+            expected_bad += wrong_at is not None
+    records.append(DiscRecord(prompts[0][:-1], records[0].completion_ids, 0))  # a prompt with no reference: skipped
+    records.append(DiscRecord(prompts[0], records[0].completion_ids, 1))  # an expert: not the policy's, not read
+    references = {tuple(p): x.solution_steps() for p, x in zip(prompts, problems, strict=True)}
+    rm = RewardModel(copy.deepcopy(lm), RewardConfig(granularity="step"))
+    out = evaluate_steps(rm, partial(per_token_logprobs, lm), records, references, tokenizer, step_rule(rm.cfg, tokenizer), batch_size=5)
+    assert (out["correct_steps"], out["first_wrong_steps"], out["skipped_samples"]) == (expected_ok, expected_bad, 1)
+    aurocs = out["step_auroc"]
+    assert abs(aurocs["g"] - aurocs["log_pi"]) < 1e-9 and abs(aurocs["f"] - aurocs["log_pi"]) < 1e-9
+    assert 0.0 <= aurocs["ell"] <= 1.0  # ℓ = 0 up to rounding here: its order is arbitrary
