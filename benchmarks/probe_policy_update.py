@@ -22,11 +22,15 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import provenance, write_json  # noqa: E402
 
 from rairl.data import TaskConfig, make_splits
 from rairl.models.batch import encode_prompts
@@ -81,16 +85,14 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--group-size", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", type=Path, help="write the result here")
+    ap.add_argument("--json", help="write the result here")
     args = ap.parse_args()
     t0 = time.time()
     result = probe(args.warm, [float(x) for x in args.lrs.split(",")], args.prompts, args.group_size, args.seed)
     result |= {"warm": str(args.warm), "prompts": args.prompts, "group_size": args.group_size, "seed": args.seed,
                "seconds": time.time() - t0}
     print(f"rollout accuracy {result['rollout_accuracy']:.3f}, completions {result['completions']}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+    write_json(args.json, result | {"provenance": provenance("cpu")})
 
 
 if __name__ == "__main__":

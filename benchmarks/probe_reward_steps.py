@@ -23,11 +23,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from functools import partial
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import provenance, write_json  # noqa: E402
 
 from rairl.airl import step_rule
 from rairl.data import TaskConfig, make_splits
@@ -65,7 +69,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--warm", type=Path, required=True, help="a warm-start directory (holds warm.json, records.json)")
     ap.add_argument("--reward", type=Path, help="score with this reward model instead of the warm start's")
-    ap.add_argument("--json", type=Path, help="write the result here")
+    ap.add_argument("--json", help="write the result here")
     args = ap.parse_args()
     t0 = time.time()
     result = probe(args.warm, args.reward) | {"warm": str(args.warm), "reward": str(args.reward or args.warm / "reward")}
@@ -75,9 +79,7 @@ def main() -> None:
     for k, v in result["step_auroc"].items():
         print(f"  step AUROC, correct vs first wrong, {k:6s} {'n/a (one class empty)' if v is None else f'{v:.3f}'}")
     print(f"discriminator val AUROC {result['val_auroc']:.3f} (a perfect step checker: {result['val_auroc_step_checker']:.3f})")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+    write_json(args.json, result | {"provenance": provenance("cpu")})
 
 
 if __name__ == "__main__":
