@@ -70,12 +70,12 @@ class TrainConfig:
     disc_batch_size: int = 32  # sequences per discriminator step, half expert
     disc_lr: float = 1e-4
     disc_warmup_iters: int = 0  # first iterations update the discriminator only
+    eval_every: int = 10  # iterations between reward-model validation AUROC passes (0: never)
+    # policy
     # What the policy maximises per action: "ell" = f − log π (AIRL's log D − log(1 − D), i.e. f plus
     # an entropy bonus of weight 1 sampled as −log π), or "f" = the shaped reward alone (any entropy
     # bonus then comes from entropy_coef). Ignored by method="outcome".
     policy_reward: str = "ell"
-    eval_every: int = 10  # iterations between reward-model validation AUROC passes (0: never)
-    # policy
     advantages: str = "step"  # step | sequence
     gamma: float = 1.0  # discount of the reward-to-go (step advantages)
     ppo_epochs: int = 2
@@ -223,12 +223,12 @@ class AIRLTrainer:
             correct = [answers_match(extract_answer(t), self.answers[i]) for t, i in zip(texts, rollout.prompt_index, strict=True)]
             return torch.tensor(correct, dtype=torch.float32, device=self.device)[rollout.layout.seq]  # one action per completion
         self.models.reward.eval()
-        size, ells = self.cfg.minibatch_size, []
+        size, rewards = self.cfg.minibatch_size, []
         for start in range(0, len(rollout.completions), size):  # actions are ordered by sequence: chunks concatenate
             rows = _rows(rollout.batch, start, start + size)
             terms = discriminator_terms(self.models.reward, rows, action_layout(rows, self.rule), rollout.old_logp[start : start + size])
-            ells.append(terms.ell if self.cfg.policy_reward == "ell" else terms.f)
-        return torch.cat(ells)
+            rewards.append(terms.ell if self.cfg.policy_reward == "ell" else terms.f)
+        return torch.cat(rewards)
 
     # 4. advantages -------------------------------------------------------------------------
     def token_advantages(self, rollout: Rollout, rewards: torch.Tensor) -> torch.Tensor:
