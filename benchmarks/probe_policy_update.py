@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import time
 from dataclasses import replace
@@ -32,19 +31,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import provenance, write_json  # noqa: E402
 
-from rairl.data import TaskConfig, make_splits
+from rairl.data import make_splits
 from rairl.models.batch import encode_prompts
 from rairl.models.modelset import ModelSet
-from rairl.posttrain import load_warm
+from rairl.posttrain import load_warm, warm_config
 from rairl.train.airl import AIRLTrainer, TrainConfig
 
 
 def probe(warm_dir: Path, lrs: list[float], prompts_per_iter: int, group_size: int, seed: int) -> dict:
     """Per-token log-prob gains `{lr: {gain_pos, gain_neg, gain_zero}}` of one update per lr."""
-    warm = json.loads((warm_dir / "warm.json").read_text())["config"]
-    task = TaskConfig(**{**warm["task"], "ops": tuple(warm["task"]["ops"])})
+    warm = warm_config(warm_dir)
     tokenizer, policy, *_ = load_warm(warm_dir)
-    train = make_splits(warm["seed"], task).train
+    train = make_splits(warm.seed, warm.task).train
     prompts = encode_prompts(tokenizer, [p.question() for p in train], max_prompt_tokens=1024)
     answers = [str(p.values()[-1]) for p in train]
     cfg = TrainConfig(method="outcome", advantages="sequence", ppo_epochs=1, prompts_per_iter=prompts_per_iter,

@@ -22,47 +22,30 @@ so it ranks every wrong negative below every expert and ties the correct ones (A
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from functools import partial
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import provenance, write_json  # noqa: E402
 
 from rairl.airl import step_rule
-from rairl.data import TaskConfig, make_splits
-from rairl.models.batch import encode_prompts
 from rairl.models.lm import per_token_logprobs
 from rairl.models.reward import RewardModel
-from rairl.posttrain import load_warm
-from rairl.train.reward import discriminator_batch, evaluate_discriminator, evaluate_steps
+from rairl.posttrain import load_warm, reward_step_metrics, warm_config
+from rairl.train.reward import evaluate_discriminator
 
 
 def probe(warm_dir: Path, reward_dir: Path | None) -> dict:
     """Step AUROCs per score, step counts, and the discriminator's validation AUROC beside a perfect step checker's."""
-    warm = json.loads((warm_dir / "warm.json").read_text())["config"]
-    task = TaskConfig(**{**warm["task"], "ops": tuple(warm["task"]["ops"])})
     tokenizer, policy, reward, _, val_records = load_warm(warm_dir)
     if reward_dir is not None:
         reward = RewardModel.from_pretrained(reward_dir)
-    policy.eval()
-    val = make_splits(warm["seed"], task).val
-    prompt_ids = encode_prompts(tokenizer, [p.question() for p in val], max_prompt_tokens=1024)
-    references = {tuple(ids): p.solution_steps() for ids, p in zip(prompt_ids, val, strict=True)}
-    rule = step_rule(reward.cfg, tokenizer)
-    logprobs = partial(per_token_logprobs, policy)
-    steps = evaluate_steps(reward, logprobs, val_records, references, tokenizer, rule)
-    with torch.no_grad():
-        val_auroc = evaluate_discriminator(reward, logprobs, val_records, tokenizer.pad_token_id, rule)["auroc"]
-    n_neg = 0  # negative actions the validation AUROC ranks
-    for i in range(0, len(val_records), 256):
-        _, _, labels, valid = discriminator_batch(val_records[i : i + 256], tokenizer.pad_token_id, rule)
-        n_neg += int((valid & (labels < 0.5)).sum())
-    return steps | {"val_auroc": val_auroc, "val_auroc_step_checker": 1.0 - 0.5 * steps["correct_steps"] / n_neg}
+    steps = reward_step_metrics(warm_config(warm_dir), reward, policy, tokenizer, val_records)
+    val = evaluate_discriminator(reward, partial(per_token_logprobs, policy), val_records, tokenizer.pad_token_id,
+                                 step_rule(reward.cfg, tokenizer))
+    return steps | {"val_auroc": val["auroc"], "val_auroc_step_checker": 1.0 - 0.5 * steps["correct_steps"] / val["negatives"]}
 
 
 def main() -> None:

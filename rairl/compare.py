@@ -110,10 +110,10 @@ def _evaluate_warm(cfg: TrainRunConfig, warm_dir: Path, run_dir: Path, progress:
     done = run_dir / "metrics.json"
     if done.exists():
         return json.loads(done.read_text())
-    tokenizer, policy, reward, *_ = load_warm(warm_dir)
+    tokenizer, policy, reward, _, val_records = load_warm(warm_dir)
     ev = evaluate_on_test(cfg, policy, tokenizer, progress)
     metrics = {"method": "sft_init", "seed": cfg.warm.seed, "tokens_trained": 0, "verifier_free": True, **ev,
-               "reward_steps": reward_step_metrics(cfg.warm, warm_dir, reward, tokenizer)}  # the warm start's reward
+               "reward_steps": reward_step_metrics(cfg.warm, reward, policy, tokenizer, val_records)}  # the warm start's reward
     run_dir.mkdir(parents=True, exist_ok=True)
     write_metrics(done, metrics)
     return metrics

@@ -129,14 +129,19 @@ def evaluate_policy(
     }
 
 
-def reward_step_metrics(warm: DemoConfig, warm_dir: Path, reward: RewardModel, tokenizer: PreTrainedTokenizerBase) -> dict:
+def warm_config(warm_dir: Path) -> DemoConfig:
+    """The `DemoConfig` a warm start saved by `prepare_warm` was made with."""
+    return config_from_dict(DemoConfig, json.loads((warm_dir / "warm.json").read_text())["config"])
+
+
+def reward_step_metrics(warm: DemoConfig, reward: RewardModel, warm_policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                        val_records: list[DiscRecord]) -> dict:
     """`evaluate_steps` of `reward` on the warm start's validation samples against their gold solutions.
 
-    The samples are the warm policy's, so ℓ and log π are taken under that policy (reloaded from
-    `warm_dir`); the embedded task has one correct solution text per problem.
+    The samples are `warm_policy`'s (the warm start's, before any post-training), so ℓ and log π
+    are taken under it; the embedded task has one correct solution text per problem.
     """
-    _, policy, _, _, val_records = load_warm(warm_dir)
-    policy.to(next(reward.parameters()).device).eval()
+    policy = warm_policy.to(next(reward.parameters()).device).eval()
     val = make_splits(warm.seed, warm.task).val
     prompt_ids = encode_prompts(tokenizer, [p.question() for p in val], max_prompt_tokens=1024)
     references = {tuple(ids): p.solution_steps() for ids, p in zip(prompt_ids, val, strict=True)}
@@ -192,7 +197,7 @@ def run_train(cfg: TrainRunConfig, out: Path, warm_dir: Path | None = None, resu
         ev = evaluate_on_test(cfg, policy, tokenizer, progress)
     metrics = {"method": cfg.method, "seed": cfg.warm.seed, "tokens_trained": tokens, "verifier_free": cfg.method != "outcome", **ev}
     if cfg.method in ("airl", "frozen") and not cfg.lora:  # the reward the policy was trained on, at the end
-        metrics["reward_steps"] = reward_step_metrics(cfg.warm, warm_dir, reward, tokenizer)
+        metrics["reward_steps"] = reward_step_metrics(cfg.warm, reward, load_causal_lm(warm_dir / "policy"), tokenizer, val_records)
     metrics["seconds"] = time.time() - t0
     write_metrics(out / "metrics.json", metrics)
     return metrics

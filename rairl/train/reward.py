@@ -85,7 +85,8 @@ def evaluate_discriminator(
     rule: StepRule,
     batch_size: int = 64,
 ) -> dict[str, float]:
-    """Action-level accuracy (class-balanced, ℓ > 0 ⇔ expert) and AUROC of ℓ on valid actions.
+    """Action-level accuracy (class-balanced, ℓ > 0 ⇔ expert), AUROC of ℓ on valid actions, and
+    `negatives`, how many negative actions the AUROC ranks.
 
     `policy_logprobs(input_ids, attention_mask, score_mask=...) -> (B, T)`: the policy's per-token
     log-probs of the completion tokens (the only ones ℓ reads).
@@ -101,7 +102,7 @@ def evaluate_discriminator(
     ell, lab = torch.cat(ells), torch.cat(labels)
     pos, neg = ell[lab > 0.5], ell[lab < 0.5]
     acc = 0.5 * ((pos > 0).float().mean() + (neg <= 0).float().mean())
-    return {"acc": float(acc), "auroc": auroc(ell.tolist(), (lab > 0.5).tolist())}
+    return {"acc": float(acc), "auroc": auroc(ell.tolist(), (lab > 0.5).tolist()), "negatives": len(neg)}
 
 
 STEP_SCORES = ("log_pi", "g", "f", "ell")
@@ -135,8 +136,7 @@ def evaluate_steps(
         batch, layout, _, _ = discriminator_batch(chunk, tokenizer.pad_token_id, rule)
         logp = policy_logprobs(batch.input_ids, batch.attention_mask, score_mask=batch.completion_mask())
         terms = discriminator_terms(reward_model, batch, layout, logp)
-        cum = torch.cat([logp.new_zeros(1), logp.reshape(-1).cumsum(0)])
-        scores = {"log_pi": cum[layout.end + 1] - cum[layout.start], "g": terms.g_sum, "f": terms.f, "ell": terms.ell}  # (A,) each
+        scores = {"log_pi": terms.f - terms.ell, "g": terms.g_sum, "f": terms.f, "ell": terms.ell}  # (A,) each; ℓ = f − Σ log π
         cu = layout.cu_actions.tolist()
         for b, rec in enumerate(chunk):
             ref = references.get(tuple(rec.prompt_ids))
