@@ -1,4 +1,7 @@
-"""Plumbing shared by the kernel benchmarks: checkout imports, timing, peak memory, provenance.
+"""Plumbing shared by the benchmarks: timing, peak memory, provenance, JSON output.
+
+Imports nothing from rairl: the scripts import the installed package (`pip install -e .`)
+like any user code, and this file from their own folder (on sys.path when run as a script).
 
 Timing: CUDA uses `triton.testing.do_bench` (median, p20, p80 over its own repeats); CPU
 runs the variants round-robin (one call of each per round, after warm-up rounds) so that
@@ -17,34 +20,10 @@ import statistics
 import subprocess
 import sys
 import time
-import types
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def import_kernels() -> None:
-    """Make `rairl.kernels` importable from an uninstalled checkout (setup.py maps kernels/)."""
-    try:
-        import rairl.kernels  # noqa: F401
-        return
-    except ImportError:
-        pass
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    try:
-        import rairl  # noqa: F401
-    except ImportError:
-        pkg = types.ModuleType("rairl")
-        pkg.__path__ = [str(ROOT / "rairl")]
-        sys.modules["rairl"] = pkg
-    kernels = types.ModuleType("rairl.kernels")
-    kernels.__path__ = [str(ROOT / "kernels")]
-    sys.modules["rairl.kernels"] = kernels
-    sys.modules["rairl"].kernels = kernels
 
 
 def summarize(times_s: list[float]) -> dict[str, float]:
@@ -96,6 +75,26 @@ def cuda_peak_bytes(fn: Callable[[], object]) -> int:
     fn()
     torch.cuda.synchronize()
     return torch.cuda.max_memory_allocated() - base
+
+
+def time_variants(fwd_fns: dict[str, Callable[[], object]], full_fns: dict[str, Callable[[], object]],
+                  device: str, reps: int, warmup: int) -> dict[str, dict]:
+    """Per variant: `fwd` and `fwd_bwd` timings side by side (and on CUDA `peak_bytes` of fwd+bwd).
+
+    On a CPU the variants run round-robin (`time_round_robin`); peak memory there needs a fresh
+    process per variant (`run_probe`), which the caller runs.
+    """
+    out: dict[str, dict] = {name: {} for name in fwd_fns}
+    if device == "cuda":
+        for name in fwd_fns:
+            out[name]["fwd"], out[name]["fwd_bwd"] = time_cuda(fwd_fns[name]), time_cuda(full_fns[name])
+            full_fns[name]()
+            out[name]["peak_bytes"] = cuda_peak_bytes(full_fns[name])
+    else:
+        fwd_t, full_t = time_round_robin(fwd_fns, reps, warmup), time_round_robin(full_fns, reps, warmup)
+        for name in fwd_fns:
+            out[name]["fwd"], out[name]["fwd_bwd"] = fwd_t[name], full_t[name]
+    return out
 
 
 def _status_kb(field: str) -> int:

@@ -12,7 +12,7 @@ disabled. A stand-in tokenizer (ids only: 1 in 32 ids decodes to a newline, so s
 exist) replaces Qwen's, which would need a download; prompts and expert completions are
 random ids of exactly --prompt-tokens and --completion-tokens.
 
-One iteration is `iteration_fn(...)`: `rairl.train.airl.AIRLTrainer.iteration` (sample B x G
+One iteration is `iteration_fn(...)`: `rairl.train.trainer.AIRLTrainer.iteration` (sample B x G
 completions of up to --completion-tokens tokens, one discriminator step, rewards, step
 advantages, --ppo-epochs of PPO minibatches of --minibatch sequences, with a k3 KL term so the
 reference forward runs). A random model almost never samples EOS, so completions are full
@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -41,24 +40,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from _common import provenance, write_json
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import import_kernels, provenance, write_json  # noqa: E402
+from rairl.airl.discriminator import DiscRecord
+from rairl.models.adapters import AdapterConfig, SharedBaseModels, load_base
+from rairl.models.lora import LINEAR_NAMES, QUANTIZATIONS
+from rairl.models.reward import RewardConfig
+from rairl.plan import PlanConfig, estimate, qwen25_0p5b_config, qwen25_1p5b_config, write_config
 
-import_kernels()
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-from rairl.models.adapters import AdapterConfig, SharedBaseModels, load_base  # noqa: E402
-from rairl.models.reward import RewardConfig  # noqa: E402
-from rairl.plan import (  # noqa: E402
-    LINEAR_NAMES,
-    PlanConfig,
-    estimate,
-    qwen25_0p5b_config,
-    qwen25_1p5b_config,
-    write_config,
-)
-from rairl.train.reward import DiscRecord  # noqa: E402
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # read when a tokenizer runs, not at import
 
 GIB = float(2**30)
 MODELS = {"0.5b": qwen25_0p5b_config, "1.5b": qwen25_1p5b_config}
@@ -106,7 +96,7 @@ class PhasedModels(SharedBaseModels):
 
 def iteration_fn(models, tokenizer, prompts: list[list[int]], experts: list[DiscRecord], args) -> Callable[[], dict]:
     """One full R-AIRL iteration: `AIRLTrainer.iteration` with this benchmark's sizes."""
-    from rairl.train.airl import AIRLTrainer, TrainConfig
+    from rairl.train.trainer import AIRLTrainer, TrainConfig
 
     cfg = TrainConfig(
         prompts_per_iter=args.prompts, group_size=args.group, max_new_tokens=args.completion_tokens,
@@ -146,10 +136,10 @@ def random_data(vocab: int, eos_id: int, args) -> tuple[list[list[int]], list[Di
 
 def plan_estimate(path: Path, adapter: AdapterConfig, args) -> dict[str, float]:
     cfg = PlanConfig(
-        model=path, gpu_gb=args.gpu_gb, prompts_per_batch=args.prompts, group_size=args.group,
-        prompt_tokens=args.prompt_tokens, completion_tokens=args.completion_tokens,
-        quantisation=adapter.quantization, lora_rank=adapter.lora_rank, lora_targets=tuple(adapter.target_modules),
-        gradient_checkpointing=adapter.gradient_checkpointing, micro_batch_sequences=args.minibatch,
+        model=str(path), gpu_gb=args.gpu_gb, prompts_per_iter=args.prompts, group_size=args.group,
+        prompt_tokens=args.prompt_tokens, max_new_tokens=args.completion_tokens,
+        quantization=adapter.quantization, lora_rank=adapter.lora_rank, target_modules=tuple(adapter.target_modules),
+        gradient_checkpointing=adapter.gradient_checkpointing, minibatch_size=args.minibatch,
     )
     return estimate(cfg)
 
@@ -211,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--group", type=int, default=8, help="G: completions per prompt")
     p.add_argument("--prompt-tokens", type=int, default=256)
     p.add_argument("--completion-tokens", type=int, default=512)
-    p.add_argument("--quantization", choices=["nf4", "bf16", "fp32"], default="nf4")
+    p.add_argument("--quantization", choices=QUANTIZATIONS, default="nf4")
     p.add_argument("--lora-rank", type=int, default=16)
     p.add_argument("--no-gradient-checkpointing", action="store_true")
     p.add_argument("--minibatch", type=int, default=8, help="sequences per PPO forward/backward")

@@ -16,7 +16,7 @@ questions in the one prompt template; a constant reward. Both sides, per iterati
     the batch (DAPO-style; TRL's default loss_type="dapo") -> backward -> clip the gradient
     norm to --max-grad-norm -> AdamW step (fused, as TRL's default optim) -> zero grads.
 
-* rairl  `rairl.train.airl.AIRLTrainer` over `ModelSet(policy, None)` with
+* rairl  `rairl.train.trainer.AIRLTrainer` over `ModelSet(policy, None)` with
          TrainConfig(method="outcome", advantages="sequence", ppo_epochs=1,
          minibatch_size=prompts*G, kl_coef=0, entropy_coef=0): one round is `iteration()`
          minus its answer check, i.e. `rollout()` (`sample_completions`, `collate`, action
@@ -64,27 +64,22 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
+from _common import provenance, summarize, write_json
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import import_kernels, provenance, summarize, write_json  # noqa: E402
+from rairl.data import TaskConfig, make_splits
+from rairl.models.batch import encode_prompts
+from rairl.models.lm import TinyLMConfig, build_tiny_lm, load_causal_lm
+from rairl.models.modelset import ModelSet
+from rairl.models.tokenizer import format_prompt, load_tokenizer, train_bpe_tokenizer
+from rairl.train.trainer import AIRLTrainer, TrainConfig
 
-import_kernels()
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-from rairl.data import TaskConfig, make_splits  # noqa: E402
-from rairl.models.batch import encode_prompts  # noqa: E402
-from rairl.models.lm import TinyLMConfig, build_tiny_lm, load_causal_lm  # noqa: E402
-from rairl.models.modelset import ModelSet  # noqa: E402
-from rairl.models.tokenizer import format_prompt, load_tokenizer, train_bpe_tokenizer  # noqa: E402
-from rairl.train.airl import AIRLTrainer, TrainConfig  # noqa: E402
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # read when a tokenizer runs, not at import
 
 
 @dataclass(frozen=True)
@@ -93,7 +88,7 @@ class IterationConfig:
 
     num_generations: int  # G completions per prompt
     max_new_tokens: int  # completion tokens at most (EOS included)
-    temperature: float = 1.0
+    temperature: float = 1.0  # TRL's; rairl's loop always samples at 1.0 (TrainConfig has no knob)
     reward: float = 1.0  # the constant reward of every completion
     clip_eps: float = 0.2  # PPO ratio clip (TRL's epsilon)
     max_grad_norm: float = 1.0  # gradient-norm clip (Trainer's max_grad_norm)
@@ -103,9 +98,11 @@ class IterationConfig:
 def rairl_trainer(policy, tok, prompt_ids: list[list[int]], cfg: IterationConfig, seed: int) -> AIRLTrainer:
     """`AIRLTrainer` doing one GRPO iteration per round: every prompt, G samples each, one
     epoch of one minibatch of all P*G sequences, sequence advantages, no KL / entropy term."""
+    if cfg.temperature != 1.0:
+        raise ValueError("rairl's AIRLTrainer samples at temperature 1.0 only")
     train_cfg = TrainConfig(
         method="outcome", iterations=1, prompts_per_iter=len(prompt_ids), group_size=cfg.num_generations,
-        max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, advantages="sequence",
+        max_new_tokens=cfg.max_new_tokens, advantages="sequence",
         ppo_epochs=1, minibatch_size=len(prompt_ids) * cfg.num_generations, lr=cfg.lr,
         clip_eps=cfg.clip_eps, kl_coef=0.0, entropy_coef=0.0, grad_clip=cfg.max_grad_norm,
         checkpoint_every=0, eval_every=0, seed=seed,

@@ -31,7 +31,7 @@ from ._dispatch import _warn_once, check_launchable, resolve_backend, tl, triton
 # GPU forward tiles (token x vocab x hidden step), chosen as the largest that spill nothing,
 # from an AOT compile for sm_90 with triton 3.9's ptxas (cuobjdump resource usage):
 #   16-bit 64x128x32, 8 warps: 188 regs, 0 B stack; fp32 (ieee FMA dots) 32x64x16, 4 warps.
-# `benchmarks/bench_logprobs.py --sweep` (run by benchmarks/gpu/run.sh) times the 16-bit ones.
+# `benchmarks/bench_token_logprobs.py --sweep` (run by benchmarks/gpu/run.sh) times the 16-bit ones.
 _GPU_TILES = {
     "16bit": dict(BLOCK_N=64, BLOCK_V=128, BLOCK_H=32, num_warps=8, num_stages=3),
     "fp32": dict(BLOCK_N=32, BLOCK_V=64, BLOCK_H=16, num_warps=4, num_stages=2),

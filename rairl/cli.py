@@ -1,89 +1,135 @@
-"""The `rairl` command. It parses arguments and calls the library; nothing else lives here.
+"""The `rairl` command: all of its argparse. It parses arguments and calls the library; nothing else lives here.
 
-Options come from the config dataclasses (one definition of every default):
-`--sft.steps 300` sets `DemoConfig.sft.steps`. `--config FILE.json` loads a
-(nested) JSON object of the same fields first; command-line options override it.
+Every subcommand is one frozen config dataclass, and its options are generated from it (one
+definition of every default and every help text): `--warm.sft.lr 1e-3` sets
+`DemoConfig.warm.sft.lr`. `--config FILE` (JSON, or YAML for .yaml / .yml) loads a nested
+object of the same fields first; command-line options override it. A field with no default
+is a required option.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
+import types
+import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from transformers.utils import logging as hf_logging
 
-from . import commands
-from .compare import CompareConfig, quick_compare_config
-from .configs import config_from_dict, resolve_types
-from .demo import DemoConfig, quick_config, results_table
-from .posttrain import TrainRunConfig, quick_run_config
+from .commands.compare import CompareConfig, quick_compare_config, results_markdown, run_compare
+from .commands.demo import DemoConfig, quick_config, results_table, run_demo
+from .commands.files import (
+    LocaliseConfig,
+    RerankConfig,
+    ScoreConfig,
+    TrainRewardConfig,
+    localise_command,
+    plan_command,
+    rerank_command,
+    score_command,
+    train_reward_command,
+)
+from .commands.train import TrainRunConfig, quick_train_config, resume_config, run_train
+from .configs import config_from_dict, defaults_tree, field_help, load_config_file, resolve_types
+from .plan import PRESETS, PlanConfig
+
+BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
-def _flatten(cls: type, prefix: str = "") -> list[tuple[str, dataclasses.Field]]:
-    out = []
+def parse_bool(text: str) -> bool:
+    """`true/false`, `1/0`, `yes/no` (any case); anything else is refused."""
+    try:
+        return BOOLS[text.lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a boolean; use true or false") from None
+
+
+def _leaves(cls: type, prefix: str = "") -> list[tuple[str, type, str, bool]]:
+    """(dotted name, type, help, required) of every leaf field of the (nested) config dataclass `cls`."""
+    resolve_types(cls)
+    helps, out = field_help(cls), []
     for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(f.type if isinstance(f.type, type) else None):
-            out += _flatten(f.type, f"{prefix}{f.name}.")
+        if dataclasses.is_dataclass(f.type):
+            out += _leaves(f.type, f"{prefix}{f.name}.")
         else:
-            out.append((prefix + f.name, f))
+            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            out.append((prefix + f.name, f.type, helps.get(f.name, ""), required))
     return out
 
 
+def _parser_type(kind: Any) -> tuple[Callable[[str], Any], str | None]:
+    """The argparse `type` and metavar of a field type (bool, int, float, str, tuples, X | None)."""
+    args = typing.get_args(kind)
+    if isinstance(kind, types.UnionType) and type(None) in args:  # X | None: the X
+        kind = next(a for a in args if a is not type(None))
+        args = typing.get_args(kind)
+    if kind is bool:
+        return parse_bool, "BOOL"
+    if kind in (int, float, str):
+        return kind, {int: "INT", float: "FLOAT", str: "TEXT"}[kind]
+    if typing.get_origin(kind) is tuple:
+        item = args[0]
+        return (lambda s: tuple(item(x) for x in s.split(","))), "A,B,..."
+    raise TypeError(f"config field type {kind} has no command-line form")
+
+
 def add_config_options(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One `--a.b` option per leaf field of the (nested) config dataclass `cls`."""
-    resolve_types(cls)
-    group = parser.add_argument_group(f"{cls.__name__} fields (defaults from the dataclass)")
-    for name, f in _flatten(cls):
-        kind = f.type
+    """One `--a.b` option per leaf field of `cls`, with the field's comment as its help."""
+    group = parser.add_argument_group(f"{cls.__name__} fields (defaults from the dataclass; nested as --a.b)")
+    for name, kind, help_text, required in _leaves(cls):
+        if not help_text:
+            raise TypeError(f"{cls.__name__}.{name} has no comment to serve as its --help text")
+        to_value, metavar = _parser_type(kind)
         flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
-        if kind is bool:
-            group.add_argument(*flags, dest=name, type=lambda s: s.lower() in ("1", "true", "yes"), default=None, metavar="BOOL")
-        elif kind in (int, float, str):
-            group.add_argument(*flags, dest=name, type=kind, default=None)
-        elif str(kind).startswith("tuple"):
-            group.add_argument(*flags, dest=name, type=lambda s: tuple(s.split(",")), default=None, metavar="A,B,...")
+        group.add_argument(*flags, dest=name, type=to_value, default=None, metavar=metavar,
+                           help=help_text.replace("%", "%%") + (" (required)" if required else ""))
 
 
-def build_config(cls: type, base: Any, args: argparse.Namespace, config_file: str | None) -> Any:
-    """`base` overridden by the JSON config file, then by explicit command-line options."""
-    tree = dataclasses.asdict(base)
-    if config_file:
-        try:
-            _merge(tree, json.loads(Path(config_file).read_text()), config_file)
-        except json.JSONDecodeError as e:
-            raise SystemExit(f"{config_file}:{e.lineno}: not valid JSON: {e.msg}") from e
-    for name, _ in _flatten(cls):
+def build_config(cls: type, base: Any | None, args: argparse.Namespace) -> Any:
+    """`base` (default: the dataclass defaults), overridden by `--config`, then by explicit options."""
+    tree = dataclasses.asdict(base) if base is not None else defaults_tree(cls)
+    if args.config:
+        _merge(tree, load_config_file(args.config), args.config, cls)
+    for name, _, _, _ in _leaves(cls):
         value = getattr(args, name, None)
         if value is not None:
             node = tree
             *parents, leaf = name.split(".")
             for p in parents:
-                node = node[p]
+                node = node.setdefault(p, {})
             node[leaf] = value
+    missing = [f"--{name}" for name, _, _, required in _leaves(cls) if required and _get(tree, name) is None]
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)} (on the command line or in --config)")
     return config_from_dict(cls, tree)
 
 
-def _merge(tree: dict, update: dict, source: str, path: str = "") -> None:
+def _get(tree: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
+
+
+def _merge(tree: dict, update: dict, source: str, cls: type, path: str = "") -> None:
+    fields = {f.name: f for f in dataclasses.fields(resolve_types(cls))}
     for k, v in update.items():
-        if k not in tree:
-            raise SystemExit(f"{source}: unknown field '{path}{k}'")
-        if isinstance(tree[k], dict):
+        if k not in fields:
+            raise ValueError(f"{source}: unknown field '{path}{k}'")
+        if dataclasses.is_dataclass(fields[k].type):
             if not isinstance(v, dict):
-                raise SystemExit(f"{source}: field '{path}{k}' must be an object")
-            _merge(tree[k], v, source, f"{path}{k}.")
+                raise ValueError(f"{source}: field '{path}{k}' must be an object")
+            _merge(tree.setdefault(k, {}), v, source, fields[k].type, f"{path}{k}.")
         else:
             tree[k] = v
 
 
+# commands --------------------------------------------------------------------------------------
 def _demo(args: argparse.Namespace) -> int:
-    base = quick_config() if args.quick else DemoConfig()
-    cfg = build_config(DemoConfig, base, args, args.config)
-    from .demo import run_demo
-
+    cfg = build_config(DemoConfig, quick_config() if args.quick else None, args)
     metrics = run_demo(cfg, args.out, progress=not args.no_progress)
     print(results_table(metrics))
     print(f"metrics: {Path(args.out) / 'metrics.json'}")
@@ -91,64 +137,103 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .posttrain import resume_config, run_train
-
+    out = Path(args.resume or args.out)
     if args.resume:
-        out = Path(args.resume)
-        metrics = run_train(resume_config(out), out, Path(args.warm) if args.warm else None, resume=True, progress=not args.no_progress)
+        cfg = resume_config(out)
     else:
-        base = quick_run_config() if args.quick else TrainRunConfig()
-        cfg = build_config(TrainRunConfig, base, args, args.config)
-        out = Path(args.out)
-        metrics = run_train(cfg, out, Path(args.warm) if args.warm else None, progress=not args.no_progress)
-    print(f"{metrics['method']}: pass@1 {metrics['pass1']:.3f}  pass@{metrics['k']} {metrics['passk']:.3f}  "
-          f"mean length {metrics['mean_len']:.1f}  format-valid {metrics['format_valid']:.3f}  "
-          f"({metrics['tokens_trained']} policy tokens trained on)\nmetrics: {out / 'metrics.json'}")
+        cfg = build_config(TrainRunConfig, quick_train_config() if args.quick else None, args)
+    m = run_train(cfg, out, Path(args.warm) if args.warm else None, resume=bool(args.resume), progress=not args.no_progress)
+    print(f"{m['method']}: pass@1 {m['pass1']:.3f}  pass@{m['k']} {m['passk']:.3f}  mean length {m['mean_len']:.1f}  "
+          f"format-valid {m['format_valid']:.3f}  ({m['tokens_trained']} policy tokens trained on)\nmetrics: {out / 'metrics.json'}")
     return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .compare import results_markdown, run_compare
-
-    cfg = build_config(CompareConfig, quick_compare_config() if args.quick else CompareConfig(), args, args.config)
+    cfg = build_config(CompareConfig, quick_compare_config() if args.quick else None, args)
     metrics = run_compare(cfg, args.out, progress=not args.no_progress)
     print(results_markdown(metrics))
     print(f"metrics: {Path(args.out) / 'metrics.json'}")
     return 0
 
 
-def _config_command(sub, name: str, func, cls: type, help: str, out_default: str, out_help: str,
-                    quick_help: str) -> argparse.ArgumentParser:
-    """A subcommand run from one config dataclass: --out, --quick, --config, --no-progress and
-    one option per config field."""
-    parser = sub.add_parser(name, help=help)
+def _train_reward(args: argparse.Namespace) -> int:
+    m = train_reward_command(build_config(TrainRewardConfig, None, args), Path(args.out), progress=not args.no_progress)
+    print(f"reward val AUROC {m['reward']['val_auroc']:.3f}  acc {m['reward']['val_acc']:.3f}; "
+          f"localise (val) F1 {m['localise_val']['f1']:.3f}\nmetrics: {Path(args.out) / 'metrics.json'}")
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    m = score_command(build_config(ScoreConfig, None, args), Path(args.out), progress=not args.no_progress)
+    print(f"scored {m['scored']} completions -> {Path(args.out) / 'metrics.json'}")
+    return 0
+
+
+def _rerank(args: argparse.Namespace) -> int:
+    return _print(rerank_command(build_config(RerankConfig, None, args), Path(args.out), progress=not args.no_progress), args.out)
+
+
+def _localise(args: argparse.Namespace) -> int:
+    return _print(localise_command(build_config(LocaliseConfig, None, args), Path(args.out), progress=not args.no_progress), args.out)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    _, table = plan_command(build_config(PlanConfig, None, args), Path(args.out) if args.out else None)
+    print(table)  # the last line says whether it fits
+    return 0
+
+
+def _print(metrics: dict, out: str) -> int:
+    for k, v in metrics.items():
+        print(f"{k:<28}{v:>10.4f}" if isinstance(v, float) else f"{k:<28}{v!s:>10}")
+    print(f"metrics: {Path(out) / 'metrics.json'}")
+    return 0
+
+
+def _command(sub, name: str, func, cls: type, help: str, out_default: str | None, out_help: str,
+             quick_help: str | None = None, progress: bool = True) -> argparse.ArgumentParser:
+    """A subcommand run from one config dataclass: --out, --config, [--no-progress], [--quick] and one option per field."""
+    parser = sub.add_parser(name, help=help, description=help)
     parser.add_argument("--out", default=out_default, help=out_help)
-    parser.add_argument("--quick", action="store_true", help=quick_help)
-    parser.add_argument("--config", help=f"JSON file of {cls.__name__} fields")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--config", metavar="FILE", help=f"JSON or YAML file of {cls.__name__} fields (options override it)")
+    if progress:
+        parser.add_argument("--no-progress", action="store_true", help="print no progress bars or stage lines")
+    if quick_help:
+        parser.add_argument("--quick", action="store_true", help=quick_help)
     add_config_options(parser, cls)
     parser.set_defaults(func=func)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rairl", description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rairl", description="Learn a process-level reasoning reward from expert "
+                                     "demonstrations (R-AIRL); rerank, localise errors and post-train with it.")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    _config_command(sub, "demo", _demo, DemoConfig, "learn a reasoning reward on the embedded task and evaluate it",
-                    "runs/demo", "output directory (metrics.json, models)", "a seconds-long smoke run (tests use it)")
-    train = _config_command(sub, "train", _train, TrainRunConfig,
-                            "post-train the policy with the learned reward (R-AIRL) or a baseline, then evaluate",
-                            "runs/train", "output directory (checkpoints, train_log.jsonl, metrics.json)",
-                            "a seconds-long smoke run (tests use it)")
+    _command(sub, "demo", _demo, DemoConfig, "learn a reasoning reward on the embedded task and evaluate it",
+             "runs/demo", "output directory (metrics.json, warm start, models)", "a seconds-long smoke run (tests use it)")
+    train = _command(sub, "train", _train, TrainRunConfig,
+                     "post-train the policy with the learned reward (R-AIRL) or a baseline, then evaluate",
+                     "runs/train", "output directory (checkpoints, train_log.jsonl, metrics.json)", "a seconds-long smoke run (tests use it)")
     train.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint (its config.json)")
-    train.add_argument("--warm", metavar="DIR", help="a finished warm start to reuse (default: OUT/warm, made if missing)")
-    _config_command(sub, "compare", _compare, CompareConfig,
-                    "R-AIRL vs SFT, outcome GRPO and a frozen reward on the embedded task, several seeds",
-                    "runs/compare", "output directory (metrics.json, results.md, curves.png, runs)",
-                    "a minutes-long smoke run (tests use it)")
-    commands.register(sub)
-    args = parser.parse_args(argv)
+    train.add_argument("--warm", metavar="DIR", help="a finished warm start to reuse, e.g. a demo's output (default: OUT/warm, made if missing)")
+    _command(sub, "compare", _compare, CompareConfig, "R-AIRL vs SFT, outcome GRPO and a frozen reward on the embedded task, several seeds",
+             "runs/compare", "output directory (metrics.json, results.md, curves.png, runs)", "a minutes-long smoke run (tests use it)")
+    _command(sub, "train-reward", _train_reward, TrainRewardConfig, "train a reward model on expert demonstrations from a file",
+             "runs/reward", "output directory (reward/, policy/, warm start, metrics.json)")
+    _command(sub, "score", _score, ScoreConfig, "per-step rewards of (prompt, completion) pairs from a JSONL file",
+             "runs/score", "output directory (metrics.json with one row of step scores per completion)")
+    _command(sub, "rerank", _rerank, RerankConfig, "best-of-N over a candidate-pool JSONL file",
+             "runs/rerank", "output directory (metrics.json)")
+    _command(sub, "localise", _localise, LocaliseConfig, "first wrong step of ProcessBench-style items",
+             "runs/localise", "output directory (metrics.json with every item's prediction)")
+    _command(sub, "plan", _plan, PlanConfig,
+             f"expected peak GPU memory of one R-AIRL iteration (reads config.json only; presets: {', '.join(PRESETS)})",
+             None, "also write OUT/metrics.json", progress=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     hf_logging.disable_progress_bar()  # per-file load/save bars would drown the commands' own
     try:
         return args.func(args)

@@ -4,7 +4,7 @@ Setting: ONE frozen base model shared by two LoRA adapters (policy, reward), the
 policy being the base with adapters disabled. An iteration has two phases that never overlap:
 
 * generation: B*G sequences decoded with a KV cache (no grad), which is freed afterwards;
-* update: micro-batches of `micro_batch_sequences` sequences, forward + backward through the
+* update: micro-batches of `minibatch_size` sequences, forward + backward through the
   policy adapter, then through the reward adapter (sequentially: one micro-batch's graph at
   a time). Reference and old-policy log-probs are no-grad forwards and keep no activations.
 
@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .models.lora import LINEAR_NAMES, QUANTIZATIONS
+
 GIB = float(2**30)
-QUANTISATIONS = ("nf4", "bf16", "fp32")
-LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-# bitsandbytes NF4 with double quantisation (QLoRA, Dettmers et al. 2023, sec. 3): 4 bits per
+# bitsandbytes NF4 with double quantization (QLoRA, Dettmers et al. 2023, sec. 3): 4 bits per
 # weight, one 8-bit absmax per 64 weights, one fp32 constant per 256 absmax blocks:
 # 8/64 + 32/(64*256) = 0.127 bits per parameter.
 NF4_BYTES_PER_PARAM = (4 + 8 / 64 + 32 / (64 * 256)) / 8
@@ -86,46 +86,46 @@ class ModelShape:
 class PlanConfig:
     """Inputs of the memory plan; sizes in tokens or sequences, memory in GB (GiB)."""
 
-    model: str | Path  # directory holding config.json, or the config.json file itself
+    model: str  # directory holding config.json, the config.json file itself, or a preset name (PRESETS)
     gpu_gb: float = 24  # GPU memory to fit in, GiB
-    prompts_per_batch: int = 8  # B: prompts per iteration
+    prompts_per_iter: int = 8  # B: prompts per iteration
     group_size: int = 8  # G: completions sampled per prompt
     prompt_tokens: int = 256  # tokens per prompt (padded length)
-    completion_tokens: int = 512  # max new tokens per completion
-    quantisation: str = "nf4"  # base weight format: "nf4" | "bf16" | "fp32"
+    max_new_tokens: int = 512  # max new tokens per completion
+    quantization: str = "nf4"  # base weight format: "nf4" | "bf16" | "fp32"
     lora_rank: int = 16  # r of each LoRA adapter
-    lora_targets: tuple[str, ...] = LINEAR_NAMES  # linear layers carrying LoRA
+    target_modules: tuple[str, ...] = LINEAR_NAMES  # linear layers carrying LoRA
     gradient_checkpointing: bool = True  # recompute each layer in backward
     logprob_chunk_tokens: int = 1024  # tokens per chunk of the fused log-prob op
-    micro_batch_sequences: int = 8  # sequences per forward/backward
+    minibatch_size: int = 8  # sequences per forward/backward
     reward_adapter: bool = True  # second LoRA adapter + 2 scalar heads on the same base
 
     def __post_init__(self) -> None:
         path = Path(self.model)
-        if not (path.is_file() or (path / "config.json").is_file()):
-            raise ValueError(f"model: no config.json at {path}; pass a model dir or a config.json")
+        if str(self.model).lower() not in PRESETS and not (path.is_file() or (path / "config.json").is_file()):
+            raise ValueError(f"model: no config.json at {path}; pass a model dir, a config.json or a preset ({', '.join(PRESETS)})")
         if not self.gpu_gb > 0:
             raise ValueError(f"gpu_gb must be > 0 GiB, got {self.gpu_gb}")
         for name in (
-            "prompts_per_batch",
+            "prompts_per_iter",
             "group_size",
             "prompt_tokens",
-            "completion_tokens",
+            "max_new_tokens",
             "lora_rank",
             "logprob_chunk_tokens",
-            "micro_batch_sequences",
+            "minibatch_size",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        if self.quantisation not in QUANTISATIONS:
+        if self.quantization not in QUANTIZATIONS:
             raise ValueError(
-                f"quantisation must be one of {QUANTISATIONS}, got {self.quantisation!r}"
+                f"quantization must be one of {QUANTIZATIONS}, got {self.quantization!r}"
             )
-        unknown = set(self.lora_targets) - set(LINEAR_NAMES)
-        if not self.lora_targets or unknown:
+        unknown = set(self.target_modules) - set(LINEAR_NAMES)
+        if not self.target_modules or unknown:
             raise ValueError(
-                f"lora_targets must be a non-empty subset of {LINEAR_NAMES}, got {self.lora_targets!r}"
+                f"target_modules must be a non-empty subset of {LINEAR_NAMES}, got {self.target_modules!r}"
             )
 
 
@@ -136,9 +136,10 @@ def config_path(model: str | Path) -> Path:
 
 
 def read_shape(model: str | Path) -> ModelShape:
-    """Read a ModelShape from config.json; raise naming the file and any missing field."""
-    path = config_path(model)
-    cfg: dict[str, Any] = json.loads(path.read_text())
+    """Read a ModelShape from config.json (or a preset's); raise naming the file and any missing field."""
+    preset = PRESETS.get(str(model).lower())
+    path = Path(str(model)) if preset else config_path(model)
+    cfg: dict[str, Any] = preset() if preset else json.loads(path.read_text())
     missing = [f for f in REQUIRED_FIELDS if f not in cfg]
     if missing:
         raise ValueError(f"{path}: missing field(s) {', '.join(missing)}")
@@ -183,11 +184,11 @@ def lora_param_count(shape: ModelShape, rank: int, targets: tuple[str, ...]) -> 
     return shape.layers * sum(rank * (dims[t][0] + dims[t][1]) for t in targets)
 
 
-def _weights_bytes(shape: ModelShape, quantisation: str) -> float:
+def _weights_bytes(shape: ModelShape, quantization: str) -> float:
     counts = param_counts(shape)
-    if quantisation == "nf4":
+    if quantization == "nf4":
         return counts["linear"] * NF4_BYTES_PER_PARAM + counts["other"] * 2
-    return counts["total"] * (4 if quantisation == "fp32" else 2)
+    return counts["total"] * (4 if quantization == "fp32" else 2)
 
 
 def _layer_activation_bytes(shape: ModelShape, tokens: int, act_bytes: int) -> float:
@@ -207,7 +208,7 @@ def _layer_activation_bytes(shape: ModelShape, tokens: int, act_bytes: int) -> f
 
 
 def _activations_bytes(cfg: PlanConfig, shape: ModelShape, act_bytes: int) -> float:
-    tokens = cfg.micro_batch_sequences * (cfg.prompt_tokens + cfg.completion_tokens)
+    tokens = cfg.minibatch_size * (cfg.prompt_tokens + cfg.max_new_tokens)
     layer = _layer_activation_bytes(shape, tokens, act_bytes)
     if not cfg.gradient_checkpointing:
         return shape.layers * layer
@@ -216,8 +217,8 @@ def _activations_bytes(cfg: PlanConfig, shape: ModelShape, act_bytes: int) -> fl
 
 
 def _kv_cache_bytes(cfg: PlanConfig, shape: ModelShape, act_bytes: int) -> float:
-    sequences = cfg.prompts_per_batch * cfg.group_size
-    tokens = sequences * (cfg.prompt_tokens + cfg.completion_tokens)
+    sequences = cfg.prompts_per_iter * cfg.group_size
+    tokens = sequences * (cfg.prompt_tokens + cfg.max_new_tokens)
     return float(tokens * shape.layers * 2 * shape.kv_dim * act_bytes)
 
 
@@ -227,7 +228,7 @@ def _generation_transient_bytes(cfg: PlanConfig, shape: ModelShape, act_bytes: i
     HF generate computes logits for the last position only (`logits_to_keep=1`); the
     no-grad prefill holds at most about one layer's activations at a time.
     """
-    sequences = cfg.prompts_per_batch * cfg.group_size
+    sequences = cfg.prompts_per_iter * cfg.group_size
     prefill = _layer_activation_bytes(shape, sequences * cfg.prompt_tokens, act_bytes)
     return prefill + sequences * shape.vocab * 4
 
@@ -241,13 +242,13 @@ def estimate(cfg: PlanConfig) -> dict[str, float]:
     the KV cache is freed before the update phase starts.
     """
     shape = read_shape(cfg.model)
-    act_bytes = 4 if cfg.quantisation == "fp32" else 2
+    act_bytes = 4 if cfg.quantization == "fp32" else 2
     adapters = 1 + int(cfg.reward_adapter)
-    trainable = adapters * lora_param_count(shape, cfg.lora_rank, cfg.lora_targets)
+    trainable = adapters * lora_param_count(shape, cfg.lora_rank, cfg.target_modules)
     if cfg.reward_adapter:
         trainable += 2 * (shape.hidden + 1)  # two scalar heads (weight + bias)
     est = {
-        "weights": _weights_bytes(shape, cfg.quantisation) / GIB,
+        "weights": _weights_bytes(shape, cfg.quantization) / GIB,
         "adapters_and_optimizer": trainable * ADAM_BYTES_PER_TRAINABLE / GIB,
         "activations": _activations_bytes(cfg, shape, act_bytes) / GIB,
         "logprob_chunks": cfg.logprob_chunk_tokens * shape.vocab * 4 * LOGPROB_FWD_BWD_COPIES / GIB,
@@ -316,6 +317,9 @@ def qwen25_0p5b_config() -> dict[str, Any]:
 def qwen25_1p5b_config() -> dict[str, Any]:
     """config.json of Qwen2.5-1.5B's shape (1.54B parameters, tied embeddings)."""
     return _qwen25_config(hidden=1536, intermediate=8960, layers=28, heads=12)
+
+
+PRESETS = {"qwen2.5-0.5b": qwen25_0p5b_config, "qwen2.5-1.5b": qwen25_1p5b_config}
 
 
 def write_config(config: dict[str, Any], directory: str | Path) -> Path:

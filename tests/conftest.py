@@ -1,4 +1,9 @@
-"""Shared fixtures: a tiny tokenizer and policy built offline, saved and reloaded by path."""
+"""Shared fixtures: a tiny tokenizer and policy built offline, saved and reloaded by path.
+
+On a machine without CUDA, Triton kernels run in Triton's interpreter. `triton.jit` reads
+TRITON_INTERPRET when a kernel module is imported, so it is set here, before any test module
+imports rairl (tests of every folder do, and the kernel tests force the Triton backend).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ import pytest
 import torch
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 

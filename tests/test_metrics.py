@@ -4,7 +4,7 @@ import random
 import numpy as np
 import pytest
 
-from rairl.eval.metrics import (
+from rairl.metrics import (
     auroc,
     bootstrap_ci,
     calibrate_threshold,

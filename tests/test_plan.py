@@ -79,16 +79,16 @@ def test_published_param_counts(tmp_path: Path, qwen15: Path) -> None:
     assert param_counts(read_shape(qwen15))["total"] == 1_543_714_304
 
 
-def test_more_completion_tokens_more_memory(qwen15: Path) -> None:
-    short = estimate(PlanConfig(model=qwen15, completion_tokens=256))
-    long = estimate(PlanConfig(model=qwen15, completion_tokens=1024))
+def test_more_new_tokens_more_memory(qwen15: Path) -> None:
+    short = estimate(PlanConfig(model=qwen15, max_new_tokens=256))
+    long = estimate(PlanConfig(model=qwen15, max_new_tokens=1024))
     for key in ("activations", "kv_cache", "total"):
         assert long[key] > short[key], key
 
 
 def test_nf4_weights_below_bf16_below_fp32(qwen15: Path) -> None:
     weights = [
-        estimate(PlanConfig(model=qwen15, quantisation=q))["weights"]
+        estimate(PlanConfig(model=qwen15, quantization=q))["weights"]
         for q in ("nf4", "bf16", "fp32")
     ]
     assert weights[0] < weights[1] < weights[2]
@@ -146,11 +146,11 @@ def test_kv_heads_default_to_heads(tmp_path: Path) -> None:
     [
         ("gpu_gb", 0),
         ("group_size", 0),
-        ("completion_tokens", -1),
-        ("micro_batch_sequences", 1.5),
-        ("quantisation", "int8"),
-        ("lora_targets", ("q_proj", "lm_head")),
-        ("lora_targets", ()),
+        ("max_new_tokens", -1),
+        ("minibatch_size", 1.5),
+        ("quantization", "int8"),
+        ("target_modules", ("q_proj", "lm_head")),
+        ("target_modules", ()),
     ],
 )
 def test_invalid_field_named(qwen15: Path, field: str, value: object) -> None:

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # GPU check of rairl.kernels on one CUDA device (< 8 min on one H100):
 #   1. the kernel tests, compiled Triton (no interpreter)
-#   2. bench_logprobs at V=151936, H in {896, 1536, 3584}, N in {4096, 16384}, bf16
+#   2. bench_token_logprobs at V=151936, H in {896, 1536, 3584}, N in {4096, 16384}, bf16
 #      (naive, rairl triton, rairl torch, liger if present; torch.compile at two shapes, TRL at one)
 #   3. bench_memory: one AIRL iteration on an NF4 base + two LoRA adapters, Qwen2.5-0.5B and
 #      -1.5B shapes (random weights), B=8 x G=8, 256 + 512 tokens: peak memory vs `rairl plan`
-#   4. bench_airl (step and dense actions) with the device copy bandwidth beside it
+#   4. bench_airl_loss (step and dense actions) with the device copy bandwidth beside it
 #   5. the Triton tile sweep at one shape, if time is left
 # Steps run most-wanted first and are skipped once BUDGET_S is spent. bitsandbytes (step 3)
 # and liger-kernel are optional; benchmarks/gpu/device.sh installs carried wheels of them.
@@ -38,29 +38,29 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 step "kernel tests (CUDA)" 150 "$PY" -m pytest tests/kernels -q -p no:cacheprovider
 
 V=151936
-logprobs() {  # logprobs N H VARIANTS...
+token_logprobs() {  # token_logprobs N H VARIANTS...
   local N=$1 H=$2; shift 2
-  step "logprobs N=$N H=$H" 150 "$PY" benchmarks/bench_logprobs.py --device cuda \
-    --n "$N" --h "$H" --v $V --dtype bf16 --variants "$@" --json "$OUT/logprobs_n${N}_h${H}.json"
+  step "token_logprobs N=$N H=$H" 150 "$PY" benchmarks/bench_token_logprobs.py --device cuda \
+    --n "$N" --h "$H" --v $V --dtype bf16 --variants "$@" --json "$OUT/token_logprobs_n${N}_h${H}.json"
 }
 # most wanted first: the headline shape with every baseline, the memory plan check, then the rest
-logprobs 4096 896 naive rairl rairl_torch liger compile trl
+token_logprobs 4096 896 naive rairl rairl_torch liger compile trl
 
 step "memory nf4+lora" 240 "$PY" benchmarks/bench_memory.py --device cuda --models 0.5b 1.5b \
   --json "$OUT/memory_nf4_lora.json"
 
-logprobs 16384 3584 naive rairl rairl_torch liger compile
-step "airl steps" 60 "$PY" benchmarks/bench_airl.py --device cuda --n 1048576 --action-len 32 \
-  --dtype fp32 --variants torch triton --json "$OUT/airl_n1048576_steps.json"
-step "airl dense" 60 "$PY" benchmarks/bench_airl.py --device cuda --n 1048576 --action-len 1 \
-  --dtype fp32 --variants torch triton --json "$OUT/airl_n1048576_dense.json"
+token_logprobs 16384 3584 naive rairl rairl_torch liger compile
+step "airl_loss steps" 60 "$PY" benchmarks/bench_airl_loss.py --device cuda --n 1048576 \
+  --action-len 32 --dtype fp32 --variants torch triton --json "$OUT/airl_loss_n1048576_steps.json"
+step "airl_loss dense" 60 "$PY" benchmarks/bench_airl_loss.py --device cuda --n 1048576 \
+  --action-len 1 --dtype fp32 --variants torch triton --json "$OUT/airl_loss_n1048576_dense.json"
 for NH in 4096:1536 4096:3584 16384:896 16384:1536; do
-  logprobs "${NH%:*}" "${NH#*:}" naive rairl rairl_torch liger
+  token_logprobs "${NH%:*}" "${NH#*:}" naive rairl rairl_torch liger
 done
 
-step "logprobs tile sweep" 120 "$PY" benchmarks/bench_logprobs.py --device cuda --n 16384 \
-  --h 1536 --v $V --dtype bf16 --variants rairl --sweep \
-  --json "$OUT/logprobs_sweep_n16384_h1536.json"
+step "token_logprobs tile sweep" 120 "$PY" benchmarks/bench_token_logprobs.py --device cuda \
+  --n 16384 --h 1536 --v $V --dtype bf16 --variants rairl --sweep \
+  --json "$OUT/token_logprobs_sweep_n16384_h1536.json"
 
 echo "== summary (${SECONDS}s elapsed)"
 "$PY" benchmarks/gpu/summarize.py "$OUT"

@@ -1,4 +1,8 @@
-"""Print one table from the bench_logprobs / bench_airl JSON files in a folder.
+"""Print one table from the bench_token_logprobs / bench_airl_loss JSON files in a folder.
+
+Files are told apart by their "bench" field ("token_logprobs", "airl_loss"), not by their
+names, so results written under the old script names (bench_logprobs, bench_airl: files
+logprobs_*.json, airl_*.json) read the same.
 
     python benchmarks/gpu/summarize.py benchmarks/out
 """

@@ -30,14 +30,14 @@ class TaskConfig:
     """Knobs of the embedded task; every value in a chain stays in [0, max_value]."""
 
     min_steps: int = 2  # operations per problem
-    max_steps: int = 5
+    max_steps: int = 5  # most operations per problem
     max_start: int = 20  # start value drawn from [2, max_start]
     max_operand: int = 9  # added / subtracted amounts drawn from [1, max_operand]
     max_value: int = 60  # bound on every intermediate result
-    ops: tuple[str, ...] = ("+", "-", "*", "/")
-    n_train: int = 20000
-    n_val: int = 300
-    n_test: int = 300
+    ops: tuple[str, ...] = ("+", "-", "*", "/")  # operators drawn from
+    n_train: int = 20000  # training problems (expert demonstrations and prompts)
+    n_val: int = 300  # validation problems (model selection, calibration)
+    n_test: int = 300  # held-out test problems
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_steps <= self.max_steps:
@@ -161,3 +161,8 @@ def make_splits(seed: int, cfg: TaskConfig = TaskConfig()) -> TaskSplits:
         splits.append(split)
     test, val, train = splits
     return TaskSplits(train=train, val=val, test=test)
+
+
+def quick_task_config() -> TaskConfig:
+    """The small task of the seconds-long presets (tests use them)."""
+    return TaskConfig(n_train=200, n_val=12, n_test=12, max_steps=3)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
@@ -31,13 +31,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from ..plan import LINEAR_NAMES
-from ..rl.rollout import sample_completions
 from .lm import check_attn_implementation, load_causal_lm, per_token_logprobs
+from .lora import LINEAR_NAMES, QUANTIZATIONS, active_adapter, lora_parameters
 from .reward import FORMAT_VERSION, RewardConfig, RewardModel
+from .sampling import sample_completions
 
 POLICY, REWARD = "policy", "reward"  # adapter names
-QUANTIZATIONS = ("nf4", "bf16", "fp32")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 DTYPES = {"nf4": torch.bfloat16, "bf16": torch.bfloat16, "fp32": torch.float32}  # non-quantised weights
 
@@ -124,36 +123,6 @@ def _keep_cpu_4bit_differentiable(model: nn.Module) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def _lora_parameters(model: nn.Module) -> list[nn.Parameter]:
-    return [p for n, p in model.named_parameters() if "lora_" in n]
-
-
-@contextlib.contextmanager
-def active_adapter(model: nn.Module, name: str) -> Iterator[None]:
-    """Run the block with LoRA adapter `name` of peft model `model` active; restore the previous one after.
-
-    peft's `set_adapter` also sets requires_grad False on every other adapter; here the
-    requires_grad flags of all LoRA weights are left as they were.
-    """
-    previous = model.active_adapter
-    if previous == name:
-        yield
-        return
-    lora = _lora_parameters(model)
-    flags = [p.requires_grad for p in lora]
-
-    def switch(to: str) -> None:
-        model.set_adapter(to)
-        for p, flag in zip(lora, flags, strict=True):
-            p.requires_grad_(flag)
-
-    switch(name)
-    try:
-        yield
-    finally:
-        switch(previous)
-
-
 def _checkpoint_context(model: nn.Module):
     """`context_fn` for non-reentrant activation checkpointing: the recompute in backward runs
     under the adapter that was active in forward, whichever one is active when backward runs."""
@@ -231,7 +200,7 @@ class SharedBaseModels:
     def reference_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                            score_mask: torch.Tensor | None = None) -> torch.Tensor:
         """`(B, T)` fp32 log-probs under the base with adapters disabled (no grad)."""
-        lora = _lora_parameters(self.model)
+        lora = lora_parameters(self.model)
         flags = [p.requires_grad for p in lora]
         try:
             with self.model.disable_adapter():
@@ -241,7 +210,7 @@ class SharedBaseModels:
                 p.requires_grad_(flag)
 
     def sample(self, prompt_ids: Sequence[Sequence[int]], **kwargs) -> list[list[list[int]]]:
-        """`rairl.rl.rollout.sample_completions` with the policy adapter active; kwargs pass through."""
+        """`rairl.models.sampling.sample_completions` with the policy adapter active; kwargs pass through."""
         with active_adapter(self.model, POLICY):
             return sample_completions(self.model, prompt_ids, **kwargs)
 

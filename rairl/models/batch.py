@@ -1,4 +1,19 @@
-"""Token batches: (prompt ids, completion ids) pairs laid out right-padded for the model."""
+"""Token batches: (prompt ids, completion ids) pairs laid out right-padded for the model.
+
+The index spaces a batch passes through, and the type that owns each:
+
+    text         prompt and completion strings                  `Example`, `LocaliseItem`, `CandidatePool` (rairl.data)
+    token ids    one list of ids per prompt / completion        `encode_prompts`, `encode_completions`, `DiscRecord`
+    padded       (B, T): row b = prompt + completion, right-    `TokenBatch` (this module); `TokenBatch.rows` slices rows
+                 padded; `prompt_lens`, `seq_lens` per row
+    flat         B*T: row-major index b*T + t into the padded   `ActionLayout` (rairl.airl.layout): per action a_k its
+                 batch; the kernels' `N` axis                   first/last flat token; `ActionLayout.rows` slices rows
+    packed       the real tokens of all rows back to back, no   `PackedBatch` (rairl.kernels.segments): `cu_seqlens`,
+                 padding (padding-free forward passes)          `position_ids`; `rairl.models.packing` maps padded <-> packed
+    actions      A actions, ordered by row then position;       `ActionLayout.cu_actions`: row b owns actions
+                 per-action terms g, f, ℓ are (A,)              cu_actions[b]:cu_actions[b+1]
+    steps        lines of a completion, as a user numbers them  `RewardScorer.score` (rairl.score): one score per line
+"""
 
 from __future__ import annotations
 
@@ -28,6 +43,10 @@ class TokenBatch:
 
     def to(self, device: torch.device | str) -> TokenBatch:
         return TokenBatch(*(x.to(device) for x in (self.input_ids, self.attention_mask, self.prompt_lens, self.seq_lens)))
+
+    def rows(self, first: int, stop: int) -> TokenBatch:
+        """Rows `first:stop`, with the same T (so an `ActionLayout.rows` slice indexes them)."""
+        return TokenBatch(self.input_ids[first:stop], self.attention_mask[first:stop], self.prompt_lens[first:stop], self.seq_lens[first:stop])
 
 
 def collate(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], pad_id: int) -> TokenBatch:

@@ -22,11 +22,11 @@ class TinyLMConfig:
     """Shape of a tiny Llama/Qwen2-architecture model (about 1M parameters by default)."""
 
     arch: str = "llama"  # "llama" or "qwen2"
-    hidden_size: int = 128
-    num_layers: int = 4
-    num_heads: int = 4
-    intermediate_size: int = 384
-    max_positions: int = 512
+    hidden_size: int = 128  # width of the residual stream
+    num_layers: int = 4  # decoder layers
+    num_heads: int = 4  # attention heads (as many key/value heads)
+    intermediate_size: int = 384  # width of the MLP
+    max_positions: int = 512  # longest sequence in tokens (rotary positions)
 
     def __post_init__(self) -> None:
         if self.arch not in ("llama", "qwen2"):

@@ -17,9 +17,9 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from ..rl.rollout import sample_completions
 from .lm import per_token_logprobs
 from .reward import RewardModel
+from .sampling import sample_completions
 
 
 class ModelSet:
@@ -47,7 +47,7 @@ class ModelSet:
         return per_token_logprobs(self.reference, input_ids, attention_mask, score_mask=score_mask)
 
     def sample(self, prompt_ids: Sequence[Sequence[int]], **kwargs) -> list[list[list[int]]]:
-        """`rairl.rl.rollout.sample_completions` with the policy; kwargs pass through."""
+        """`rairl.models.sampling.sample_completions` with the policy; kwargs pass through."""
         return sample_completions(self.policy, prompt_ids, **kwargs)
 
     def policy_parameters(self) -> list[nn.Parameter]:

@@ -15,7 +15,7 @@ one place (`resolve_layout`):
   from per-token sequence ids (bool for sdpa, additive float for eager), which
   transformers passes to attention unchanged. The default for sdpa and eager.
 
-`rairl.segments.pack_segments` is not used here: it needs the token ids on the host
+`rairl.kernels.segments.pack_segments` is not used here: it needs the token ids on the host
 and computes step actions; only the (B,) lengths go to the host here.
 """
 

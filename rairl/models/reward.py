@@ -24,6 +24,7 @@ from transformers import PreTrainedModel
 
 from .batch import TokenBatch
 from .lm import load_causal_lm, per_token_logprobs
+from .lora import active_adapter
 
 FORMAT_VERSION = 1
 GRANULARITIES = ("sparse", "step", "interval", "dense")
@@ -84,8 +85,6 @@ class RewardModel(nn.Module):
     def _lm_context(self) -> contextlib.AbstractContextManager:
         if self.adapter is None:
             return contextlib.nullcontext()
-        from .adapters import active_adapter  # lazily: peft is an extra
-
         return active_adapter(self.lm, self.adapter)
 
     def save_pretrained(self, path: str | Path) -> None:

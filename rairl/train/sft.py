@@ -22,16 +22,16 @@ class SFTConfig:
     steps: int = 700  # optimiser steps
     batch_size: int = 64  # sequences per step
     lr: float = 3e-3  # peak learning rate (linear warm-up, cosine decay to 10%)
-    warmup: int = 50
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    log_every: int = 50
-    seed: int = 0
+    warmup: int = 50  # linear warm-up steps
+    weight_decay: float = 0.0  # AdamW weight decay
+    grad_clip: float = 1.0  # max gradient norm
+    log_every: int = 50  # steps between rows of the JSONL log
+    seed: int = 0  # order of the training batches
     # Early stop for a useful-but-imperfect warm start: every `check_every` steps from
     # `check_after` on, `stop_check(step)` (supplied by the caller, e.g. sampled accuracy
     # on validation problems >= a target) may end training. 0 disables the check.
     check_every: int = 0
-    check_after: int = 0
+    check_after: int = 0  # first step at which the early-stop check may run
     # Matched budgets: stop once this many completion tokens were trained on (0: `steps` only).
     max_tokens: int = 0
 

@@ -1,0 +1,233 @@
+"""`rairl compare`: R-AIRL against its baselines on the embedded task, several seeds, matched budgets.
+
+For each seed: one warm start (SFT policy + reward trained against it), then
+every method from it to the same budget of policy tokens trained on, then the
+same held-out evaluation. Methods:
+
+    sft_init       the warm start itself (no more training; the no-collapse reference)
+    sft            more SFT on the demonstrations
+    airl_step      R-AIRL, step advantages (reward-to-go, group baseline)
+    airl_sequence  R-AIRL, sequence advantages (GRPO)
+    frozen         the warm-start reward, never updated (step advantages)
+    outcome        GRPO on gold-answer correctness (reads answers: the verifier reference)
+
+Each arm is `rairl.train.run.post_train` with its `train.method` and `train.advantages`.
+Writes `DIR/metrics.json` (a `methods` map), `DIR/results.md`, `DIR/curves.png`;
+finished (seed, method) runs are reused, so a stopped comparison continues.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..metrics import bootstrap_ci, write_metrics
+from ..train.run import (
+    RunConfig,
+    evaluate_on_test,
+    post_train,
+    quick_run_config,
+    reward_step_metrics,
+    warm_start_for,
+)
+from ..train.trainer import TrainConfig
+
+# Each arm of the comparison: name -> (train.method, train.advantages).
+ARMS = {
+    "sft": ("sft", "step"),
+    "airl_step": ("airl", "step"),
+    "airl_sequence": ("airl", "sequence"),
+    "frozen": ("frozen", "step"),
+    "outcome": ("outcome", "sequence"),
+}
+
+# Budget sized so that three seeds of all methods fit 90 minutes on 2 CPU cores.
+TRAIN_DEFAULTS = TrainConfig(iterations=200, token_budget=300_000, checkpoint_every=10)
+
+
+@dataclass(frozen=True)
+class CompareConfig(RunConfig):
+    """`rairl compare`: every arm from one warm start per seed, at the same policy-token budget."""
+
+    train: TrainConfig = field(default_factory=lambda: TRAIN_DEFAULTS)  # shared by every arm; each sets method, advantages, seed
+    seeds: tuple[int, ...] = (1, 2, 3)  # one warm start and one run of every arm per seed
+    methods: tuple[str, ...] = tuple(ARMS)  # the arms to run (sft_init, the warm start itself, always is)
+    results_md: str = ""  # also append the Markdown table to this file (e.g. benchmarks/RESULTS.md)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))  # the CLI passes strings
+        unknown = [m for m in self.methods if m not in ARMS]
+        if unknown or not self.methods:
+            raise ValueError(f"CompareConfig.methods: unknown {unknown}; choose from {tuple(ARMS)}")
+        if not self.seeds:
+            raise ValueError("CompareConfig.seeds: give at least one seed")
+        if not self.train.token_budget:
+            raise ValueError("CompareConfig: train.token_budget must be > 0 (budgets are matched in policy tokens)")
+        fixed = {"method": "airl", "advantages": "step", "seed": 0}  # set per arm and seed: refuse a value that would be ignored
+        set_anyway = [f"train.{k}" for k, v in fixed.items() if getattr(self.train, k) != v]
+        if set_anyway:
+            raise ValueError(f"CompareConfig: {', '.join(set_anyway)} are set per arm and seed; choose arms with --methods, seeds with --seeds")
+
+
+def quick_compare_config(seeds: tuple[int, ...] = (1, 2)) -> CompareConfig:
+    """A minutes-long preset for tests: two seeds, every arm, nothing learns much."""
+    return CompareConfig(**vars(quick_run_config()), seeds=seeds)
+
+
+def run_compare(cfg: CompareConfig, out: str | Path, progress: bool = True) -> dict:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    run = RunConfig(**{k: getattr(cfg, k) for k in RunConfig.__dataclass_fields__})
+    per_seed: dict[str, list[dict]] = {m: [] for m in ("sft_init", *cfg.methods)}
+    for seed in cfg.seeds:
+        warm_dir = out / f"seed{seed}" / "warm"
+        per_seed["sft_init"].append(_evaluate_warm(run, seed, warm_dir, out / f"seed{seed}" / "sft_init", progress))
+        for name in cfg.methods:
+            method, advantages = ARMS[name]
+            run_cfg = replace(run, train=replace(run.train, method=method, advantages=advantages, seed=seed))
+            run_dir = out / f"seed{seed}" / name
+            done = run_dir / "metrics.json"
+            if done.exists():
+                per_seed[name].append(json.loads(done.read_text()))
+                continue
+            resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("iter_*.pt"))
+            if progress:
+                print(f"[compare {time.time() - t0:7.1f}s] seed {seed}: {name}{' (resumed)' if resume else ''}", flush=True)
+            per_seed[name].append(post_train(run_cfg, seed, run_dir, warm_dir, resume=resume, progress=progress))
+    metrics = {"seeds": list(cfg.seeds), "methods": summarise(per_seed), "config": asdict(cfg), "seconds": time.time() - t0}
+    metrics["methods"] = {k: {**v, **_curve_summary(out, cfg.seeds, k)} for k, v in metrics["methods"].items()}
+    write_metrics(out / "metrics.json", metrics)
+    table = results_markdown(metrics)
+    (out / "results.md").write_text(table)
+    if cfg.results_md:
+        with open(cfg.results_md, "a") as f:
+            f.write("\n" + table)
+    plot_curves(out, cfg.seeds, cfg.methods, out / "curves.png")
+    return metrics
+
+
+def _evaluate_warm(cfg: RunConfig, seed: int, warm_dir: Path, run_dir: Path, progress: bool) -> dict:
+    """The warm start of `seed` (built if missing) evaluated as the `sft_init` arm."""
+    warm = warm_start_for(cfg, seed, warm_dir, progress)
+    done = run_dir / "metrics.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    ev = evaluate_on_test(cfg, seed, warm.policy, warm.tokenizer, progress)
+    metrics = {"method": "sft_init", "seed": seed, "tokens_trained": 0, "verifier_free": True, **ev,  # the warm start's reward:
+               "reward_steps": reward_step_metrics(cfg, seed, warm.reward_model, warm.policy, warm.tokenizer, warm.val_records)}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_metrics(done, metrics)
+    return metrics
+
+
+def summarise(per_seed: dict[str, list[dict]]) -> dict[str, dict]:
+    """Mean over seeds; 95% bootstrap intervals over (seed, problem) pairs; paired deltas against `sft`."""
+    out = {}
+    for name, runs in per_seed.items():
+        if not runs:
+            continue
+        pooled = np.concatenate([r["per_problem_pass1"] for r in runs])
+        out[name] = {
+            "pass1_mean": float(np.mean([r["pass1"] for r in runs])), "pass1_ci": list(bootstrap_ci(pooled)),
+            "pass1_per_seed": [r["pass1"] for r in runs], "passk": float(np.mean([r["passk"] for r in runs])), "k": runs[0]["k"],
+            "mean_len": float(np.mean([r["mean_len"] for r in runs])), "format_valid": float(np.mean([r["format_valid"] for r in runs])),
+            "tokens_trained": float(np.mean([r["tokens_trained"] for r in runs])), "verifier_free": runs[0]["verifier_free"],
+        }
+        step_aurocs = [r["reward_steps"]["step_auroc"] for r in runs if "reward_steps" in r]
+        if step_aurocs:  # mean over the seeds where both step classes occurred
+            out[name]["reward_step_auroc"] = {k: _mean_defined([a[k] for a in step_aurocs]) for k in step_aurocs[0]}
+        if "sft" in per_seed and name != "sft" and len(per_seed["sft"]) == len(runs):
+            diff = pooled - np.concatenate([r["per_problem_pass1"] for r in per_seed["sft"]])  # same problems, paired
+            out[name] |= {"delta_vs_sft": float(diff.mean()), "delta_vs_sft_ci": list(bootstrap_ci(diff))}
+    if "sft_init" in out:  # no collapse: length and format validity within 20% of the warm-start policy's
+        ref = out["sft_init"]
+        for m in out.values():
+            m["len_ratio_vs_sft_init"] = m["mean_len"] / ref["mean_len"]
+            m["format_ratio_vs_sft_init"] = m["format_valid"] / max(ref["format_valid"], 1e-9)
+    return out
+
+
+def _mean_defined(values: list[float | None]) -> float | None:
+    defined = [v for v in values if v is not None]
+    return float(np.mean(defined)) if defined else None
+
+
+def _curve_summary(out: Path, seeds, name: str) -> dict:
+    """Reward-model validation AUROC over training (airl runs), per seed: [[iteration, auroc], ...]."""
+    curves = []
+    for seed in seeds:
+        log = out / f"seed{seed}" / name / "train_log.jsonl"
+        if log.exists():
+            rows = [json.loads(line) for line in log.read_text().splitlines()]
+            points = [[r["iteration"], r["val_auroc"]] for r in rows if "val_auroc" in r]
+            if points:
+                curves.append(points)
+    return {"val_auroc_curves": curves} if curves else {}
+
+
+def results_markdown(metrics: dict) -> str:
+    seeds = ",".join(map(str, metrics["seeds"]))
+    lines = [
+        f"### rairl compare, seeds {seeds} ({metrics['seconds'] / 60:.1f} min)", "",
+        "| method | pass@1 (mean over seeds) [95% CI] | Δ vs sft [95% CI] | pass@k | mean len | format-valid | policy tokens | pass@1 per seed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, m in metrics["methods"].items():
+        delta = f"{m['delta_vs_sft']:+.3f} [{m['delta_vs_sft_ci'][0]:+.3f}, {m['delta_vs_sft_ci'][1]:+.3f}]" if "delta_vs_sft" in m else ""
+        label = name + ("" if m["verifier_free"] else " (reads answers)")
+        lines.append(
+            f"| {label} | {m['pass1_mean']:.3f} [{m['pass1_ci'][0]:.3f}, {m['pass1_ci'][1]:.3f}] | {delta} | {m['passk']:.3f} (k={m['k']}) "
+            f"| {m['mean_len']:.1f} | {m['format_valid']:.3f} | {m['tokens_trained']:,.0f} | {', '.join(f'{v:.3f}' for v in m['pass1_per_seed'])} |"
+        )
+    ms = metrics["methods"]
+    rewards = [(name, m["reward_step_auroc"]) for name, m in ms.items() if "reward_step_auroc" in m]
+    if rewards:
+        lines += ["", "Reward step AUROC, the warm policy's correct validation steps against its first wrong ones (gold read to "
+                  "evaluate only; sft_init: the warm start's reward; others: the reward each policy trained on, at the end):", "",
+                  "| reward | log π | g | f | ℓ = f − log π |", "|---|---|---|---|---|"]
+        lines += [f"| {name} | " + " | ".join("n/a" if a[k] is None else f"{a[k]:.3f}" for k in ("log_pi", "g", "f", "ell")) + " |"
+                  for name, a in rewards]
+    if "airl_step" in ms and "airl_sequence" in ms:
+        a, b = ms["airl_step"]["pass1_mean"], ms["airl_sequence"]["pass1_mean"]
+        winner = "step" if a > b else ("sequence" if b > a else "neither")
+        lines += ["", f"Step vs sequence advantages: **{winner}** wins (pass@1 step {a:.3f}, sequence {b:.3f})."]
+    return "\n".join(lines) + "\n"
+
+
+CURVE_KEYS = ("mean_reward", "disc_loss", "disc_acc", "approx_kl", "sampled_entropy", "clipfrac", "mean_len", "val_auroc")
+
+
+def plot_curves(out: Path, seeds, methods, path: Path) -> None:
+    """One panel per logged metric, one line per method (mean over seeds at each iteration)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise ImportError("rairl compare draws its curves with matplotlib: pip install 'rairl[dev]' (or matplotlib)") from e
+    fig, axes = plt.subplots(2, 4, figsize=(16, 7))
+    for ax, key in zip(axes.flat, CURVE_KEYS, strict=True):
+        for name in methods:
+            by_iter: dict[int, list[float]] = {}
+            for seed in seeds:
+                log = out / f"seed{seed}" / name / "train_log.jsonl"
+                if log.exists():
+                    for row in map(json.loads, log.read_text().splitlines()):
+                        if key in row and row[key] is not None:
+                            by_iter.setdefault(row["iteration"], []).append(row[key])
+            if by_iter:
+                its = sorted(by_iter)
+                ax.plot(its, [np.mean(by_iter[i]) for i in its], label=name)
+        ax.set_title(key)
+        ax.set_xlabel("iteration")
+    axes.flat[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

@@ -1,0 +1,146 @@
+"""`rairl demo`: the whole R-AIRL pipeline on the embedded task, on a CPU, in minutes.
+
+    task splits -> BPE tokenizer -> tiny policy -> SFT warm start (saved, reloaded by path)
+    -> policy samples (negatives) + perturbed experts -> reward model (AIRL discriminator)
+    -> validation: choose the rerank selector and the localisation threshold
+    -> test: best-of-N reranking and first-error localisation against the baselines
+
+Verifier-free: reward training never reads a gold answer; answers are read
+only to evaluate.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..airl.negatives import perturbed_negatives
+from ..data import TaskConfig, make_splits
+from ..data.task import quick_task_config
+from ..eval.localise import calibrate_localiser, clean_items, evaluate_localise, natural_error_items
+from ..eval.rerank import choose_selector, evaluate_rerank, sample_pools
+from ..metrics import write_metrics
+from ..models.batch import encode_prompts
+from ..models.reward import RewardConfig, RewardModel
+from ..score import RewardScorer, ScorerSettings
+from ..train.warm_start import WarmStartConfig, build_warm_start, quick_warm_config, timed_log
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """`rairl demo`: the whole pipeline on the embedded task."""
+
+    seed: int = 0  # task splits, tiny policy initialisation and every sampling seed
+    task: TaskConfig = field(default_factory=TaskConfig)  # the embedded task's splits and problem sizes
+    warm: WarmStartConfig = field(default_factory=WarmStartConfig)  # tokenizer, tiny policy, SFT, reward model
+    n_samples: int = 16  # N: samples per test problem for best-of-N
+    threads: int = 0  # torch CPU threads; 0 leaves torch's default
+
+    def __post_init__(self) -> None:
+        if self.n_samples < 2:
+            raise ValueError(f"DemoConfig.n_samples={self.n_samples}; need >= 2 for best-of-N")
+        for name in ("negative_prompts", "disc_experts"):
+            if getattr(self.warm, name) > self.task.n_train:
+                raise ValueError(f"DemoConfig.warm.{name}={getattr(self.warm, name)} > task.n_train={self.task.n_train}")
+
+
+def quick_config(seed: int = 0) -> DemoConfig:
+    """A seconds-long preset for tests: every stage runs, nothing learns much."""
+    return DemoConfig(seed=seed, task=quick_task_config(), warm=quick_warm_config(), n_samples=4)
+
+
+def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True) -> dict:
+    """Run the pipeline, write `out_dir/metrics.json` (and the warm start, models included), return the metrics."""
+    t0 = time.time()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    rng = random.Random(cfg.seed)
+    log = timed_log("", progress)
+    splits = make_splits(cfg.seed, cfg.task)
+    train_ex, val_ex, test_ex = ([p.example() for p in split] for split in (splits.train, splits.val, splits.test))
+
+    # 1-4. tokenizer, tiny policy, SFT warm start, reward model (AIRL discriminator)
+    warm = build_warm_start(cfg.warm, cfg.seed, train_ex, val_ex, out, rng, {"seed": cfg.seed, "task": asdict(cfg.task)},
+                            log=log, progress=progress)
+    warm.save(out, seconds=time.time() - t0)
+    tokenizer, policy, w = warm.tokenizer, warm.policy, cfg.warm
+
+    def pools(examples, n: int, seed: int):
+        return sample_pools(policy, tokenizer, [e.prompt for e in examples], [e.answer for e in examples], n, w.max_new_tokens,
+                            w.temperature, seed, w.max_prompt_tokens, progress)
+
+    single = pools(test_ex, 1, cfg.seed + 1)
+    sft_pass1 = sum(p.correct()[0] for p in single) / len(single)
+    log(f"SFT done: sampled test accuracy {sft_pass1:.3f}")
+
+    # 5. validation: selector and localisation threshold, for the reward and the log-prob baseline
+    scorer = RewardScorer(warm.reward_model, tokenizer, ScorerSettings())
+    logprob = RewardScorer(RewardModel(policy, RewardConfig(granularity="step")), tokenizer, ScorerSettings(selector="token_mean"))
+    scorer.settings.selector, val_selector_acc = choose_selector(scorer, warm.val_pools)
+    calibrate_localiser(scorer, warm.val_items)
+    calibrate_localiser(logprob, warm.val_items)
+    scorer.save_pretrained(out / "reward")
+
+    # 6. test: best-of-N reranking and localisation
+    test_pools = pools(test_ex, cfg.n_samples, cfg.seed + 4)
+    rerank = evaluate_rerank(scorer, logprob, test_pools)
+    _, test_perturbed = perturbed_negatives(tokenizer, encode_prompts(tokenizer, [e.prompt for e in test_ex], w.max_prompt_tokens), test_ex, rng)
+    test_items = test_perturbed + clean_items(test_ex)
+    loc, loc_lp = evaluate_localise(scorer, test_items), evaluate_localise(logprob, test_items)
+    natural = natural_error_items(test_pools, [p.solution_steps() for p in splits.test])
+    natural_acc = evaluate_localise(scorer, natural)["first_error_accuracy"] if natural else float("nan")
+    natural_lp = evaluate_localise(logprob, natural)["first_error_accuracy"] if natural else float("nan")
+    best = warm.reward_best
+
+    metrics = {
+        "seed": cfg.seed,
+        "verifier_free": True,
+        "rerank": {**rerank, "selector": scorer.settings.selector, "val_selector_accuracy": val_selector_acc},
+        "localise": {
+            "first_error_accuracy": loc["first_error_accuracy"], "no_error_accuracy": loc["no_error_accuracy"], "f1": loc["f1"],
+            "logprob_first_error_accuracy": loc_lp["first_error_accuracy"], "logprob_no_error_accuracy": loc_lp["no_error_accuracy"],
+            "logprob_f1": loc_lp["f1"], "natural_first_error_accuracy": natural_acc,
+            "logprob_natural_first_error_accuracy": natural_lp, "natural_n": len(natural),
+            "threshold": scorer.settings.threshold, "logprob_threshold": logprob.settings.threshold,
+        },
+        "policy": {"sft_pass1": sft_pass1, "sampled_accuracy": rerank["random_expected"]},
+        "reward": {"val_auroc": best["auroc"], "val_acc": best["acc"], "best_step": best["step"], **asdict(w.reward)},
+        "config": asdict(cfg),
+        "seconds": time.time() - t0,
+    }
+    write_metrics(out / "metrics.json", metrics)
+    return metrics
+
+
+def results_table(m: dict) -> str:
+    r, loc = m["rerank"], m["localise"]
+    rows = [
+        (f"rerank (best of N={r['n']}, {r['problems']} problems)", ""),
+        (f"  R-AIRL reward ({r['selector']})", r["reward_best_of_n"]),
+        ("  policy mean log-prob", r["logprob_best_of_n"]),
+        ("  majority vote", r["majority_vote"]),
+        ("  random pick (expected)", r["random_expected"]),
+        ("  oracle (pass@N)", r["oracle"]),
+        ("localise first wrong step (perturbed / clean test traces)", ""),
+        ("  R-AIRL reward: first-error acc", loc["first_error_accuracy"]),
+        ("  R-AIRL reward: no-error acc", loc["no_error_accuracy"]),
+        ("  R-AIRL reward: F1", loc["f1"]),
+        ("  policy log-prob: first-error acc", loc["logprob_first_error_accuracy"]),
+        ("  policy log-prob: no-error acc", loc["logprob_no_error_accuracy"]),
+        ("  policy log-prob: F1", loc["logprob_f1"]),
+        (f"  natural errors ({loc['natural_n']} policy mistakes): reward", loc["natural_first_error_accuracy"]),
+        ("  natural errors: policy log-prob", loc["logprob_natural_first_error_accuracy"]),
+        ("policy SFT pass@1 (one sample per test problem)", m["policy"]["sft_pass1"]),
+        ("reward model val AUROC", m["reward"]["val_auroc"]),
+        ("seconds", m["seconds"]),
+    ]
+    width = max(len(k) for k, _ in rows) + 2
+    lines = [f"{k:<{width}}{v:>8.3f}" if v != "" else k for k, v in rows]
+    return "\n".join(lines)
+

@@ -1,0 +1,159 @@
+"""The file-driven commands of `rairl`: train-reward, score, rerank, localise, plan.
+
+Each command reads its inputs through `rairl.data` loaders (errors name the
+file, line and field), calls the library and writes `metrics.json` into `out`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ..data import extract_answer, load_candidate_pools, load_examples, load_localise_items
+from ..eval.localise import calibrate_localiser, evaluate_localise, item_step_scores
+from ..metrics import first_below, localisation_metrics, rerank_metrics, write_metrics
+from ..models.lm import load_causal_lm
+from ..models.reward import RewardConfig, RewardModel
+from ..plan import PlanConfig, estimate, format_plan
+from ..score import SELECTORS, RewardScorer
+from ..train.reward import RewardTrainConfig
+from ..train.sft import SFTConfig
+from ..train.warm_start import WarmStartConfig, build_warm_start, timed_log
+
+# train-reward's warm start: real data is longer than the embedded task's, and has no SFT stop check by default.
+FILE_WARM_DEFAULTS = WarmStartConfig(
+    vocab_size=2000, sft=SFTConfig(steps=200, batch_size=16), sft_target_accuracy=0.0,
+    reward_train=RewardTrainConfig(steps=100, batch_size=16, eval_every=50),
+    negative_prompts=100_000, disc_experts=100_000, max_new_tokens=256, max_prompt_tokens=512, max_completion_tokens=256,
+)
+
+
+@dataclass(frozen=True)
+class TrainRewardConfig:
+    """`rairl train-reward`: a reward model from expert demonstrations in a file."""
+
+    data: str  # expert JSONL ({prompt, completion}) or GSM8K jsonl ({question, answer})
+    policy: str = ""  # policy checkpoint directory (model + tokenizer); empty: build a tiny one and SFT it on `data`
+    limit: int = 2000  # examples read from `data` (0: all)
+    val_fraction: float = 0.1  # held-out share of the examples for discriminator validation
+    seed: int = 0  # shuffle of the examples, tiny policy initialisation, sampling seeds
+    warm: WarmStartConfig = field(default_factory=lambda: FILE_WARM_DEFAULTS)  # tokenizer, policy, negatives, reward model
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"TrainRewardConfig.val_fraction={self.val_fraction}; must be in (0, 1)")
+        if self.limit < 0:
+            raise ValueError(f"TrainRewardConfig.limit={self.limit}; must be >= 0 (0: all)")
+
+
+def train_reward_command(cfg: TrainRewardConfig, out: Path, progress: bool = True) -> dict:
+    """Warm start on the file's examples, the localiser calibrated on held-out ones; writes `out/reward` and metrics."""
+    t0 = time.time()
+    examples = load_examples(cfg.data, limit=cfg.limit or None)
+    rng = random.Random(cfg.seed)
+    rng.shuffle(examples)
+    n_val = max(1, int(len(examples) * cfg.val_fraction))
+    val_ex, train_ex = examples[:n_val], examples[n_val:]
+    warm = build_warm_start(cfg.warm, cfg.seed, train_ex, val_ex, out, rng, {"seed": cfg.seed, "data": cfg.data, "limit": cfg.limit},
+                            policy_path=cfg.policy or None, log=timed_log("", progress), progress=progress)
+    warm.save(out, seconds=time.time() - t0)
+    scorer = RewardScorer(warm.reward_model, warm.tokenizer, max_prompt_tokens=cfg.warm.max_prompt_tokens,
+                          max_completion_tokens=cfg.warm.max_completion_tokens)
+    calibrate_localiser(scorer, warm.val_items)
+    scorer.save_pretrained(out / "reward")
+    best = warm.reward_best
+    metrics = {"reward": {"val_auroc": best["auroc"], "val_acc": best["acc"], "best_step": best["step"]},
+               "data": {"read": len(examples), "train": sum(r.label == 1 for r in warm.train_records), "val": len(val_ex), "path": cfg.data},
+               "localise_val": evaluate_localise(scorer, warm.val_items), "config": asdict(cfg)}
+    write_metrics(out / "metrics.json", metrics)
+    return metrics
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """`rairl score`: per-step rewards of (prompt, completion) pairs from a file."""
+
+    reward: str  # reward model directory (written by `rairl demo` or `rairl train-reward`)
+    data: str  # expert-format JSONL ({prompt, completion}) or GSM8K jsonl
+
+
+def score_command(cfg: ScoreConfig, out: Path, progress: bool = True) -> dict:
+    examples = load_examples(cfg.data)
+    scorer = RewardScorer.from_pretrained(cfg.reward)
+    scores = scorer.score([e.prompt for e in examples], [e.completion for e in examples], progress=progress)
+    rows = [{"source": e.source, "step_scores": s} for e, s in zip(examples, scores, strict=True)]
+    metrics = {"scored": len(rows), "rows": rows}
+    write_metrics(out / "metrics.json", metrics)
+    return metrics
+
+
+@dataclass(frozen=True)
+class RerankConfig:
+    """`rairl rerank`: best-of-N over candidate pools from a file."""
+
+    reward: str  # reward model directory
+    pools: str  # candidate pools JSONL: {question, answer?, candidates: [{solution, is_correct?}]}
+    policy: str = ""  # policy checkpoint for the mean log-prob baseline (empty: no baseline)
+    selector: str = ""  # mean | min | last | sum | token_mean (empty: the one calibrated on validation)
+
+    def __post_init__(self) -> None:
+        if self.selector and self.selector not in SELECTORS:
+            raise ValueError(f"RerankConfig.selector={self.selector!r}; choose one of {SELECTORS}")
+
+
+def rerank_command(cfg: RerankConfig, out: Path, progress: bool = True) -> dict:
+    """Best-of-N over candidate pools; with `policy`, also the policy's mean log-prob selector."""
+    pools = load_candidate_pools(cfg.pools)
+    scorer = RewardScorer.from_pretrained(cfg.reward)
+    selector = cfg.selector or scorer.settings.selector
+    if any(c is None for p in pools for c in p.is_correct):
+        raise ValueError(f"{cfg.pools}: every candidate needs 'is_correct' (or the pool an 'answer') to be evaluated")
+    baseline = RewardScorer(RewardModel(load_causal_lm(cfg.policy), RewardConfig()), scorer.tokenizer) if cfg.policy else None
+    reward_scores, logprob_scores, answers = [], [], []
+    for p in tqdm(pools, desc="rerank", disable=not progress):
+        p_ids, c_ids = scorer.encode([p.question] * len(p.solutions), p.solutions)
+        reward_scores.append(scorer.solution_scores_ids(p_ids, c_ids, selector))
+        if baseline:
+            logprob_scores.append(baseline.solution_scores_ids(p_ids, c_ids, "token_mean"))
+        answers.append([extract_answer(s) for s in p.solutions])
+    correct = [list(p.is_correct) for p in pools]
+    metrics = rerank_metrics(correct, reward_scores, logprob_scores if baseline else reward_scores, answers)
+    if not baseline:
+        metrics.pop("logprob_best_of_n")
+    metrics["selector"] = selector
+    write_metrics(out / "metrics.json", {"rerank": metrics})
+    return metrics
+
+
+@dataclass(frozen=True)
+class LocaliseConfig:
+    """`rairl localise`: the first wrong step of ProcessBench-style items from a file."""
+
+    reward: str  # reward model directory
+    items: str  # ProcessBench-style JSON/JSONL: {id, problem, steps, label}
+    threshold: float | None = None  # override the threshold calibrated on validation
+
+
+def localise_command(cfg: LocaliseConfig, out: Path, progress: bool = True) -> dict:
+    items = load_localise_items(cfg.items)
+    scorer = RewardScorer.from_pretrained(cfg.reward)
+    if cfg.threshold is not None:
+        scorer.settings.threshold = cfg.threshold
+    scores = item_step_scores(scorer, items, progress=progress)
+    predicted = [first_below(row, scorer.settings.threshold) for row in scores]
+    metrics = {**localisation_metrics(predicted, [it.label for it in items]), "threshold": scorer.settings.threshold}
+    write_metrics(out / "metrics.json", {"localise": metrics, "predictions": [{"id": it.id, "label": it.label, "predicted": p}
+                                                                              for it, p in zip(items, predicted, strict=True)]})
+    return metrics
+
+
+def plan_command(cfg: PlanConfig, out: Path | None) -> tuple[dict, str]:
+    """The memory plan of one iteration and its table; with `out`, also `out/metrics.json`."""
+    est = estimate(cfg)
+    if out is not None:
+        write_metrics(out / "metrics.json", {"plan": est, "model": cfg.model})
+    return est, format_plan(cfg, est)

@@ -1,0 +1,46 @@
+"""`rairl train`: post-train the policy on the embedded task with the learned reward (or a baseline).
+
+    warm start (once, saved under OUT/warm or shared through `--warm DIR`)
+    -> `train.method` to the token budget: R-AIRL (`airl`), `frozen` reward, `outcome` GRPO, more `sft`
+    -> held-out evaluation: pass@1, pass@k, completion length, format validity
+
+The run itself is `rairl.train.run.post_train`; `--resume DIR` continues a killed run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..configs import config_from_dict
+from ..train.run import RunConfig, post_train, quick_run_config
+
+
+@dataclass(frozen=True)
+class TrainRunConfig(RunConfig):
+    """`rairl train`: warm start, one post-training method, evaluation."""
+
+    seed: int = 0  # task splits, tiny policy initialisation and the warm start's sampling seeds
+
+
+def quick_train_config(method: str = "airl") -> TrainRunConfig:
+    """A seconds-long preset for tests: every stage runs, nothing learns much."""
+    return TrainRunConfig(**vars(quick_run_config(method)))
+
+
+def run_train(cfg: TrainRunConfig, out: Path, warm_dir: Path | None = None, resume: bool = False, progress: bool = True) -> dict:
+    """`post_train` with the command's seed; writes `out/metrics.json` and returns it."""
+    run = RunConfig(**{k: getattr(cfg, k) for k in RunConfig.__dataclass_fields__})
+    return post_train(run, cfg.seed, out, warm_dir, resume=resume, progress=progress)
+
+
+def resume_config(out: Path) -> TrainRunConfig:
+    """The config a run in `out` was started with (its `config.json`, for `--resume`)."""
+    path = out / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found; is {out} a `rairl train` output directory?")
+    try:
+        return config_from_dict(TrainRunConfig, json.loads(path.read_text()))
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{path}: not a config this rairl can resume ({e}); start a new run in another directory") from e

@@ -1,0 +1,54 @@
+"""First-wrong-step localisation: items, the threshold calibrated on validation, metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..data import Example, LocaliseItem, first_wrong_step, split_steps
+from ..metrics import calibrate_threshold, first_below, localisation_metrics
+from ..score import RewardScorer
+from .rerank import SampledPool
+
+
+def clean_items(examples: Sequence[Example]) -> list[LocaliseItem]:
+    """Unperturbed expert traces as localisation items with label −1."""
+    return [LocaliseItem(id=f"{ex.source}:clean", problem=ex.prompt, steps=split_steps(ex.completion), label=-1) for ex in examples]
+
+
+def item_step_scores(scorer: RewardScorer, items: Sequence[LocaliseItem], progress: bool = False) -> list[list[float]]:
+    scores = scorer.score([it.problem for it in items], ["\n".join(it.steps) for it in items], progress=progress)
+    for it, s in zip(items, scores, strict=True):
+        if len(s) != len(it.steps):
+            raise ValueError(f"item {it.id}: {len(it.steps)} steps but {len(s)} scored lines: a step holds a newline, "
+                             f"or the trace is over max_completion_tokens={scorer.max_completion_tokens}")
+    return scores
+
+
+def calibrate_localiser(scorer: RewardScorer, items: Sequence[LocaliseItem]) -> float:
+    """Set and return the scorer's threshold that maximises localisation F1 on (validation) items."""
+    scorer.settings.threshold = calibrate_threshold(item_step_scores(scorer, items), [it.label for it in items])
+    return scorer.settings.threshold
+
+
+def evaluate_localise(scorer: RewardScorer, items: Sequence[LocaliseItem]) -> dict[str, float]:
+    scores = item_step_scores(scorer, items)
+    predicted = [first_below(row, scorer.settings.threshold) for row in scores]
+    return localisation_metrics(predicted, [it.label for it in items])
+
+
+def natural_error_items(pools: Sequence[SampledPool], reference_solutions: Sequence[Sequence[str]]) -> list[LocaliseItem]:
+    """The policy's own wrong samples, labelled with the first line that differs from the unique correct solution.
+
+    Samples whose lines are all a prefix of the solution (cut short) have no
+    wrong line to find and are left out.
+    """
+    items = []
+    for p, ref in zip(pools, reference_solutions, strict=True):
+        for text, ok in zip(p.texts, p.correct(), strict=True):
+            lines = split_steps(text)
+            if ok or not lines:
+                continue
+            first = first_wrong_step(lines, ref)
+            if first is not None:
+                items.append(LocaliseItem(id="natural", problem=p.question, steps=lines, label=first))
+    return items

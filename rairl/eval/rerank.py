@@ -1,0 +1,76 @@
+"""Best-of-N reranking: sampled pools, the selector chosen on validation, metrics against the baselines."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ..data import answers_match, extract_answer
+from ..metrics import rerank_metrics
+from ..models.batch import encode_prompts
+from ..models.sampling import sample_completions
+from ..score import SELECTORS, RewardScorer, select_all
+
+
+@dataclass
+class SampledPool:
+    """N policy samples of one problem, as token ids and decoded text."""
+
+    question: str
+    answer: str | None
+    prompt_ids: list[int]
+    completion_ids: list[list[int]]
+    texts: list[str]
+
+    def correct(self) -> list[bool]:
+        return [answers_match(extract_answer(t), self.answer) for t in self.texts]
+
+    def final_answers(self) -> list[str | None]:
+        return [extract_answer(t) for t in self.texts]
+
+
+def sample_pools(
+    policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, questions: Sequence[str], answers: Sequence[str | None],
+    n: int, max_new_tokens: int, temperature: float, seed: int, max_prompt_tokens: int = 1024, progress: bool = True,
+) -> list[SampledPool]:
+    """`n` policy samples for each question, zipped by index with its gold answer (None: unknown)."""
+    prompt_ids = encode_prompts(tokenizer, questions, max_prompt_tokens=max_prompt_tokens)
+    samples = sample_completions(policy, prompt_ids, n_samples=n, max_new_tokens=max_new_tokens,
+                                 eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
+                                 temperature=temperature, seed=seed, progress=progress)
+    return [SampledPool(q, a, ids, s, tokenizer.batch_decode(s, skip_special_tokens=True))
+            for q, a, ids, s in zip(questions, answers, prompt_ids, samples, strict=True)]
+
+
+def select_best(step_scores: Sequence[Sequence[float]], completion_ids: Sequence[Sequence[int]], selector: str) -> int:
+    scores = select_all(step_scores, completion_ids, selector)
+    return max(range(len(scores)), key=lambda i: scores[i])
+
+
+def choose_selector(scorer: RewardScorer, pools: Sequence[SampledPool], selectors: Sequence[str] = SELECTORS) -> tuple[str, dict[str, float]]:
+    """The selector with the best best-of-N accuracy on (validation) pools."""
+    steps = [scorer.score_ids([p.prompt_ids] * len(p.completion_ids), p.completion_ids) for p in pools]
+    correct = [p.correct() for p in pools]
+    accs = {}
+    for sel in selectors:
+        picks = [select_best(s, p.completion_ids, sel) for s, p in zip(steps, pools, strict=True)]
+        accs[sel] = sum(c[i] for c, i in zip(correct, picks, strict=True)) / max(len(pools), 1)
+    best = max(accs, key=lambda k: accs[k])
+    return best, accs
+
+
+def solution_scores(scorer: RewardScorer, pools: Sequence[SampledPool], selector: str) -> list[list[float]]:
+    """One score per sample of each pool under `selector`."""
+    return [scorer.solution_scores_ids([p.prompt_ids] * len(p.completion_ids), p.completion_ids, selector) for p in pools]
+
+
+def evaluate_rerank(reward: RewardScorer, logprob: RewardScorer, pools: Sequence[SampledPool]) -> dict[str, float]:
+    """Reward best-of-N vs random, majority vote, policy mean log-prob and the oracle."""
+    return rerank_metrics(
+        correct=[p.correct() for p in pools],
+        reward_scores=solution_scores(reward, pools, reward.settings.selector),
+        logprob_scores=solution_scores(logprob, pools, "token_mean"),
+        answers=[p.final_answers() for p in pools],
+    )

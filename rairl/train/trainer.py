@@ -1,0 +1,373 @@
+"""`rairl train`: the alternating R-AIRL loop, read top to bottom like the paper.
+
+Each iteration:
+
+    1. rollout        G completions for each of B prompts from the policy
+    2. discriminator  n_disc steps of class-balanced BCE on ℓ: experts (label 1) vs
+                      this rollout and perturbed experts (label 0)
+    3. rewards        r_k = ℓ_k = f_k − log π(a_k|s_k) per action at the reward's granularity
+                      (or r_k = f_k with policy_reward="f")
+    4. advantages     `step`: discounted reward-to-go with a group baseline (default);
+                      `sequence`: GRPO group-normalised sum
+    5. PPO            `ppo_epochs` passes over minibatches of the clipped surrogate
+                      (+ k3 KL to the reference, + entropy bonus), gradient clipping
+    6. log            one JSONL row; an atomic checkpoint every `checkpoint_every` iterations
+
+Methods in the same loop (budgets counted in policy tokens trained on):
+`airl` (the above), `frozen` (step 2 skipped: the reward stays as trained
+against the SFT policy), `outcome` (r = 1 if the final answer matches the gold
+answer, else 0, one action per completion: the verifier reference; it reads
+answers, the others never do). The SFT baseline is `rairl.train.sft` run to the
+same token budget.
+
+Departures from the paper: the discriminator's negatives also include
+perturbed expert traces (negative from their first wrong step on); every loss
+is a token-level masked mean over the minibatch; the entropy bonus uses the
+sampled estimate of `rairl.rl.ppo.sampled_entropy`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from ..airl.discriminator import (
+    DiscRecord,
+    balanced_accuracy,
+    discriminator_batch,
+    discriminator_loss,
+    discriminator_terms,
+)
+from ..airl.layout import ActionLayout, action_layout, step_rule
+from ..data import answers_match, extract_answer
+from ..eval.discriminator import evaluate_discriminator
+from ..kernels.segments import StepRule
+from ..models.batch import TokenBatch, collate
+from ..models.modelset import ModelSet
+from ..rl.advantages import broadcast_to_tokens, masked_mean, sequence_advantages, step_advantages
+from ..rl.ppo import policy_loss, sampled_entropy
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+
+# Every post-training method; `sft` is continued SFT (`rairl.train.sft`), the others run this loop.
+METHODS = ("sft", "airl", "frozen", "outcome")
+ADVANTAGES = ("step", "sequence")
+# Fields a resumed run may change: how long it runs and how often it saves, never what it computes.
+RESUMABLE_CHANGES = ("iterations", "token_budget", "checkpoint_every", "keep_checkpoints", "eval_every")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of the loop; `rairl train` builds its options from these fields."""
+
+    # airl | frozen (reward fixed) | outcome (gold-answer reward, reads answers) | sft (more SFT on the
+    # demonstrations to the same token budget, with `sft_lr`; run by `rairl.train.run`, not this loop)
+    method: str = "airl"
+    iterations: int = 40  # upper bound on iterations
+    token_budget: int = 0  # stop once this many policy tokens were trained on (0: iterations only)
+    prompts_per_iter: int = 16  # B
+    group_size: int = 8  # G: samples per prompt
+    max_new_tokens: int = 64  # sampling limit per completion (the loop samples at temperature 1, the policy it trains)
+    # discriminator
+    n_disc: int = 1  # discriminator steps per iteration (airl only)
+    disc_batch_size: int = 32  # sequences per discriminator step, half expert
+    disc_lr: float = 1e-4  # discriminator (reward model) AdamW learning rate
+    disc_warmup_iters: int = 0  # first iterations update the discriminator only
+    eval_every: int = 10  # iterations between reward-model validation AUROC passes (0: never)
+    # policy
+    # What the policy maximises per action: "ell" = f − log π (AIRL's log D − log(1 − D), i.e. f plus
+    # an entropy bonus of weight 1 sampled as −log π), or "f" = the shaped reward alone (any entropy
+    # bonus then comes from entropy_coef). Ignored by method="outcome".
+    policy_reward: str = "ell"
+    advantages: str = "step"  # step | sequence
+    gamma: float = 1.0  # discount of the reward-to-go (step advantages)
+    ppo_epochs: int = 2  # passes over each rollout
+    minibatch_size: int = 64  # sequences per PPO minibatch
+    lr: float = 1e-4  # policy AdamW learning rate (constant after the warm-up)
+    lr_warmup_steps: int = 0  # policy optimiser steps of linear lr warm-up (Adam's first steps move every weight by ≈ lr)
+    sft_lr: float = 1e-3  # method="sft" only: peak learning rate of the continued SFT
+    clip_eps: float = 0.2  # PPO ratio clip: [1 - clip_eps, 1 + clip_eps]
+    kl_coef: float = 0.0  # k3 KL to the reference policy; > 0 keeps a reference
+    entropy_coef: float = 0.0  # weight of the sampled entropy bonus
+    grad_clip: float = 1.0  # max gradient norm (policy and discriminator)
+    # bookkeeping
+    checkpoint_every: int = 5  # iterations between checkpoints (0: never)
+    keep_checkpoints: int = 2  # newest checkpoints kept on disk
+    seed: int = 0  # prompt draws, sampling and minibatch order of the loop
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"TrainConfig.method={self.method!r}; choose one of {METHODS}")
+        if self.policy_reward not in ("ell", "f"):
+            raise ValueError(f"TrainConfig.policy_reward={self.policy_reward!r}; choose 'ell' or 'f'")
+        if self.advantages not in ADVANTAGES:
+            raise ValueError(f"TrainConfig.advantages={self.advantages!r}; choose one of {ADVANTAGES}")
+        for name in ("iterations", "prompts_per_iter", "group_size", "max_new_tokens", "disc_batch_size",
+                     "ppo_epochs", "minibatch_size", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name}={getattr(self, name)}; must be >= 1")
+        for name in ("token_budget", "n_disc", "disc_warmup_iters", "lr_warmup_steps", "eval_every", "checkpoint_every", "kl_coef", "entropy_coef"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig.{name}={getattr(self, name)}; must be >= 0")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"TrainConfig.gamma={self.gamma}; must be in [0, 1]")
+        if self.lr <= 0 or self.sft_lr <= 0:
+            raise ValueError(f"TrainConfig: lr={self.lr} and sft_lr={self.sft_lr} must be > 0")
+
+
+@dataclass
+class Rollout:
+    """The B·G sampled completions of one iteration, G consecutive rows per prompt."""
+
+    prompt_index: list[int]  # (B·G,) index into the trainer's prompts
+    completions: list[list[int]]  # token ids, EOS included when the policy stopped
+    batch: TokenBatch  # (B·G, T)
+    layout: ActionLayout  # actions at the reward's granularity
+    old_logp: torch.Tensor | None  # (B·G, T) policy log-probs at sampling time; None: taken from the one update
+    ref_logp: torch.Tensor | None  # (B·G, T) reference log-probs when kl_coef > 0
+
+
+class AIRLTrainer:
+    """The loop over a `ModelSet` (or `SharedBaseModels`); `train()` runs it, `iteration()` does one."""
+
+    def __init__(
+        self,
+        models: ModelSet,
+        tokenizer: PreTrainedTokenizerBase,
+        prompts: Sequence[list[int]],
+        disc_records: Sequence[DiscRecord],
+        cfg: TrainConfig,
+        answers: Sequence[str] | None = None,
+        val_records: Sequence[DiscRecord] = (),
+        out_dir: str | Path | None = None,
+        progress: bool = True,
+    ):
+        if cfg.method == "sft":
+            raise ValueError("method='sft' is continued SFT (rairl.train.sft), not this loop")
+        if cfg.method == "outcome" and (answers is None or len(answers) != len(prompts)):
+            raise ValueError("method='outcome' needs one gold answer per prompt")
+        if cfg.method == "airl" and not any(r.label == 1 for r in disc_records):
+            raise ValueError("method='airl' needs expert records (label 1) for the discriminator")
+        self.models, self.tokenizer, self.cfg = models, tokenizer, cfg
+        self.prompts, self.answers = [list(p) for p in prompts], answers
+        self.experts = [r for r in disc_records if r.label == 1]
+        # perturbed experts (and any earlier policy samples given): replayed beside each rollout
+        self.fixed_negatives = [r for r in disc_records if r.label == 0]
+        self.val_records = list(val_records)
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.progress = progress
+        self.pad_id, self.eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+        if cfg.method != "outcome" and models.reward is None:
+            raise ValueError(f"method={cfg.method!r} needs a reward model; only method='outcome' runs without one")
+        self.rule: StepRule = StepRule("whole") if cfg.method == "outcome" else step_rule(models.reward.cfg, tokenizer)
+        self.policy_opt = torch.optim.AdamW(models.policy_parameters(), lr=cfg.lr, weight_decay=0.0, fused=True)
+        self.reward_opt = (torch.optim.AdamW(models.reward_parameters(), lr=cfg.disc_lr, weight_decay=0.0, fused=True)
+                           if cfg.method == "airl" else None)
+        self.device = models.policy_parameters()[0].device  # batches go where the policy is
+        self.rng = random.Random(cfg.seed)
+        self.iteration_done, self.tokens_trained, self.policy_steps = 0, 0, 0
+
+    # 1. rollout ----------------------------------------------------------------------------
+    def rollout(self) -> Rollout:
+        cfg = self.cfg
+        chosen = self.rng.sample(range(len(self.prompts)), min(cfg.prompts_per_iter, len(self.prompts)))
+        samples = self.models.sample(
+            [self.prompts[i] for i in chosen], n_samples=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
+            eos_id=self.eos_id, pad_id=self.pad_id,
+            seed=cfg.seed * 1_000_003 + self.iteration_done, progress=False,
+        )
+        prompt_index = [i for i in chosen for _ in range(cfg.group_size)]
+        completions = [c for group in samples for c in group]
+        batch = collate([self.prompts[i] for i in prompt_index], completions, self.pad_id).to(self.device)
+        # One epoch of one minibatch with no reward reading log π: the update's own forward gives
+        # the old log-probs (ratio 1, as in GRPO with one iteration), so skip a second forward.
+        single_pass = cfg.method == "outcome" and cfg.ppo_epochs == 1 and cfg.minibatch_size >= len(completions)
+        with torch.no_grad():
+            old_logp = None if single_pass else self._chunked(self.models.policy_logprobs, batch)
+            ref_logp = self._chunked(self.models.reference_logprobs, batch) if cfg.kl_coef > 0 else None
+        return Rollout(prompt_index, completions, batch, action_layout(batch, self.rule), old_logp, ref_logp)
+
+    def _chunked(self, logprobs, batch: TokenBatch) -> torch.Tensor:
+        """`logprobs(ids, mask, completion mask)` over the batch in minibatch-sized row chunks: the peak stays one minibatch's."""
+        size, scored = self.cfg.minibatch_size, batch.completion_mask()
+        return torch.cat([logprobs(batch.input_ids[i : i + size], batch.attention_mask[i : i + size], score_mask=scored[i : i + size])
+                          for i in range(0, batch.input_ids.shape[0], size)])
+
+    # 2. discriminator ---------------------------------------------------------------------
+    def discriminator_step(self, rollout: Rollout) -> dict[str, float]:
+        """One class-balanced BCE step: experts vs this rollout's samples and perturbed experts."""
+        half = self.cfg.disc_batch_size // 2
+        negatives = [DiscRecord(self.prompts[i], c, label=0) for i, c in zip(rollout.prompt_index, rollout.completions, strict=True)]
+        n_pert = min(half // 2, len(self.fixed_negatives))
+        records = (self.rng.sample(self.experts, min(half, len(self.experts)))
+                   + self.rng.sample(negatives, min(half - n_pert, len(negatives))) + self.rng.sample(self.fixed_negatives, n_pert))
+        batch, layout, labels, valid = discriminator_batch(records, self.pad_id, self.rule, self.device)
+        with torch.no_grad():
+            policy_logp = self.models.policy_logprobs(batch.input_ids, batch.attention_mask, score_mask=batch.completion_mask())
+        self.models.train()
+        loss, ell = discriminator_loss(self.models.reward, batch, layout, policy_logp, labels, valid)
+        self.reward_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.models.reward_parameters(), self.cfg.grad_clip)
+        self.reward_opt.step()
+        return {"disc_loss": loss.item(), "disc_acc": balanced_accuracy(ell[valid], labels[valid])}  # ℓ before the step
+
+    # 3. rewards ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def action_rewards(self, rollout: Rollout) -> torch.Tensor:
+        """`(A,)` reward per action: ℓ_k (or f_k, per `policy_reward`) for airl/frozen, answer correctness for outcome."""
+        if self.cfg.method == "outcome":
+            texts = self.tokenizer.batch_decode(rollout.completions, skip_special_tokens=True)
+            correct = [answers_match(extract_answer(t), self.answers[i]) for t, i in zip(texts, rollout.prompt_index, strict=True)]
+            return torch.tensor(correct, dtype=torch.float32, device=self.device)[rollout.layout.seq]  # one action per completion
+        self.models.reward.eval()
+        size, rewards = self.cfg.minibatch_size, []
+        for start in range(0, len(rollout.completions), size):  # actions are ordered by sequence: chunks concatenate
+            stop = min(start + size, len(rollout.completions))
+            terms = discriminator_terms(self.models.reward, rollout.batch.rows(start, stop), rollout.layout.rows(start, stop),
+                                        rollout.old_logp[start:stop])
+            rewards.append(terms.ell if self.cfg.policy_reward == "ell" else terms.f)
+        return torch.cat(rewards)
+
+    # 4. advantages -------------------------------------------------------------------------
+    def token_advantages(self, rollout: Rollout, rewards: torch.Tensor) -> torch.Tensor:
+        """`(B·G, T)` advantage of every completion token."""
+        per_seq = rollout.layout.per_sequence(rewards)
+        B, T = rollout.batch.input_ids.shape
+        if self.cfg.advantages == "sequence":
+            totals = torch.stack([r.sum() for r in per_seq])  # (B·G,)
+            adv = sequence_advantages(totals, self.cfg.group_size)
+            return adv[:, None] * rollout.batch.completion_mask()
+        adv = torch.cat(step_advantages(per_seq, self.cfg.group_size, self.cfg.gamma))  # (A,)
+        return broadcast_to_tokens(adv, rollout.layout.start, rollout.layout.end, B * T).view(B, T)
+
+    # 5. PPO --------------------------------------------------------------------------------
+    def policy_update(self, rollout: Rollout, advantages: torch.Tensor) -> dict[str, float]:
+        """`ppo_epochs` passes of clipped-surrogate minibatch steps; returns mean stats."""
+        cfg, batch = self.cfg, rollout.batch
+        mask = batch.completion_mask()  # (B·G, T)
+        self.models.train()
+        stats: dict[str, list[float]] = {}
+        order_rng = torch.Generator().manual_seed(cfg.seed * 7919 + self.iteration_done)
+        for _ in range(cfg.ppo_epochs):
+            order = torch.randperm(len(rollout.completions), generator=order_rng)
+            for start in range(0, len(order), cfg.minibatch_size):
+                idx = order[start : start + cfg.minibatch_size]
+                T = int(batch.seq_lens[idx].max())  # trim the minibatch's padding
+                ids, attn, m = batch.input_ids[idx, :T], batch.attention_mask[idx, :T], mask[idx, :T]
+                logp = self.models.policy_logprobs(ids, attn, score_mask=m)
+                old = logp.detach() if rollout.old_logp is None else rollout.old_logp[idx, :T]
+                loss, st = policy_loss(
+                    logp, old, advantages[idx, :T], m, clip_eps=cfg.clip_eps,
+                    kl_coef=cfg.kl_coef, logp_ref=None if rollout.ref_logp is None else rollout.ref_logp[idx, :T],
+                    entropy=sampled_entropy(logp), entropy_coef=cfg.entropy_coef,
+                )
+                self.policy_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.models.policy_parameters(), cfg.grad_clip)
+                for group in self.policy_opt.param_groups:
+                    group["lr"] = self.policy_lr()
+                self.policy_opt.step()
+                self.policy_steps += 1
+                self.tokens_trained += int(m.sum())
+                for k, v in {**st, "grad_norm": grad_norm}.items():
+                    stats.setdefault(k, []).append(float(v))
+        return {k: sum(v) / len(v) for k, v in stats.items()}
+
+    def policy_lr(self) -> float:
+        """The learning rate of the next policy step: linear warm-up over `lr_warmup_steps`, then `lr`."""
+        warmup = self.cfg.lr_warmup_steps
+        return self.cfg.lr * min(1.0, (self.policy_steps + 1) / warmup) if warmup else self.cfg.lr
+
+    # one iteration -------------------------------------------------------------------------
+    def iteration(self) -> dict[str, float]:
+        """Rollout → discriminator → rewards → advantages → PPO; returns the iteration's metrics row."""
+        t0 = time.time()
+        rollout = self.rollout()
+        row: dict[str, float] = {}
+        if self.cfg.method == "airl":
+            for _ in range(self.cfg.n_disc):
+                row.update(self.discriminator_step(rollout))
+        rewards = self.action_rewards(rollout)
+        mask = rollout.batch.completion_mask()
+        row |= {
+            "mean_reward": float(rewards.mean()) if len(rewards) else 0.0,
+            "mean_len": float(mask.sum(1).float().mean()),
+            "stopped_frac": sum(c[-1] == self.eos_id for c in rollout.completions) / len(rollout.completions),
+        }
+        if rollout.old_logp is not None:
+            row["sampled_entropy"] = float(masked_mean(-rollout.old_logp, mask))
+        if self.iteration_done >= self.cfg.disc_warmup_iters or self.cfg.method != "airl":
+            row |= self.policy_update(rollout, self.token_advantages(rollout, rewards))
+        self.iteration_done += 1
+        if self.val_records and self.models.reward is not None and self.cfg.eval_every and self.iteration_done % self.cfg.eval_every == 0:
+            val = evaluate_discriminator(self.models.reward, self.models.policy_logprobs, self.val_records, self.pad_id, self.rule)
+            row |= {"val_auroc": val["auroc"], "val_acc": val["acc"]}
+        return {"iteration": self.iteration_done, "tokens": self.tokens_trained, **row, "seconds": time.time() - t0}
+
+    def done(self) -> bool:
+        budget_hit = self.cfg.token_budget and self.tokens_trained >= self.cfg.token_budget
+        return bool(budget_hit) or self.iteration_done >= self.cfg.iterations
+
+    def train(self) -> list[dict]:
+        """Run (or, after `resume()`, continue) to the budget; log JSONL rows and checkpoints under `out_dir`."""
+        rows = []
+        if self.out_dir:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.out_dir / "train_log.jsonl" if self.out_dir else None
+        bar = tqdm(total=self.cfg.iterations, initial=self.iteration_done, desc=f"train[{self.cfg.method}]", disable=not self.progress)
+        while not self.done():
+            row = self.iteration()
+            rows.append(row)
+            if log_path:
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+            bar.update(1)
+            bar.set_postfix(reward=f"{row['mean_reward']:.3f}", len=f"{row['mean_len']:.1f}")
+            if self.out_dir and self.cfg.checkpoint_every and self.iteration_done % self.cfg.checkpoint_every == 0:
+                self.save_checkpoint()
+        bar.close()
+        if self.out_dir and self.cfg.checkpoint_every:
+            self.save_checkpoint()
+        return rows
+
+    # checkpoints ---------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "iteration": self.iteration_done, "tokens": self.tokens_trained, "policy_steps": self.policy_steps, "config": asdict(self.cfg),
+            "models": self.models.state_dict(), "policy_opt": self.policy_opt.state_dict(),
+            "reward_opt": self.reward_opt.state_dict() if self.reward_opt else None, "python_rng": self.rng.getstate(), "torch_rng": torch.get_rng_state(),
+        }
+
+    def save_checkpoint(self) -> Path:
+        return save_checkpoint(self.out_dir / "checkpoints", self.iteration_done, self.state(), keep=self.cfg.keep_checkpoints)
+
+    def resume(self) -> int:
+        """Load the latest complete checkpoint under `out_dir`; drop log rows written after it. Returns its iteration."""
+        path = latest_checkpoint(self.out_dir / "checkpoints")
+        if path is None:
+            raise FileNotFoundError(f"{self.out_dir / 'checkpoints'}: no complete checkpoint to resume from")
+        state = load_checkpoint(path)
+        saved = {**asdict(TrainConfig()), **state["config"]}  # fields added since the checkpoint: their defaults
+        diff = sorted(k for k, v in asdict(self.cfg).items() if saved[k] != v and k not in RESUMABLE_CHANGES)
+        if diff:
+            raise ValueError(f"{path}: written with another TrainConfig (fields {diff} differ); resume with the run's config.json")
+        self.models.load_state_dict(state["models"])
+        self.policy_opt.load_state_dict(state["policy_opt"])
+        if self.reward_opt:
+            self.reward_opt.load_state_dict(state["reward_opt"])
+        self.rng.setstate(state["python_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        self.iteration_done, self.tokens_trained, self.policy_steps = state["iteration"], state["tokens"], state["policy_steps"]
+        log_path = self.out_dir / "train_log.jsonl"
+        if log_path.exists():  # rows of iterations after the checkpoint are redone
+            rows = [line for line in log_path.read_text().splitlines() if json.loads(line)["iteration"] <= self.iteration_done]
+            log_path.write_text("".join(r + "\n" for r in rows))
+        return self.iteration_done

@@ -1,0 +1,243 @@
+"""The warm start every later stage begins from, built once for `demo`, `train`, `compare` and `train-reward`:
+
+    expert examples -> tokenizer (trained for a tiny policy, or the given policy's)
+    -> policy: a tiny one built and SFT'd on the demonstrations (early stop at a sampled
+       validation accuracy), or a given checkpoint as it is
+    -> negatives: policy samples on training prompts, one perturbed copy per expert
+    -> reward model initialised from the policy, trained as the AIRL discriminator
+
+`WarmStart.save(dir)` writes `policy/` (tiny policy; a given one stays where it is),
+`reward/`, `records.json` and `warm.json`; `load_warm_start(dir)` reads them back,
+`warm.json` files of format 1 (written before this module existed) included.
+Verifier-free: gold answers are read only by the SFT stop check (sampled accuracy).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ..airl.discriminator import DiscRecord
+from ..airl.layout import step_rule
+from ..airl.negatives import discriminator_records
+from ..configs import config_from_dict
+from ..data import Example, LocaliseItem
+from ..eval.localise import clean_items
+from ..eval.rerank import SampledPool, sample_pools
+from ..metrics import write_metrics
+from ..models.batch import encode_completions, encode_prompts
+from ..models.lm import TinyLMConfig, build_tiny_lm, load_causal_lm
+from ..models.reward import RewardConfig, RewardModel
+from ..models.tokenizer import format_prompt, load_tokenizer, train_bpe_tokenizer
+from .reward import RewardTrainConfig, train_reward
+from .sft import SFTConfig, train_sft
+
+FORMAT_VERSION = 2  # of warm.json; 1: {"config": <DemoConfig of rairl <= 0.1>, ...}
+
+
+@dataclass(frozen=True)
+class WarmStartConfig:
+    """How the warm start is built; sizes in examples, tokens or samples."""
+
+    model: TinyLMConfig = field(default_factory=TinyLMConfig)  # shape of the tiny policy built when none is given
+    vocab_size: int = 512  # BPE vocabulary of a tiny policy's tokenizer (the embedded task needs ~420)
+    sft: SFTConfig = field(default_factory=lambda: SFTConfig(steps=900, check_every=25, check_after=250))
+    # SFT of a tiny policy stops once its sampled accuracy on `sft_check_problems` validation
+    # examples reaches this: a useful but imperfect policy, whatever the seed or machine (0: no check).
+    sft_target_accuracy: float = 0.35
+    sft_check_problems: int = 100  # validation examples (with answers) read by the SFT stop check
+    reward: RewardConfig = field(default_factory=RewardConfig)  # the reward model's parametrisation and actions
+    reward_train: RewardTrainConfig = field(default_factory=RewardTrainConfig)  # the discriminator's training
+    val_samples: int = 8  # policy samples per validation example (discriminator validation, selector choice)
+    disc_experts: int = 1600  # expert traces (and as many perturbed copies) for discriminator training
+    negative_prompts: int = 800  # training prompts whose policy samples are discriminator negatives
+    negative_samples: int = 2  # policy samples per such prompt
+    max_new_tokens: int = 64  # sampling limit per completion (the longest embedded solution is ~50 tokens)
+    temperature: float = 1.0  # sampling temperature of every policy sample
+    max_prompt_tokens: int = 1024  # longer prompts are left out with a warning
+    max_completion_tokens: int = 1024  # longer demonstrations are left out with a warning
+
+    def __post_init__(self) -> None:
+        for name in ("val_samples", "disc_experts", "negative_prompts", "negative_samples", "max_new_tokens",
+                     "max_prompt_tokens", "max_completion_tokens", "vocab_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"WarmStartConfig.{name}={getattr(self, name)}; must be >= 1")
+        if not 0.0 <= self.sft_target_accuracy <= 1.0:
+            raise ValueError(f"WarmStartConfig.sft_target_accuracy={self.sft_target_accuracy}; must be in [0, 1]")
+        if self.temperature <= 0:
+            raise ValueError(f"WarmStartConfig.temperature={self.temperature}; must be > 0")
+
+
+def quick_warm_config() -> WarmStartConfig:
+    """A seconds-long preset for tests: every stage runs, nothing learns much."""
+    return WarmStartConfig(
+        model=TinyLMConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64),
+        sft=SFTConfig(steps=20, batch_size=16, log_every=10, check_every=10, check_after=10),
+        reward_train=RewardTrainConfig(steps=8, batch_size=8, eval_every=4),
+        val_samples=2, disc_experts=48, negative_prompts=24, negative_samples=1, max_new_tokens=40,
+    )
+
+
+@dataclass
+class WarmStart:
+    """The SFT policy and a reward model trained against it, with the data that trained it."""
+
+    cfg: WarmStartConfig
+    provenance: dict  # where the examples came from (seed, task or data file): a run checks it matches its own
+    tokenizer: PreTrainedTokenizerBase
+    policy: PreTrainedModel
+    policy_path: Path  # where the policy's weights are (`dir/policy` for a tiny one)
+    reward_model: RewardModel
+    train_records: list[DiscRecord]  # experts, policy samples, perturbed experts
+    val_records: list[DiscRecord]
+    val_pools: list[SampledPool]  # `val_samples` policy samples per validation example
+    val_items: list[LocaliseItem]  # localisation validation: perturbed experts (label: first wrong step), then clean ones (-1)
+    reward_best: dict  # best validation metrics of the reward model (auroc, acc, step)
+
+    def save(self, out: str | Path, seconds: float = 0.0) -> None:
+        """Write the reward model, records and `warm.json` under `out` (the policy is already on disk)."""
+        out = Path(out)
+        self.reward_model.save_pretrained(out / "reward")
+        records = {"train": [asdict(r) for r in self.train_records], "val": [asdict(r) for r in self.val_records],
+                   "val_pools": [asdict(p) for p in self.val_pools], "val_items": [asdict(i) for i in self.val_items]}
+        (out / "records.json").write_text(json.dumps(records))
+        policy = "policy" if self.policy_path.resolve() == (out / "policy").resolve() else str(self.policy_path)
+        write_metrics(out / "warm.json", {"format_version": FORMAT_VERSION, "config": asdict(self.cfg), "provenance": self.provenance,
+                                          "policy": policy, "reward_best": self.reward_best, "seconds": seconds})
+
+
+def load_warm_start(warm_dir: str | Path) -> WarmStart:
+    """The warm start `WarmStart.save` wrote under `warm_dir`."""
+    warm_dir = Path(warm_dir)
+    meta_file = warm_dir / "warm.json"
+    if not meta_file.exists():
+        raise FileNotFoundError(f"{meta_file}: no finished warm start here")
+    meta = json.loads(meta_file.read_text())
+    version = meta.get("format_version", 1)
+    if version == 1:  # {"config": DemoConfig fields (seed, task and the warm-start knobs), ...}
+        old = meta["config"]
+        known = {k: v for k, v in old.items() if k in WarmStartConfig.__dataclass_fields__}
+        cfg = config_from_dict(WarmStartConfig, {**asdict(WarmStartConfig()), **known})
+        provenance, policy, best = {"seed": old["seed"], "task": old["task"]}, "policy", {"auroc": meta["reward_val_auroc"]}
+    elif version == FORMAT_VERSION:
+        cfg, provenance, policy, best = config_from_dict(WarmStartConfig, meta["config"]), meta["provenance"], meta["policy"], meta["reward_best"]
+    else:
+        raise ValueError(f"{meta_file}: field 'format_version' is {version!r}; this rairl reads 1 and {FORMAT_VERSION}")
+    policy_path = warm_dir / policy if policy == "policy" else Path(policy)
+    records = json.loads((warm_dir / "records.json").read_text())
+    return WarmStart(
+        cfg, provenance, load_tokenizer(policy_path), load_causal_lm(policy_path), policy_path,
+        RewardModel.from_pretrained(warm_dir / "reward"),
+        [DiscRecord(**r) for r in records["train"]], [DiscRecord(**r) for r in records["val"]],
+        [SampledPool(**p) for p in records.get("val_pools", [])], [LocaliseItem(**i) for i in records.get("val_items", [])], best,
+    )
+
+
+def build_warm_start(
+    cfg: WarmStartConfig,
+    seed: int,
+    train: Sequence[Example],
+    val: Sequence[Example],
+    out: str | Path,
+    rng: random.Random,
+    provenance: dict,
+    policy_path: str | Path | None = None,
+    log: Callable[[str], None] = lambda msg: None,
+    progress: bool = True,
+) -> WarmStart:
+    """Tokenizer, policy, negatives and reward model from expert `train` / `val` examples.
+
+    Without `policy_path` a tiny policy (`cfg.model`, seeded by `seed`) and its BPE tokenizer are
+    built, saved under `out/policy` and SFT'd; with it, that checkpoint is loaded as it is.
+    `rng` draws the negative prompts and the perturbations (the caller may keep drawing from it).
+    Sampling seeds: `seed + 2` (negatives), `seed + 3` (validation pools).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    provenance = json.loads(json.dumps(provenance))  # as warm.json will hold it (tuples become lists)
+    if policy_path is None:
+        corpus = [format_prompt(e.prompt) + e.completion for e in train]
+        train_bpe_tokenizer(corpus, cfg.vocab_size).save_pretrained(out / "policy")
+        policy_path = out / "policy"
+    tokenizer = load_tokenizer(policy_path)
+    train, val = within_limits(tokenizer, train, cfg, "train"), within_limits(tokenizer, val, cfg, "val")
+    p_ids = encode_prompts(tokenizer, [e.prompt for e in train], cfg.max_prompt_tokens)
+    c_ids = encode_completions(tokenizer, [e.completion for e in train], cfg.max_completion_tokens)
+    if policy_path == out / "policy":
+        build_tiny_lm(tokenizer, cfg.model, seed=seed).save_pretrained(out / "policy")
+        policy = load_causal_lm(out / "policy")
+        log(f"tokenizer: {len(tokenizer)} tokens; policy: {sum(p.numel() for p in policy.parameters()) / 1e6:.2f}M parameters")
+        train_sft(policy, p_ids, c_ids, tokenizer.pad_token_id, cfg.sft, metrics_path=out / "sft_log.jsonl",
+                  progress=progress, stop_check=_sft_stop_check(cfg, policy, tokenizer, val, log) if cfg.sft_target_accuracy > 0 else None)
+        policy.save_pretrained(out / "policy")
+    policy = load_causal_lm(policy_path).eval()
+
+    # negatives: policy samples on training prompts; validation pools for model selection
+    negative = rng.sample(list(train), min(cfg.negative_prompts, len(train)))
+    neg_pools = _pools(cfg, policy, tokenizer, negative, cfg.negative_samples, seed + 2, progress)
+    val_pools = _pools(cfg, policy, tokenizer, val, cfg.val_samples, seed + 3, progress)
+    n_exp = min(cfg.disc_experts, len(train))
+    train_records, _ = discriminator_records(tokenizer, train[:n_exp], p_ids[:n_exp], c_ids[:n_exp],
+                                             [(p.prompt_ids, p.completion_ids) for p in neg_pools], rng)
+    val_p = encode_prompts(tokenizer, [e.prompt for e in val], cfg.max_prompt_tokens)
+    val_c = encode_completions(tokenizer, [e.completion for e in val], cfg.max_completion_tokens)
+    val_records, val_perturbed = discriminator_records(tokenizer, val, val_p, val_c,
+                                                       [(p.prompt_ids, p.completion_ids) for p in val_pools], rng)
+    log(f"discriminator data: {len(train_records)} train / {len(val_records)} val sequences")
+
+    # reward model initialised from the policy, trained as the AIRL discriminator
+    reward_model = RewardModel(copy.deepcopy(policy), cfg.reward)
+    best = train_reward(reward_model, policy, train_records, val_records, tokenizer.pad_token_id, step_rule(cfg.reward, tokenizer),
+                        cfg.reward_train, metrics_path=out / "reward_log.jsonl", progress=progress)
+    log(f"reward model: best val AUROC {best['auroc']:.3f} (acc {best['acc']:.3f}) at step {best['step']}")
+    return WarmStart(cfg, provenance, tokenizer, policy, Path(policy_path), reward_model, train_records, val_records,
+                     val_pools, val_perturbed + clean_items(val), best)
+
+
+def within_limits(tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example], cfg: WarmStartConfig, split: str) -> list[Example]:
+    """The examples whose prompt and completion fit the token limits; the rest are left out with one warning."""
+    kept, over = [], []
+    for e in examples:
+        n_prompt = len(tokenizer(format_prompt(e.prompt), add_special_tokens=False)["input_ids"])
+        n_completion = len(tokenizer(e.completion, add_special_tokens=False)["input_ids"]) + 1  # + EOS
+        (kept if n_prompt <= cfg.max_prompt_tokens and n_completion <= cfg.max_completion_tokens else over).append(e)
+    if over:
+        warnings.warn(f"{split}: {len(over)} example(s) over warm.max_prompt_tokens={cfg.max_prompt_tokens} or "
+                      f"warm.max_completion_tokens={cfg.max_completion_tokens} left out (first: {over[0].source or over[0].prompt[:40]})",
+                      stacklevel=2)
+    if not kept:
+        raise ValueError(f"{split}: no example fits the token limits; raise warm.max_prompt_tokens / warm.max_completion_tokens")
+    return kept
+
+
+def _pools(cfg: WarmStartConfig, policy, tokenizer, examples: Sequence[Example], n: int, seed: int, progress: bool) -> list[SampledPool]:
+    return sample_pools(policy, tokenizer, [e.prompt for e in examples], [e.answer for e in examples], n, cfg.max_new_tokens,
+                        cfg.temperature, seed, cfg.max_prompt_tokens, progress)
+
+
+def _sft_stop_check(cfg: WarmStartConfig, policy, tokenizer, val: Sequence[Example], log: Callable[[str], None]) -> Callable[[int], bool]:
+    """`stop_check(step)`: the policy's sampled accuracy on the first validation examples reached the target."""
+    check = list(val[: cfg.sft_check_problems])
+    if any(e.answer is None for e in check):
+        raise ValueError("warm.sft_target_accuracy > 0 needs validation examples with answers; set it to 0 to train all warm.sft.steps")
+
+    def reached_target(step: int) -> bool:
+        acc = sum(p.correct()[0] for p in _pools(cfg, policy, tokenizer, check, 1, step, progress=False)) / len(check)
+        log(f"SFT step {step}: sampled validation accuracy {acc:.3f} (target {cfg.sft_target_accuracy})")
+        return acc >= cfg.sft_target_accuracy
+
+    return reached_target
+
+
+def timed_log(prefix: str, progress: bool) -> Callable[[str], None]:
+    """A `log(msg)` printing `[prefix seconds] msg` when `progress`, else nothing."""
+    t0 = time.time()
+    return (lambda msg: print(f"[{prefix}{time.time() - t0:6.1f}s] {msg}", flush=True)) if progress else (lambda msg: None)

@@ -1,0 +1,136 @@
+"""The `rairl` command in a subprocess, as a user runs it."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+GSM8K = Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k" / "train.jsonl"
+
+
+def rairl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "rairl.cli", *args], capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"rairl {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    proc = rairl("demo", "--quick", "--seed", "3", "--out", str(out), "--no-progress")
+    return out, proc
+
+
+def test_demo_writes_every_metric_and_prints_the_table(quick_demo):
+    out, proc = quick_demo
+    m = json.loads((out / "metrics.json").read_text())
+    for key in ("n", "reward_best_of_n", "random_expected", "majority_vote", "logprob_best_of_n", "oracle"):
+        assert 0.0 <= m["rerank"][key] <= (16 if key == "n" else 1.0), key
+    for key in ("first_error_accuracy", "no_error_accuracy", "f1", "logprob_first_error_accuracy",
+                "logprob_no_error_accuracy", "logprob_f1", "natural_first_error_accuracy"):
+        assert key in m["localise"], key
+    assert {"sft_pass1"} <= set(m["policy"]) and "val_auroc" in m["reward"] and m["seconds"] > 0
+    assert m["seed"] == 3 and m["config"]["seed"] == 3
+    assert "R-AIRL reward" in proc.stdout and "majority vote" in proc.stdout and "policy mean log-prob" in proc.stdout
+
+
+def test_localise_and_rerank_commands_on_files(quick_demo, tmp_path):
+    out, _ = quick_demo
+    items = tmp_path / "items.jsonl"
+    items.write_text(
+        json.dumps({"id": "a", "problem": "Tom has 3 pens. Tom gets 2 more.", "steps": ["3 + 2 = 6", "#### 6"], "label": 0}) + "\n"
+        + json.dumps({"id": "b", "problem": "Tom has 3 pens. Tom gets 2 more.", "steps": ["3 + 2 = 5", "#### 5"], "label": -1}) + "\n"
+    )
+    rairl("localise", "--reward", str(out / "reward"), "--items", str(items), "--out", str(tmp_path / "loc"))
+    m = json.loads((tmp_path / "loc" / "metrics.json").read_text())
+    assert {"first_error_accuracy", "no_error_accuracy", "f1"} <= set(m["localise"]) and len(m["predictions"]) == 2
+
+    pools = tmp_path / "pools.jsonl"
+    pools.write_text(json.dumps({"question": "Tom has 3 pens. Tom gets 2 more.", "answer": "5",
+                                 "candidates": [{"solution": "3 + 2 = 5\n#### 5"}, {"solution": "3 + 2 = 6\n#### 6"}]}) + "\n")
+    rairl("rerank", "--reward", str(out / "reward"), "--pools", str(pools), "--policy", str(out / "policy"), "--out", str(tmp_path / "rr"))
+    m = json.loads((tmp_path / "rr" / "metrics.json").read_text())["rerank"]
+    assert m["oracle"] == 1.0 and m["random_expected"] == 0.5 and "logprob_best_of_n" in m
+
+
+def test_bad_input_names_file_line_and_field(quick_demo, tmp_path):
+    out, _ = quick_demo
+    items = tmp_path / "bad.jsonl"
+    items.write_text(json.dumps({"id": "a", "problem": "p", "steps": ["s"], "label": -1}) + "\n{not json\n")
+    proc = rairl("localise", "--reward", str(out / "reward"), "--items", str(items), check=False)
+    assert proc.returncode == 2 and f"{items}:2:" in proc.stderr
+    items.write_text(json.dumps({"id": "a", "problem": "p", "steps": "s", "label": -1}) + "\n")
+    proc = rairl("localise", "--reward", str(out / "reward"), "--items", str(items), check=False)
+    assert proc.returncode == 2 and ":1:" in proc.stderr and "steps" in proc.stderr
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"warm": {"sft": {"stepz": 3}}}))
+    proc = rairl("demo", "--quick", "--config", str(cfg), "--out", str(tmp_path / "d"), check=False)
+    assert proc.returncode != 0 and "warm.sft.stepz" in proc.stderr
+
+
+@pytest.mark.parametrize("cmd", ["demo", "train", "compare", "train-reward", "score", "rerank", "localise", "plan"])
+def test_help_for_every_command(cmd, capsys):
+    from rairl.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([cmd, "--help"])
+    assert exit_info.value.code == 0 and "--out" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not GSM8K.exists(), reason="GSM8K not present at ../shared/data/gsm8k")
+def test_train_reward_on_a_gsm8k_subset(tmp_path):
+    rairl("train-reward", "--data", str(GSM8K), "--limit", "40", "--out", str(tmp_path / "r"), "--no-progress",
+          "--warm.model.hidden_size", "32", "--warm.model.num_layers", "1", "--warm.model.num_heads", "2",
+          "--warm.model.intermediate_size", "64", "--warm.sft.steps", "4", "--warm.sft.batch_size", "4",
+          "--warm.reward_train.steps", "4", "--warm.reward_train.batch_size", "4", "--warm.reward_train.eval_every", "2",
+          "--warm.negative_samples", "1", "--warm.max_new_tokens", "24", "--warm.vocab_size", "600")
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert 0.0 <= m["reward"]["val_auroc"] <= 1.0 and m["data"]["read"] == 40 and 0 < m["data"]["train"] <= 36
+    assert (tmp_path / "r" / "reward" / "heads.safetensors").exists()
+
+
+def test_file_commands_take_a_config_file(quick_demo, tmp_path):
+    out, _ = quick_demo
+    items = tmp_path / "items.jsonl"
+    items.write_text(json.dumps({"id": "a", "problem": "Tom has 3 pens.", "steps": ["3 + 2 = 6", "#### 6"], "label": 0}) + "\n")
+    cfg = tmp_path / "loc.json"
+    cfg.write_text(json.dumps({"reward": str(out / "reward"), "items": str(items), "threshold": -1e9}))
+    rairl("localise", "--config", str(cfg), "--out", str(tmp_path / "loc"))
+    m = json.loads((tmp_path / "loc" / "metrics.json").read_text())
+    assert m["localise"]["threshold"] == -1e9 and m["predictions"][0]["predicted"] == -1
+    cfg.write_text(json.dumps({"reward": str(out / "reward"), "itemz": "x"}))
+    proc = rairl("localise", "--config", str(cfg), check=False)
+    assert proc.returncode == 2 and "unknown field 'itemz'" in proc.stderr
+    proc = rairl("rerank", "--reward", str(out / "reward"), check=False)
+    assert proc.returncode == 2 and "--pools" in proc.stderr
+
+
+def test_missing_flash_attn_names_the_extra(tiny_dir):
+    pytest.importorskip("torch")
+    try:
+        import flash_attn  # noqa: F401
+        pytest.skip("flash-attn is installed")
+    except ImportError:
+        pass
+    from rairl.models.lm import load_causal_lm
+
+    with pytest.raises(ImportError, match=r"rairl\[gpu\]"):
+        load_causal_lm(tiny_dir, attn_implementation="flash_attention_2")
+
+
+def test_plan_command_reads_a_config_and_says_whether_it_fits(tmp_path, capsys):
+    from rairl.cli import main
+    from rairl.plan import qwen25_1p5b_config, write_config
+
+    model = write_config(qwen25_1p5b_config(), tmp_path / "m")
+    assert main(["plan", "--model", str(model), "--gpu-gb", "24", "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert out.strip().endswith("fits in 24 GB")
+    total = json.loads((tmp_path / "o" / "metrics.json").read_text())["plan"]["total"]
+    assert main(["plan", "--model", "qwen2.5-1.5b", "--gpu_gb", str(total / 2)]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"does not fit in {total / 2:g} GB")
+    assert main(["plan", "--model", str(tmp_path / "nothing")]) == 2
+    assert "config.json" in capsys.readouterr().err
