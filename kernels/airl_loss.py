@@ -189,6 +189,9 @@ def _class_weights(n_pos: torch.Tensor, n_neg: torch.Tensor) -> torch.Tensor:
     return torch.stack([w_pos, w_neg])
 
 
+# ---------------------------------------------------------------------------------------------
+# PyTorch path
+# ---------------------------------------------------------------------------------------------
 def _segments(start: torch.Tensor, end: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Token index and action id of every token inside an action, both (T,) int64."""
     lengths = end - start + 1                                       # (A,), >= 0

@@ -208,6 +208,9 @@ def _dlogits_triton(z, d, lse, a, b, inv_temp: float) -> torch.Tensor:
     return d
 
 
+# ---------------------------------------------------------------------------------------------
+# PyTorch path (chunked GEMMs; the backward is shared with the Triton path)
+# ---------------------------------------------------------------------------------------------
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 

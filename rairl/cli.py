@@ -128,12 +128,17 @@ def _merge(tree: dict, update: dict, source: str, cls: type, path: str = "") -> 
 
 
 # commands --------------------------------------------------------------------------------------
-def _demo(args: argparse.Namespace) -> int:
-    cfg = build_config(DemoConfig, quick_config() if args.quick else None, args)
-    metrics = run_demo(cfg, args.out, progress=not args.no_progress)
-    print(results_table(metrics))
+def _run_and_tabulate(cls: type, quick: Callable[[], Any], run: Callable[..., dict], table: Callable[[dict], str],
+                      args: argparse.Namespace) -> int:
+    """demo / compare: build the config (from the quick preset with --quick), run, print the table."""
+    metrics = run(build_config(cls, quick() if args.quick else None, args), args.out, progress=not args.no_progress)
+    print(table(metrics))
     print(f"metrics: {Path(args.out) / 'metrics.json'}")
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    return _run_and_tabulate(DemoConfig, quick_config, run_demo, results_table, args)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -149,11 +154,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    cfg = build_config(CompareConfig, quick_compare_config() if args.quick else None, args)
-    metrics = run_compare(cfg, args.out, progress=not args.no_progress)
-    print(results_markdown(metrics))
-    print(f"metrics: {Path(args.out) / 'metrics.json'}")
-    return 0
+    return _run_and_tabulate(CompareConfig, quick_compare_config, run_compare, results_markdown, args)
 
 
 def _train_reward(args: argparse.Namespace) -> int:
@@ -193,7 +194,7 @@ def _print(metrics: dict, out: str) -> int:
 def _command(sub, name: str, func, cls: type, help: str, out_default: str | None, out_help: str,
              quick_help: str | None = None, progress: bool = True) -> argparse.ArgumentParser:
     """A subcommand run from one config dataclass: --out, --config, [--no-progress], [--quick] and one option per field."""
-    parser = sub.add_parser(name, help=help, description=help)
+    parser = sub.add_parser(name, help=help, description=help, allow_abbrev=False)  # a typo never matches a prefix
     parser.add_argument("--out", default=out_default, help=out_help)
     parser.add_argument("--config", metavar="FILE", help=f"JSON or YAML file of {cls.__name__} fields (options override it)")
     if progress:

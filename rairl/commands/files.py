@@ -24,7 +24,8 @@ from ..train.reward import RewardTrainConfig
 from ..train.sft import SFTConfig
 from ..train.warm_start import WarmStartConfig, build_warm_start, timed_log
 
-# train-reward's warm start: real data is longer than the embedded task's, and has no SFT stop check by default.
+# train-reward's warm start: real data is longer than the embedded task's; every example is an expert
+# and a negative prompt (the counts below are caps), and SFT runs its steps with no stop check by default.
 FILE_WARM_DEFAULTS = WarmStartConfig(
     vocab_size=2000, sft=SFTConfig(steps=200, batch_size=16), sft_target_accuracy=0.0,
     reward_train=RewardTrainConfig(steps=100, batch_size=16, eval_every=50),

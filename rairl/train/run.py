@@ -104,6 +104,9 @@ def post_train(cfg: RunConfig, seed: int, out: Path, warm_dir: Path | None = Non
     checkpoints, the trained models and `out/metrics.json`; returns the metrics.
     """
     t0 = time.time()
+    if not resume and ((out / "metrics.json").exists() or any((out / "checkpoints").glob("iter_*.pt"))):
+        raise ValueError(f"{out} already holds a run (metrics.json or checkpoints); continue it with --resume {out} "
+                         "or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     warm_dir = warm_dir or out / "warm"
     warm = warm_start_for(cfg, seed, warm_dir, progress)

@@ -57,8 +57,8 @@ class WarmStartConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)  # the reward model's parametrisation and actions
     reward_train: RewardTrainConfig = field(default_factory=RewardTrainConfig)  # the discriminator's training
     val_samples: int = 8  # policy samples per validation example (discriminator validation, selector choice)
-    disc_experts: int = 1600  # expert traces (and as many perturbed copies) for discriminator training
-    negative_prompts: int = 800  # training prompts whose policy samples are discriminator negatives
+    disc_experts: int = 1600  # expert traces (and as many perturbed copies) for discriminator training (at most: all there are)
+    negative_prompts: int = 800  # training prompts whose policy samples are discriminator negatives (at most: all there are)
     negative_samples: int = 2  # policy samples per such prompt
     max_new_tokens: int = 64  # sampling limit per completion (the longest embedded solution is ~50 tokens)
     temperature: float = 1.0  # sampling temperature of every policy sample

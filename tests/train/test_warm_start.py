@@ -178,3 +178,16 @@ def test_warm_start_for_refuses_another_seed_task_or_warm_config(built, change):
         warm_start_for(cfg, seed, out, progress=False)
     assert str(out / "warm.json") in str(info.value)
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # nothing rebuilt or overwritten
+
+
+def test_post_train_refuses_a_folder_that_holds_a_run(tmp_path):
+    """A second run never lands in a finished (or checkpointed) run's folder unless it resumes it."""
+    from rairl.train.run import post_train, quick_run_config
+
+    for marker in ("metrics.json", "checkpoints/iter_2.pt"):
+        out = tmp_path / marker.replace("/", "_")
+        (out / marker).parent.mkdir(parents=True, exist_ok=True)
+        (out / marker).write_text("{}")
+        with pytest.raises(ValueError, match="already holds a run"):
+            post_train(quick_run_config(), 0, out)
+        assert not (out / "warm").exists()  # refused before any work
