@@ -33,23 +33,32 @@ def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float:
 
 
 def pick_accuracy(scores: Sequence[Sequence[float]], correct: Sequence[Sequence[bool]]) -> float:
-    """Mean correctness of the highest-scoring candidate per problem (ties: the first)."""
+    """Mean correctness of the highest-scoring candidate per problem; a tie counts as the expected
+    accuracy of a uniform pick among the tied candidates (never the one listed first)."""
     if not scores:
         raise ValueError("pick_accuracy: no problems")
-    return float(np.mean([c[int(np.argmax(s))] for s, c in zip(scores, correct, strict=True)]))
+    picks = []
+    for s, c in zip(scores, correct, strict=True):
+        s = np.asarray(s, dtype=np.float64)
+        picks.append(float(np.mean(np.asarray(c, dtype=np.float64)[s == s.max()])))
+    return float(np.mean(picks))
 
 
 def majority_vote_accuracy(answers: Sequence[Sequence[str | None]], correct: Sequence[Sequence[bool]]) -> float:
-    """Accuracy of the most frequent final answer per problem (ties: the answer seen first)."""
+    """Accuracy of the most frequent final answer per problem; answers tied for most frequent count
+    as the expected accuracy of a uniform pick among them (whatever the candidates' order).
+
+    A candidate with no answer (None) casts no vote; a problem with no vote at all scores 0.
+    """
     picks = []
     for ans, cor in zip(answers, correct, strict=True):
         counts = Counter(a for a in ans if a is not None)
         if not counts:
-            picks.append(False)
+            picks.append(0.0)
             continue
         top = max(counts.values())
-        winner = next(a for a in ans if a is not None and counts[a] == top)
-        picks.append(cor[ans.index(winner)])
+        tied = [a for a in counts if counts[a] == top]
+        picks.append(float(np.mean([np.mean([c for x, c in zip(ans, cor, strict=True) if x == a]) for a in tied])))
     return float(np.mean(picks))
 
 

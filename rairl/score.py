@@ -5,13 +5,19 @@ prompt template and the completion (with EOS, exactly as in training), or on
 a policy's own sampled ids through `score_ids`. The scored term is the
 disentangled reward `g` (default) or the shaped `f = g + γ·h(s') − h(s)`.
 
-A step is a line of the completion. At granularity `step` a step is an
-action; at other granularities an action's score goes to the step holding its
-last token.
+Steps are as the data gives them: a list of step texts (which may hold newlines:
+paragraph steps) is scored by the given step index (`score_steps`); a raw completion
+is split by a step delimiter (`line`, `blank-line` or a regex, `score`). An action's
+score goes to the step holding its last token (at the coarser `interval` and `sparse`
+granularities a step holding none scores 0); an empty step, a step with no token of its
+own, or at `step` granularity a step holding no action's end, is an error naming the item
+and the step. `score_ids`,
+on token ids alone, scores each line.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -23,6 +29,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from .airl.layout import action_layout, step_rule
+from .data.steps import step_separator, step_spans
 from .kernels import airl_terms
 from .kernels.segments import StepRule
 from .metrics import first_below
@@ -105,20 +112,54 @@ class RewardScorer:
 
     @torch.no_grad()
     def score_ids(
-        self, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], progress: bool = False
+        self, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], progress: bool = False,
+        token_steps: Sequence[Sequence[int]] | None = None, names: Sequence[str] | None = None,
     ) -> list[list[float]]:
-        """Per-step scores of each (prompt, completion) pair of token ids, zipped by index."""
+        """Per-step scores of each (prompt, completion) pair of token ids, zipped by index.
+
+        Steps are the completion's lines, or with `token_steps` (per completion, the 0-based step of
+        each completion token, every step owning at least one) the steps it names; `names` label
+        the completions in errors.
+        """
         device = next(self.reward_model.parameters()).device
         out: list[list[float]] = []
         for i in tqdm(range(0, len(prompt_ids), self.batch_size), desc="scoring", disable=not progress, leave=False):
-            batch = collate(prompt_ids[i : i + self.batch_size], completion_ids[i : i + self.batch_size], self.tokenizer.pad_token_id).to(device)
+            j = min(i + self.batch_size, len(prompt_ids))
+            batch = collate(prompt_ids[i:j], completion_ids[i:j], self.tokenizer.pad_token_id).to(device)
             layout = action_layout(batch, self.action_rule)
             terms = self.reward_model.token_terms(batch, layout.end_mask)
             zeros = torch.zeros_like(terms.g_tok).reshape(-1)
             airl = airl_terms(terms.g_tok.reshape(-1), terms.h_tok.reshape(-1), zeros, layout.start, layout.end,
                               layout.terminal, gamma=self.reward_model.cfg.gamma)
             action_scores = airl.g_sum if self.settings.term == "g" else airl.f
-            out += self._to_steps(batch, layout, action_scores)
+            if token_steps is None:
+                out += self._to_steps(batch, layout, action_scores)
+            else:
+                labels = names[i:j] if names is not None else [f"completion {k}" for k in range(i, j)]
+                out += self._to_given_steps(batch, layout, action_scores, token_steps[i:j], labels)
+        return out
+
+    def _to_given_steps(self, batch, layout, action_scores: torch.Tensor, token_steps: Sequence[Sequence[int]],
+                        names: Sequence[str]) -> list[list[float]]:
+        """Sum each action's score into the given step that holds its last token."""
+        B, T = batch.input_ids.shape
+        step_of = torch.full((B * T,), -1, dtype=torch.long)  # (B*T,) global step id of each completion token
+        counts, first = [max(s) + 1 for s in token_steps], 0
+        for b, steps in enumerate(token_steps):
+            p = int(batch.prompt_lens[b])
+            step_of[b * T + p : b * T + p + len(steps)] = torch.tensor(steps, dtype=torch.long) + first
+            first += counts[b]
+        ids = step_of.to(action_scores.device)[layout.end]  # (A,)
+        sums = torch.zeros(first, dtype=action_scores.dtype, device=action_scores.device).index_add_(0, ids, action_scores)
+        hits = torch.zeros(first, dtype=torch.long, device=ids.device).index_add_(0, ids, torch.ones_like(ids))
+        out, first = [], 0
+        for b, n in enumerate(counts):
+            empty = (hits[first : first + n] == 0).nonzero()
+            if len(empty) and self.reward_model.cfg.granularity == "step":  # coarser actions may span steps: those score 0
+                raise ValueError(f"{names[b]}: step {int(empty[0])} holds no action's last token (a line of the reward's "
+                                 "step granularity spans it and the next step)")
+            out.append(sums[first : first + n].tolist())
+            first += n
         return out
 
     def _to_steps(self, batch, layout, action_scores: torch.Tensor) -> list[list[float]]:
@@ -145,9 +186,54 @@ class RewardScorer:
         return (encode_prompts(self.tokenizer, prompts, self.max_prompt_tokens),
                 encode_completions(self.tokenizer, completions, self.max_completion_tokens))
 
-    def score(self, prompts: Sequence[str], completions: Sequence[str], progress: bool = False) -> list[list[float]]:
-        """Per-step scores (one list per completion, one float per line) of text pairs."""
-        return self.score_ids(*self.encode(prompts, completions), progress=progress)
+    def score(self, prompts: Sequence[str], completions: Sequence[str], delimiter: str = "line",
+              progress: bool = False) -> list[list[float]]:
+        """Per-step scores of text pairs: each completion split into steps by `delimiter` (`line`,
+        `blank-line` or a regex matching each step's start; see `split_steps` for the step texts)."""
+        sep = step_separator(delimiter)
+        return self._score_spans(prompts, completions, [step_spans(c, sep) for c in completions], None, progress)
+
+    def score_steps(self, prompts: Sequence[str], steps: Sequence[Sequence[str]], names: Sequence[str] | None = None,
+                    progress: bool = False) -> list[list[float]]:
+        """Per-step scores by the given step index: completion i is its steps joined by newlines,
+        and a step may hold newlines of its own (paragraph steps). `names` label items in errors."""
+        texts, spans = [], []
+        for i, st in enumerate(steps):
+            blank = [k for k, step in enumerate(st) if not step.strip()]
+            if blank:
+                raise ValueError(f"{names[i] if names is not None else f'completion {i}'}: step {blank[0]} is empty")
+            starts = [0]
+            for step in st[:-1]:
+                starts.append(starts[-1] + len(step) + 1)
+            texts.append("\n".join(st))
+            spans.append([(a, a + len(step)) for a, step in zip(starts, st, strict=True)])
+        return self._score_spans(prompts, texts, spans, names, progress)
+
+    def _score_spans(self, prompts: Sequence[str], texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]],
+                     names: Sequence[str] | None, progress: bool) -> list[list[float]]:
+        """Score `texts`, step k of text i being the characters `spans[i][k]`. A token belongs to the step
+        holding its last character (a separator's characters to the step before); EOS to the last step."""
+        if len(prompts) != len(texts):
+            raise ValueError(f"{len(prompts)} prompts but {len(texts)} completions")
+        names = list(names) if names is not None else [f"completion {i}" for i in range(len(texts))]
+        completion_ids, token_steps = [], []
+        for name, text, sp in zip(names, texts, spans, strict=True):
+            if not sp:
+                raise ValueError(f"{name}: no step to score (empty completion)")
+            enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            ids = enc["input_ids"] + [self.tokenizer.eos_token_id]
+            if len(ids) > self.max_completion_tokens:
+                raise ValueError(f"{name}: {len(ids)} tokens > max_completion_tokens={self.max_completion_tokens}; "
+                                 "its last steps would be cut: raise the limit")
+            starts = [a for a, _ in sp]
+            steps = [max(0, bisect.bisect_right(starts, max(a, b - 1)) - 1) for a, b in enc["offset_mapping"]] + [len(sp) - 1]
+            missing = sorted(set(range(len(sp))) - set(steps))
+            if missing:
+                raise ValueError(f"{name}: step {missing[0]} has no token of its own (empty, or merged into a neighbour's token)")
+            completion_ids.append(ids)
+            token_steps.append(steps)
+        prompt_ids = encode_prompts(self.tokenizer, prompts, self.max_prompt_tokens)
+        return self.score_ids(prompt_ids, completion_ids, progress=progress, token_steps=token_steps, names=names)
 
     def rerank(self, prompt: str, candidates: Sequence[str], selector: str | None = None) -> tuple[list[int], list[float]]:
         """Candidate indices best first, and each candidate's score under `selector`."""
@@ -155,10 +241,7 @@ class RewardScorer:
         return sorted(range(len(scores)), key=lambda i: -scores[i]), scores
 
     def localise(self, problem: str, steps: Sequence[str], threshold: float | None = None) -> int:
-        """0-based index of the first wrong step, or −1 when every step scores above the threshold."""
-        if any(not s.strip() or "\n" in s.strip() for s in steps):
-            raise ValueError("localise: every step must be a non-empty single line")
-        scores = self.score([problem], ["\n".join(s.strip() for s in steps)])[0]
-        if len(scores) != len(steps):
-            raise ValueError(f"localise: {len(steps)} steps but the tokenizer split them into {len(scores)} lines")
+        """0-based index (in `steps`, which may hold newlines) of the first wrong step, or −1 when
+        every step scores above the threshold."""
+        scores = self.score_steps([problem], [list(steps)])[0]
         return first_below(scores, self.settings.threshold if threshold is None else threshold)

@@ -11,6 +11,7 @@ from rairl.metrics import (
     first_below,
     localisation_metrics,
     majority_vote_accuracy,
+    pick_accuracy,
     rerank_metrics,
 )
 
@@ -43,9 +44,24 @@ def test_rerank_metrics_by_hand():
     assert m["oracle"] == 1.0
 
 
-def test_majority_vote_ties_take_first_seen():
-    assert majority_vote_accuracy([["5", "6"]], [[False, True]]) == 0.0
+def test_majority_vote_tie_is_the_expected_accuracy_over_the_tied_answers_in_any_order():
+    rng = random.Random()
+    answers, correct = ["5", "6", "5", "6", "7", None], [False, True, False, True, False, False]
+    for _ in range(20):  # whatever the candidates' order: "5" and "6" tie at two votes, one of them right
+        order = rng.sample(range(len(answers)), len(answers))
+        assert majority_vote_accuracy([[answers[i] for i in order]], [[correct[i] for i in order]]) == 0.5
+    assert majority_vote_accuracy([["5", "6", "8"]], [[False, True, True]]) == pytest.approx(2 / 3)  # three-way tie
+    assert majority_vote_accuracy([["5", "6", "6"]], [[True, False, False]]) == 0.0  # a clear winner, wrong
     assert majority_vote_accuracy([[None, None]], [[False, False]]) == 0.0
+
+
+def test_pick_accuracy_tie_is_the_expected_accuracy_over_the_tied_candidates():
+    rng = random.Random()
+    scores, correct = [1.0, 3.0, 3.0, 3.0, 2.0], [True, True, False, False, True]
+    for _ in range(20):
+        order = rng.sample(range(len(scores)), len(scores))
+        got = pick_accuracy([[scores[i] for i in order]], [[correct[i] for i in order]])
+        assert got == pytest.approx(1 / 3)  # the three tied at 3.0, one of them right
 
 
 def test_localisation_metrics_and_threshold():

@@ -13,7 +13,14 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..data import extract_answer, load_candidate_pools, load_examples, load_localise_items
+from ..data import (
+    extract_answer,
+    load_candidate_pools,
+    load_examples,
+    load_localise_items,
+    split_steps,
+)
+from ..data.steps import step_separator
 from ..eval.localise import calibrate_localiser, evaluate_localise, item_step_scores
 from ..metrics import first_below, localisation_metrics, rerank_metrics, write_metrics
 from ..models.lm import load_causal_lm
@@ -80,13 +87,19 @@ class ScoreConfig:
 
     reward: str  # reward model directory (written by `rairl demo` or `rairl train-reward`)
     data: str  # expert-format JSONL ({prompt, completion}) or GSM8K jsonl
+    step_delimiter: str = "line"  # how a completion splits into steps: line | blank-line | a regex matching a step's start
+
+    def __post_init__(self) -> None:
+        step_separator(self.step_delimiter)  # a bad regex is refused here, before anything is read
 
 
 def score_command(cfg: ScoreConfig, out: Path, progress: bool = True) -> dict:
+    """Per-step scores of every completion in `cfg.data`, each with its step texts."""
     examples = load_examples(cfg.data)
     scorer = RewardScorer.from_pretrained(cfg.reward)
-    scores = scorer.score([e.prompt for e in examples], [e.completion for e in examples], progress=progress)
-    rows = [{"source": e.source, "step_scores": s} for e, s in zip(examples, scores, strict=True)]
+    scores = scorer.score([e.prompt for e in examples], [e.completion for e in examples], cfg.step_delimiter, progress=progress)
+    sep = step_separator(cfg.step_delimiter)
+    rows = [{"source": e.source, "steps": split_steps(e.completion, sep), "step_scores": s} for e, s in zip(examples, scores, strict=True)]
     metrics = {"scored": len(rows), "rows": rows}
     write_metrics(out / "metrics.json", metrics)
     return metrics

@@ -59,6 +59,32 @@ def split_steps(text: str, sep: str | re.Pattern[str] = "\n") -> list[str]:
     return [p.strip() for p in parts if p is not None and p.strip()]
 
 
+STEP_DELIMITERS = ("line", "blank-line")  # or a regex that matches where a step starts, e.g. r"^Step \d+:"
+
+
+def step_separator(delimiter: str) -> str | re.Pattern[str]:
+    """The `split_steps` separator of a step delimiter: `line` (one step per line), `blank-line`
+    (paragraphs), or a regex matching the start of each step (multiline: `^` is a line start)."""
+    if delimiter == "line":
+        return "\n"
+    if delimiter == "blank-line":
+        return re.compile(r"\n[ \t]*\n")
+    try:
+        return re.compile(f"(?={delimiter})", re.MULTILINE)  # zero-width: each step keeps its header
+    except re.error as e:
+        raise ValueError(f"step delimiter {delimiter!r}: not 'line', 'blank-line' or a valid regex ({e})") from e
+
+
+def step_spans(text: str, sep: str | re.Pattern[str] = "\n") -> list[tuple[int, int]]:
+    """`(start, end)` character spans in `text` of the steps `split_steps(text, sep)` returns, in order."""
+    spans, pos = [], 0
+    for step in split_steps(text, sep):
+        start = text.index(step, pos)
+        spans.append((start, start + len(step)))
+        pos = start + len(step)
+    return spans
+
+
 def join_steps(steps: list[str], sep: str = "\n") -> str:
     """Join steps with ``sep``; ``split_steps(join_steps(s)) == s`` for stripped, non-empty
     steps that do not contain ``sep``."""

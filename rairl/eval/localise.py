@@ -16,12 +16,9 @@ def clean_items(examples: Sequence[Example]) -> list[LocaliseItem]:
 
 
 def item_step_scores(scorer: RewardScorer, items: Sequence[LocaliseItem], progress: bool = False) -> list[list[float]]:
-    scores = scorer.score([it.problem for it in items], ["\n".join(it.steps) for it in items], progress=progress)
-    for it, s in zip(items, scores, strict=True):
-        if len(s) != len(it.steps):
-            raise ValueError(f"item {it.id}: {len(it.steps)} steps but {len(s)} scored lines: a step holds a newline, "
-                             f"or the trace is over max_completion_tokens={scorer.max_completion_tokens}")
-    return scores
+    """One score per given step of each item (steps may hold newlines), by the item's step index."""
+    return scorer.score_steps([it.problem for it in items], [it.steps for it in items],
+                              names=[f"item {it.id}" + (f" ({it.source})" if it.source else "") for it in items], progress=progress)
 
 
 def calibrate_localiser(scorer: RewardScorer, items: Sequence[LocaliseItem]) -> float:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data import answers_match, extract_answer
-from ..metrics import rerank_metrics
+from ..metrics import pick_accuracy, rerank_metrics
 from ..models.batch import encode_prompts
 from ..models.sampling import sample_completions
 from ..score import SELECTORS, RewardScorer, select_all
@@ -44,19 +44,12 @@ def sample_pools(
             for q, a, ids, s in zip(questions, answers, prompt_ids, samples, strict=True)]
 
 
-def select_best(step_scores: Sequence[Sequence[float]], completion_ids: Sequence[Sequence[int]], selector: str) -> int:
-    scores = select_all(step_scores, completion_ids, selector)
-    return max(range(len(scores)), key=lambda i: scores[i])
-
-
 def choose_selector(scorer: RewardScorer, pools: Sequence[SampledPool], selectors: Sequence[str] = SELECTORS) -> tuple[str, dict[str, float]]:
-    """The selector with the best best-of-N accuracy on (validation) pools."""
+    """The selector with the best best-of-N accuracy on (validation) pools (ties within a pool: expected accuracy)."""
     steps = [scorer.score_ids([p.prompt_ids] * len(p.completion_ids), p.completion_ids) for p in pools]
     correct = [p.correct() for p in pools]
-    accs = {}
-    for sel in selectors:
-        picks = [select_best(s, p.completion_ids, sel) for s, p in zip(steps, pools, strict=True)]
-        accs[sel] = sum(c[i] for c, i in zip(correct, picks, strict=True)) / max(len(pools), 1)
+    accs = {sel: pick_accuracy([select_all(s, p.completion_ids, sel) for s, p in zip(steps, pools, strict=True)], correct)
+            for sel in selectors}
     best = max(accs, key=lambda k: accs[k])
     return best, accs
 

@@ -134,3 +134,24 @@ def test_plan_command_reads_a_config_and_says_whether_it_fits(tmp_path, capsys):
     assert capsys.readouterr().out.strip().endswith(f"does not fit in {total / 2:g} GB")
     assert main(["plan", "--model", str(tmp_path / "nothing")]) == 2
     assert "config.json" in capsys.readouterr().err
+
+
+def test_localise_and_score_take_paragraph_steps(quick_demo, tmp_path):
+    """Real step-labelled data: steps hold newlines; predictions and scores are by the given step index."""
+    out, _ = quick_demo
+    items = tmp_path / "para.jsonl"
+    rows = [{"id": f"p{i}", "problem": "Tom has 3 pens.", "label": label,
+             "steps": ["First, 3 + 2 = 5\nso he has 5.", "Then 5 * 2 = 10\nwhich doubles it.\n\nStill step two.", "#### 10"]}
+            for i, label in enumerate((-1, 1, 2))]
+    items.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rairl("localise", "--reward", str(out / "reward"), "--items", str(items), "--threshold=-1e9", "--out", str(tmp_path / "loc"))
+    m = json.loads((tmp_path / "loc" / "metrics.json").read_text())
+    assert [p["predicted"] for p in m["predictions"]] == [-1, -1, -1]  # nothing below -1e9: "no error" for every item
+    assert m["localise"]["no_error_accuracy"] == 1.0 and m["localise"]["first_error_accuracy"] == 0.0 and "f1" in m["localise"]
+    data = tmp_path / "para_experts.jsonl"
+    data.write_text(json.dumps({"prompt": "Tom has 3 pens.", "completion": "Step 1: 3 + 2 = 5\nso 5.\nStep 2: 5 * 2 = 10\n#### 10"}) + "\n")
+    rairl("score", "--reward", str(out / "reward"), "--data", str(data), "--step_delimiter", r"^Step \d+:", "--out", str(tmp_path / "s"))
+    row = json.loads((tmp_path / "s" / "metrics.json").read_text())["rows"][0]
+    assert row["steps"] == ["Step 1: 3 + 2 = 5\nso 5.", "Step 2: 5 * 2 = 10\n#### 10"] and len(row["step_scores"]) == 2
+    proc = rairl("score", "--reward", str(out / "reward"), "--data", str(data), "--step_delimiter", "(", check=False)
+    assert proc.returncode == 2 and "step delimiter" in proc.stderr

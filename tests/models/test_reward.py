@@ -78,18 +78,50 @@ def test_rerank_and_localise(tiny):
     t = (step_scores[0] + step_scores[1]) / 2 if step_scores[1] < step_scores[0] else None
     if t is not None:
         assert scorer.localise("Mia has 1 apple.", steps, threshold=t) == 1
-    with pytest.raises(ValueError, match="single line"):
-        scorer.localise("x", ["a\nb"])
     with pytest.raises(ValueError, match="empty completion"):
         scorer.score(["x"], ["  "])
 
 
-def test_overlong_completion_is_truncated_with_a_warning(tiny):
+@pytest.mark.parametrize("granularity", ["step", "dense", "interval"])
+def test_paragraph_steps_are_scored_by_the_given_index(tiny, granularity):
+    """Steps holding newlines: one score per given step, each the sum of its lines' scores."""
+    tokenizer, lm = tiny
+    rm = RewardModel(lm, RewardConfig(granularity=granularity, interval=3))
+    with torch.no_grad():
+        rm.h_head.weight.normal_()  # shaping on: scores are not the LM log-likelihood alone
+        rm.g_head.weight.normal_()
+    scorer = RewardScorer(rm, tokenizer, ScorerSettings(term="f"))
+    rng = random.Random()
+    lines = [f"{rng.randint(1, 50)} + {rng.randint(1, 9)} = {rng.randint(1, 60)}" for _ in range(rng.randint(3, 8))]
+    cuts = sorted(rng.sample(range(1, len(lines)), rng.randint(1, len(lines) - 1)))
+    steps = ["\n".join(lines[a:b]) for a, b in zip([0, *cuts], [*cuts, len(lines)], strict=True)]  # paragraph steps
+    got = scorer.score_steps(["Tom has 4 cards."], [steps])[0]
+    per_line = scorer.score(["Tom has 4 cards."], ["\n".join(lines)])[0]
+    assert len(got) == len(steps) and len(per_line) == len(lines)
+    want = [sum(per_line[a:b]) for a, b in zip([0, *cuts], [*cuts, len(lines)], strict=True)]
+    assert got == pytest.approx(want, rel=1e-4, abs=1e-4)
+    # the same text split by blank lines, or by a regex at each step's start, gives the same steps
+    numbered = [f"Step {k + 1}: {st}" for k, st in enumerate(steps)]
+    by_regex = scorer.score(["Tom has 4 cards."], ["\n".join(numbered)], delimiter=r"^Step \d+:")[0]
+    assert by_regex == pytest.approx(scorer.score_steps(["Tom has 4 cards."], [numbered])[0], rel=1e-5, abs=1e-5)
+    assert len(scorer.score(["Tom has 4 cards."], ["\n\n".join(steps)], delimiter="blank-line")[0]) == len(steps)
+    assert scorer.localise("Tom has 4 cards.", steps, threshold=float("-inf")) == -1
+
+
+def test_a_step_that_cannot_be_scored_is_an_error_naming_item_and_step(tiny):
+    tokenizer, lm = tiny
+    scorer = RewardScorer(RewardModel(lm), tokenizer)
+    with pytest.raises(ValueError, match=r"item a: step 1 is empty"):
+        scorer.score_steps(["x"], [["1 + 1 = 2", "", "#### 2"]], names=["item a"])
+    with pytest.raises(ValueError, match="step delimiter"):
+        scorer.score(["x"], ["1 + 1 = 2"], delimiter="(")
+
+
+def test_overlong_completion_is_an_error(tiny):
     tokenizer, lm = tiny
     scorer = RewardScorer(RewardModel(lm), tokenizer, max_completion_tokens=8)
-    with pytest.warns(UserWarning, match="truncated to max_completion_tokens=8"):
-        scores = scorer.score(["Tom has 4 cards."], ["\n".join(["12 + 3 = 15"] * 5)])
-    assert 1 <= len(scores[0]) <= 2
+    with pytest.raises(ValueError, match="max_completion_tokens=8"):
+        scorer.score(["Tom has 4 cards."], ["\n".join(["12 + 3 = 15"] * 5)])
     scorer = RewardScorer(RewardModel(lm), tokenizer, max_prompt_tokens=4)
     with pytest.raises(ValueError, match="max_prompt_tokens=4"):
         scorer.score(["Tom has 4 cards and a long question."], ["1 + 1 = 2"])
