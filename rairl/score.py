@@ -34,6 +34,7 @@ from .kernels import airl_terms
 from .kernels.segments import StepRule
 from .metrics import first_below
 from .models.batch import collate, encode_completions, encode_prompts
+from .models.device import attn_implementation, resolve_device, resolve_dtype
 from .models.reward import RewardModel
 from .models.tokenizer import load_tokenizer, newline_token_ids
 
@@ -97,12 +98,15 @@ class RewardScorer:
         self.line_rule = StepRule("boundary", boundary_ids=newline_token_ids(tokenizer))
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, **kwargs) -> RewardScorer:
-        """Load a directory written by `save_pretrained` (reward model, tokenizer, settings)."""
+    def from_pretrained(cls, path: str | Path, device: str = "auto", dtype: str = "auto", **kwargs) -> RewardScorer:
+        """Load a directory written by `save_pretrained` (reward model, tokenizer, settings) on `device`
+        (auto | cpu | cuda | cuda:N) in `dtype` (auto | fp32 | bf16 | fp16); see `rairl.models.device`."""
         path = Path(path)
         settings_file = path / "scorer.json"
         settings = ScorerSettings(**json.loads(settings_file.read_text())) if settings_file.exists() else None
-        return cls(RewardModel.from_pretrained(path), load_tokenizer(path / "lm"), settings, **kwargs)
+        dev = resolve_device(device)
+        reward = RewardModel.from_pretrained(path, dtype=resolve_dtype(dtype, dev), device=dev, attn_implementation=attn_implementation(dev))
+        return cls(reward, load_tokenizer(path / "lm"), settings, **kwargs)
 
     def save_pretrained(self, path: str | Path) -> None:
         path = Path(path)

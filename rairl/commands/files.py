@@ -23,6 +23,7 @@ from ..data import (
 from ..data.steps import step_separator
 from ..eval.localise import calibrate_localiser, evaluate_localise, item_step_scores
 from ..metrics import first_below, localisation_metrics, rerank_metrics, write_metrics
+from ..models.device import OnDevice, attn_implementation
 from ..models.lm import load_causal_lm
 from ..models.reward import RewardConfig, RewardModel
 from ..plan import PlanConfig, estimate, format_plan
@@ -82,7 +83,7 @@ def train_reward_command(cfg: TrainRewardConfig, out: Path, progress: bool = Tru
 
 
 @dataclass(frozen=True)
-class ScoreConfig:
+class ScoreConfig(OnDevice):
     """`rairl score`: per-step rewards of (prompt, completion) pairs from a file."""
 
     reward: str  # reward model directory (written by `rairl demo` or `rairl train-reward`)
@@ -90,13 +91,14 @@ class ScoreConfig:
     step_delimiter: str = "line"  # how a completion splits into steps: line | blank-line | a regex matching a step's start
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         step_separator(self.step_delimiter)  # a bad regex is refused here, before anything is read
 
 
 def score_command(cfg: ScoreConfig, out: Path, progress: bool = True) -> dict:
     """Per-step scores of every completion in `cfg.data`, each with its step texts."""
     examples = load_examples(cfg.data)
-    scorer = RewardScorer.from_pretrained(cfg.reward)
+    scorer = RewardScorer.from_pretrained(cfg.reward, cfg.device, cfg.dtype)
     scores = scorer.score([e.prompt for e in examples], [e.completion for e in examples], cfg.step_delimiter, progress=progress)
     sep = step_separator(cfg.step_delimiter)
     rows = [{"source": e.source, "steps": split_steps(e.completion, sep), "step_scores": s} for e, s in zip(examples, scores, strict=True)]
@@ -106,7 +108,7 @@ def score_command(cfg: ScoreConfig, out: Path, progress: bool = True) -> dict:
 
 
 @dataclass(frozen=True)
-class RerankConfig:
+class RerankConfig(OnDevice):
     """`rairl rerank`: best-of-N over candidate pools from a file."""
 
     reward: str  # reward model directory
@@ -115,6 +117,7 @@ class RerankConfig:
     selector: str = ""  # mean | min | last | sum | token_mean (empty: the one calibrated on validation)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.selector and self.selector not in SELECTORS:
             raise ValueError(f"RerankConfig.selector={self.selector!r}; choose one of {SELECTORS}")
 
@@ -122,11 +125,13 @@ class RerankConfig:
 def rerank_command(cfg: RerankConfig, out: Path, progress: bool = True) -> dict:
     """Best-of-N over candidate pools; with `policy`, also the policy's mean log-prob selector."""
     pools = load_candidate_pools(cfg.pools)
-    scorer = RewardScorer.from_pretrained(cfg.reward)
+    scorer = RewardScorer.from_pretrained(cfg.reward, cfg.device, cfg.dtype)
     selector = cfg.selector or scorer.settings.selector
     if any(c is None for p in pools for c in p.is_correct):
         raise ValueError(f"{cfg.pools}: every candidate needs 'is_correct' (or the pool an 'answer') to be evaluated")
-    baseline = RewardScorer(RewardModel(load_causal_lm(cfg.policy), RewardConfig()), scorer.tokenizer) if cfg.policy else None
+    device = cfg.torch_device()
+    policy = load_causal_lm(cfg.policy, cfg.torch_dtype(), attn_implementation(device), device) if cfg.policy else None
+    baseline = RewardScorer(RewardModel(policy, RewardConfig()).to(device), scorer.tokenizer) if policy is not None else None
     reward_scores, logprob_scores, answers = [], [], []
     for p in tqdm(pools, desc="rerank", disable=not progress):
         p_ids, c_ids = scorer.encode([p.question] * len(p.solutions), p.solutions)
@@ -144,7 +149,7 @@ def rerank_command(cfg: RerankConfig, out: Path, progress: bool = True) -> dict:
 
 
 @dataclass(frozen=True)
-class LocaliseConfig:
+class LocaliseConfig(OnDevice):
     """`rairl localise`: the first wrong step of ProcessBench-style items from a file."""
 
     reward: str  # reward model directory
@@ -154,7 +159,7 @@ class LocaliseConfig:
 
 def localise_command(cfg: LocaliseConfig, out: Path, progress: bool = True) -> dict:
     items = load_localise_items(cfg.items)
-    scorer = RewardScorer.from_pretrained(cfg.reward)
+    scorer = RewardScorer.from_pretrained(cfg.reward, cfg.device, cfg.dtype)
     if cfg.threshold is not None:
         scorer.settings.threshold = cfg.threshold
     scores = item_step_scores(scorer, items, progress=progress)

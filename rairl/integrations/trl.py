@@ -20,10 +20,14 @@ from ..score import SELECTORS, RewardScorer
 class RAIRLReward:
     """Callable `(prompts, completions, completion_ids, **kw) -> list[float]`, one reward per completion."""
 
-    def __init__(self, scorer: RewardScorer | str | Path, selector: str = "sum"):
+    def __init__(self, scorer: RewardScorer | str | Path, selector: str = "sum", device: str | None = None, dtype: str = "auto"):
+        """`scorer`: a RewardScorer, or a reward directory loaded on `device` (default: the device of the
+        process TRL runs in, `accelerate.PartialState().device`) in `dtype` (auto | fp32 | bf16 | fp16)."""
         if selector not in SELECTORS:
             raise ValueError(f"RAIRLReward: selector={selector!r}; choose one of {SELECTORS}")
-        self.scorer = scorer if isinstance(scorer, RewardScorer) else RewardScorer.from_pretrained(scorer)
+        if not isinstance(scorer, RewardScorer):
+            scorer = RewardScorer.from_pretrained(scorer, device or _process_device(), dtype)
+        self.scorer = scorer
         self.selector = selector
         self.__name__ = f"rairl_{selector}"  # TRL logs rewards under the callable's name
 
@@ -42,3 +46,12 @@ class RAIRLReward:
             completion_ids = [tok(c, add_special_tokens=False)["input_ids"] for c in completions]
         completion_ids = [list(c) for c in completion_ids]
         return self.scorer.solution_scores_ids(prompt_ids, completion_ids, self.selector)
+
+
+def _process_device() -> str:
+    """The device of this process under accelerate (TRL's launcher), else `auto`."""
+    try:
+        from accelerate import PartialState  # noqa: PLC0415  (an extra: rairl[trl])
+    except ImportError:
+        return "auto"
+    return str(PartialState().device)

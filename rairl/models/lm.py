@@ -64,10 +64,23 @@ def check_attn_implementation(attn_implementation: str) -> None:
             raise ImportError("attn_implementation='flash_attention_2' needs flash-attn: pip install 'rairl[gpu]'") from e
 
 
-def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa") -> PreTrainedModel:
-    """Load a causal LM saved with `save_pretrained` (tiny or real checkpoint)."""
+def looks_local(path: str | Path) -> bool:
+    """A path meant as a local folder rather than a hub id `org/name`: absolute, `./`- or `~`-relative,
+    deeper than `org/name`, or under a folder that exists here."""
+    text = str(path)
+    return Path(text).is_absolute() or text.startswith((".", "~")) or text.count("/") > 1 or Path(text.split("/")[0]).is_dir() and "/" in text
+
+
+def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa",
+                   device: str | torch.device = "cpu") -> PreTrainedModel:
+    """Load a causal LM saved with `save_pretrained` (tiny or real checkpoint) on `device` in `dtype`.
+
+    A local path that does not exist is an error here, never a hub lookup of the mistyped name.
+    """
     check_attn_implementation(attn_implementation)
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation=attn_implementation)
+    if looks_local(path) and not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no such model directory")
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation=attn_implementation).to(device)
 
 
 # Padding-free forward passes are the default for every log-prob (trainer and scorer);

@@ -99,7 +99,9 @@ class RewardModel(nn.Module):
         (path / "reward_config.json").write_text(json.dumps(meta, indent=2))
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> RewardModel:
+    def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                        attn_implementation: str = "sdpa") -> RewardModel:
+        """Load a directory written by `save_pretrained`: the LM in `dtype` on `device`, the heads in fp32 beside it."""
         path = Path(path)
         meta_file = path / "reward_config.json"
         if not meta_file.exists():
@@ -111,8 +113,9 @@ class RewardModel(nn.Module):
                 f"{meta_file}: field 'format_version' is {version!r}, this rairl reads {FORMAT_VERSION}; "
                 "retrain the reward model or install the rairl version that wrote it"
             )
-        model = cls(load_causal_lm(path / "lm", dtype=dtype), RewardConfig(**meta["reward"]))
+        model = cls(load_causal_lm(path / "lm", dtype=dtype, attn_implementation=attn_implementation, device=device),
+                    RewardConfig(**meta["reward"]))
         heads = load_file(str(path / "heads.safetensors"))
         model.g_head.load_state_dict({k.split(".", 1)[1]: v for k, v in heads.items() if k.startswith("g_head.")})
         model.h_head.load_state_dict({k.split(".", 1)[1]: v for k, v in heads.items() if k.startswith("h_head.")})
-        return model
+        return model.to(device)
