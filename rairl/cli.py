@@ -148,8 +148,10 @@ def _train(args: argparse.Namespace) -> int:
     else:
         cfg = build_config(TrainRunConfig, quick_train_config() if args.quick else None, args)
     m = run_train(cfg, out, Path(args.warm) if args.warm else None, resume=bool(args.resume), progress=not args.no_progress)
-    print(f"{m['method']}: pass@1 {m['pass1']:.3f}  pass@{m['k']} {m['passk']:.3f}  mean length {m['mean_len']:.1f}  "
-          f"format-valid {m['format_valid']:.3f}  ({m['tokens_trained']} policy tokens trained on)\nmetrics: {out / 'metrics.json'}")
+    held_out = (f"pass@1 {m['pass1']:.3f}  pass@{m['k']} {m['passk']:.3f}  mean length {m['mean_len']:.1f}  "
+                f"format-valid {m['format_valid']:.3f}" if "pass1" in m else "no held-out evaluation (give --eval_data)")
+    print(f"{m['method']} on {m['device']} ({m['dtype']}): {held_out}  ({m['tokens_trained']} policy tokens trained on)\n"
+          f"metrics: {out / 'metrics.json'}")
     return 0
 
 

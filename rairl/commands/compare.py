@@ -28,10 +28,12 @@ import numpy as np
 from ..metrics import bootstrap_ci, write_metrics
 from ..train.run import (
     RunConfig,
-    evaluate_on_test,
+    UserData,
+    evaluate_held_out,
     post_train,
     quick_run_config,
     reward_step_metrics,
+    run_data,
     warm_start_for,
 )
 from ..train.trainer import TrainConfig
@@ -118,7 +120,7 @@ def _evaluate_warm(cfg: RunConfig, seed: int, warm_dir: Path, run_dir: Path, pro
     done = run_dir / "metrics.json"
     if done.exists():
         return json.loads(done.read_text())
-    ev = evaluate_on_test(cfg, seed, warm.policy, warm.tokenizer, progress)
+    ev = evaluate_held_out(cfg, seed, run_data(cfg, seed, UserData()), warm.policy, warm.tokenizer, progress)
     metrics = {"method": "sft_init", "seed": seed, "tokens_trained": 0, "verifier_free": True, **ev,  # the warm start's reward:
                "reward_steps": reward_step_metrics(cfg, seed, warm.reward_model, warm.policy, warm.tokenizer, warm.val_records)}
     run_dir.mkdir(parents=True, exist_ok=True)

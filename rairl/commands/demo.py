@@ -25,13 +25,14 @@ from ..eval.localise import calibrate_localiser, clean_items, evaluate_localise,
 from ..eval.rerank import choose_selector, evaluate_rerank, sample_pools
 from ..metrics import write_metrics
 from ..models.batch import encode_prompts
+from ..models.device import OnDevice
 from ..models.reward import RewardConfig, RewardModel
 from ..score import RewardScorer, ScorerSettings
 from ..train.warm_start import WarmStartConfig, build_warm_start, quick_warm_config, timed_log
 
 
 @dataclass(frozen=True)
-class DemoConfig:
+class DemoConfig(OnDevice):
     """`rairl demo`: the whole pipeline on the embedded task."""
 
     seed: int = 0  # task splits, tiny policy initialisation and every sampling seed
@@ -41,6 +42,7 @@ class DemoConfig:
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.n_samples < 2:
             raise ValueError(f"DemoConfig.n_samples={self.n_samples}; need >= 2 for best-of-N")
         for name in ("negative_prompts", "disc_experts"):
@@ -66,8 +68,9 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True) -> dic
     train_ex, val_ex, test_ex = ([p.example() for p in split] for split in (splits.train, splits.val, splits.test))
 
     # 1-4. tokenizer, tiny policy, SFT warm start, reward model (AIRL discriminator)
+    device = cfg.torch_device()
     warm = build_warm_start(cfg.warm, cfg.seed, train_ex, val_ex, out, rng, {"seed": cfg.seed, "task": asdict(cfg.task)},
-                            log=log, progress=progress)
+                            device=device, dtype=cfg.torch_dtype(), log=log, progress=progress)
     warm.save(out, seconds=time.time() - t0)
     tokenizer, policy, w = warm.tokenizer, warm.policy, cfg.warm
 
@@ -81,7 +84,7 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True) -> dic
 
     # 5. validation: selector and localisation threshold, for the reward and the log-prob baseline
     scorer = RewardScorer(warm.reward_model, tokenizer, ScorerSettings())
-    logprob = RewardScorer(RewardModel(policy, RewardConfig(granularity="step")), tokenizer, ScorerSettings(selector="token_mean"))
+    logprob = RewardScorer(RewardModel(policy, RewardConfig(granularity="step")).to(device), tokenizer, ScorerSettings(selector="token_mean"))
     scorer.settings.selector, val_selector_acc = choose_selector(scorer, warm.val_pools)
     calibrate_localiser(scorer, warm.val_items)
     calibrate_localiser(logprob, warm.val_items)

@@ -6,7 +6,6 @@ file, line and field), calls the library and writes `metrics.json` into `out`.
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from ..plan import PlanConfig, estimate, format_plan
 from ..score import SELECTORS, RewardScorer
 from ..train.reward import RewardTrainConfig
 from ..train.sft import SFTConfig
-from ..train.warm_start import WarmStartConfig, build_warm_start, timed_log
+from ..train.warm_start import WarmStartConfig, warm_start_from_file
 
 # train-reward's warm start: real data is longer than the embedded task's; every example is an expert
 # and a negative prompt (the counts below are caps), and SFT runs its steps with no stop check by default.
@@ -42,17 +41,18 @@ FILE_WARM_DEFAULTS = WarmStartConfig(
 
 
 @dataclass(frozen=True)
-class TrainRewardConfig:
+class TrainRewardConfig(OnDevice):
     """`rairl train-reward`: a reward model from expert demonstrations in a file."""
 
     data: str  # expert JSONL ({prompt, completion}) or GSM8K jsonl ({question, answer})
-    policy: str = ""  # policy checkpoint directory (model + tokenizer); empty: build a tiny one and SFT it on `data`
+    policy: str = ""  # policy checkpoint directory (model + tokenizer), SFT'd for warm.sft.steps; empty: a tiny one built for `data`
     limit: int = 2000  # examples read from `data` (0: all)
     val_fraction: float = 0.1  # held-out share of the examples for discriminator validation
     seed: int = 0  # shuffle of the examples, tiny policy initialisation, sampling seeds
     warm: WarmStartConfig = field(default_factory=lambda: FILE_WARM_DEFAULTS)  # tokenizer, policy, negatives, reward model
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"TrainRewardConfig.val_fraction={self.val_fraction}; must be in (0, 1)")
         if self.limit < 0:
@@ -62,13 +62,8 @@ class TrainRewardConfig:
 def train_reward_command(cfg: TrainRewardConfig, out: Path, progress: bool = True) -> dict:
     """Warm start on the file's examples, the localiser calibrated on held-out ones; writes `out/reward` and metrics."""
     t0 = time.time()
-    examples = load_examples(cfg.data, limit=cfg.limit or None)
-    rng = random.Random(cfg.seed)
-    rng.shuffle(examples)
-    n_val = max(1, int(len(examples) * cfg.val_fraction))
-    val_ex, train_ex = examples[:n_val], examples[n_val:]
-    warm = build_warm_start(cfg.warm, cfg.seed, train_ex, val_ex, out, rng, {"seed": cfg.seed, "data": cfg.data, "limit": cfg.limit},
-                            policy_path=cfg.policy or None, log=timed_log("", progress), progress=progress)
+    warm, val_ex, n_read = warm_start_from_file(cfg.warm, cfg.seed, cfg.data, out, cfg.policy or None, None, cfg.val_fraction, cfg.limit,
+                                        cfg.torch_device(), cfg.torch_dtype(), progress)
     warm.save(out, seconds=time.time() - t0)
     scorer = RewardScorer(warm.reward_model, warm.tokenizer, max_prompt_tokens=cfg.warm.max_prompt_tokens,
                           max_completion_tokens=cfg.warm.max_completion_tokens)
@@ -76,7 +71,7 @@ def train_reward_command(cfg: TrainRewardConfig, out: Path, progress: bool = Tru
     scorer.save_pretrained(out / "reward")
     best = warm.reward_best
     metrics = {"reward": {"val_auroc": best["auroc"], "val_acc": best["acc"], "best_step": best["step"]},
-               "data": {"read": len(examples), "train": sum(r.label == 1 for r in warm.train_records), "val": len(val_ex), "path": cfg.data},
+               "data": {"read": n_read, "train": sum(r.label == 1 for r in warm.train_records), "val": len(val_ex), "path": cfg.data},
                "localise_val": evaluate_localise(scorer, warm.val_items), "config": asdict(cfg)}
     write_metrics(out / "metrics.json", metrics)
     return metrics

@@ -1,4 +1,5 @@
-"""`rairl train`: post-train the policy on the embedded task with the learned reward (or a baseline).
+"""`rairl train`: post-train a policy with the learned reward (or a baseline), on the embedded task or on
+your own policy and files (`--policy PATH --demos FILE --prompts FILE [--reward DIR] [--eval_data FILE]`).
 
     warm start (once, saved under OUT/warm or shared through `--warm DIR`)
     -> `train.method` to the token budget: R-AIRL (`airl`), `frozen` reward, `outcome` GRPO, more `sft`
@@ -14,14 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..configs import config_from_dict
-from ..train.run import RunConfig, post_train, quick_run_config
+from ..train.run import RunConfig, UserData, post_train, quick_run_config
 
 
 @dataclass(frozen=True)
-class TrainRunConfig(RunConfig):
+class TrainRunConfig(RunConfig, UserData):
     """`rairl train`: warm start, one post-training method, evaluation."""
 
-    seed: int = 0  # task splits, tiny policy initialisation and the warm start's sampling seeds
+    seed: int = 0  # task splits (or the demonstrations' shuffle), tiny policy initialisation, the warm start's sampling seeds
+
+    def __post_init__(self) -> None:
+        RunConfig.__post_init__(self)
+        UserData.__post_init__(self)
 
 
 def quick_train_config(method: str = "airl") -> TrainRunConfig:
@@ -32,7 +37,8 @@ def quick_train_config(method: str = "airl") -> TrainRunConfig:
 def run_train(cfg: TrainRunConfig, out: Path, warm_dir: Path | None = None, resume: bool = False, progress: bool = True) -> dict:
     """`post_train` with the command's seed; writes `out/metrics.json` and returns it."""
     run = RunConfig(**{k: getattr(cfg, k) for k in RunConfig.__dataclass_fields__})
-    return post_train(run, cfg.seed, out, warm_dir, resume=resume, progress=progress)
+    data = UserData(**{k: getattr(cfg, k) for k in UserData.__dataclass_fields__})
+    return post_train(run, cfg.seed, out, warm_dir, resume=resume, progress=progress, data=data)
 
 
 def resume_config(out: Path) -> TrainRunConfig:

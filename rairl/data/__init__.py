@@ -5,16 +5,24 @@ from .formats import (
     load_examples,
     load_gsm8k,
     load_localise_items,
+    load_prompts,
     save_candidate_pools,
     save_localise_items,
 )
-from .records import CandidatePool, DataError, Example, LocaliseItem
-from .steps import answers_match, extract_answer, first_wrong_step, join_steps, split_steps
+from .records import CandidatePool, DataError, Example, LocaliseItem, Prompt
+from .steps import (
+    answer_kind,
+    answers_match,
+    extract_answer,
+    first_wrong_step,
+    join_steps,
+    split_steps,
+)
 from .task import Problem, TaskConfig, make_splits
 
 __all__ = [
-    "CandidatePool", "DataError", "Example", "LocaliseItem", "Problem", "TaskConfig",
-    "answers_match", "extract_answer", "first_wrong_step", "join_steps", "load_candidate_pools", "load_examples",
-    "load_gsm8k", "load_localise_items", "make_splits", "save_candidate_pools",
-    "save_localise_items", "split_steps",
+    "CandidatePool", "DataError", "Example", "LocaliseItem", "Problem", "Prompt", "TaskConfig",
+    "answer_kind", "answers_match", "extract_answer", "first_wrong_step", "join_steps",
+    "load_candidate_pools", "load_examples", "load_gsm8k", "load_localise_items", "load_prompts",
+    "make_splits", "save_candidate_pools", "save_localise_items", "split_steps",
 ]

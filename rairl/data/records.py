@@ -1,8 +1,8 @@
 """Plain records the data layer hands to the rest of rairl, and its error type.
 
-Every record carries ``source`` ("file:line" it came from, "" when built in
-code) so that a problem found later can still point at the offending line;
-it is provenance, not content, so equality ignores it.
+Every record carries ``source`` ("file:line" it came from, "source:row" for a
+dataset, "" when built in code) so that a problem found later can still point
+at the offending line; it is provenance, not content, so equality ignores it.
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 
 class DataError(ValueError):
     """A data file is malformed; the message names the file, the 1-based line and the field.
+
+    For a dataset source (Parquet/CSV/Arrow, hub) ``path`` is the source as given
+    and ``line`` the 1-based row.
 
     ``str(err)`` reads ``"<path>:<line>: field '<field>': <message>"``, e.g.
     ``gsm8k/train.jsonl:17: field 'answer': missing '#### <number>' final line``.
@@ -42,6 +45,19 @@ class Example:
 
     prompt: str
     completion: str
+    answer: str | None = None
+    source: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A question to answer, without a solution (for sampling and evaluation).
+
+    ``answer`` is the gold final answer when known (a number as text, an option
+    letter, ...), for evaluation only.
+    """
+
+    prompt: str
     answer: str | None = None
     source: str = field(default="", compare=False)
 

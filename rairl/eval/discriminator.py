@@ -41,7 +41,7 @@ def evaluate_discriminator(
     reward_model.eval()
     ells, labels = [], []
     for i in range(0, len(records), batch_size):
-        batch, layout, lab, valid = discriminator_batch(records[i : i + batch_size], pad_id, rule)
+        batch, layout, lab, valid = discriminator_batch(records[i : i + batch_size], pad_id, rule, _device(reward_model))
         policy_logp = policy_logprobs(batch.input_ids, batch.attention_mask, score_mask=batch.completion_mask())
         ell = discriminator_terms(reward_model, batch, layout, policy_logp).ell
         ells.append(ell[valid])
@@ -78,7 +78,7 @@ def evaluate_steps(
     samples = [r for r in records if r.label == 0 and r.negative_from == 0]
     for i in range(0, len(samples), batch_size):
         chunk = samples[i : i + batch_size]
-        batch, layout, _, _ = discriminator_batch(chunk, tokenizer.pad_token_id, rule)
+        batch, layout, _, _ = discriminator_batch(chunk, tokenizer.pad_token_id, rule, _device(reward_model))
         logp = policy_logprobs(batch.input_ids, batch.attention_mask, score_mask=batch.completion_mask())
         terms = discriminator_terms(reward_model, batch, layout, logp)
         scores = {"log_pi": terms.f - terms.ell, "g": terms.g_sum, "f": terms.f, "ell": terms.ell}  # (A,) each; ℓ = f − Σ log π
@@ -99,3 +99,7 @@ def evaluate_steps(
     step_auroc = {k: auroc(scored["correct"][k] + scored["first_wrong"][k], [True] * n_ok + [False] * n_bad) if n_ok and n_bad else None
                   for k in STEP_SCORES}
     return {"step_auroc": step_auroc, "correct_steps": n_ok, "first_wrong_steps": n_bad, "skipped_samples": skipped}
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device

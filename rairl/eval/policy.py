@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..data import answers_match, extract_answer
+from ..data import answer_kind, answers_match, extract_answer
 from ..models.batch import encode_prompts
 from ..models.sampling import sample_completions
 
@@ -39,7 +39,7 @@ def evaluate_policy(
     per_problem, any_correct, lengths, valid = [], [], [], []
     for group, answer in zip(samples, answers, strict=True):
         texts = tokenizer.batch_decode(group, skip_special_tokens=True)
-        extracted = [extract_answer(t) for t in texts]
+        extracted = [extract_answer(t, kind=answer_kind(answer)) for t in texts]  # a number, or an option letter
         correct = [answers_match(a, answer) for a in extracted]
         per_problem.append(sum(correct) / len(correct))
         any_correct.append(any(correct))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..data import answers_match, extract_answer
+from ..data import answer_kind, answers_match, extract_answer
 from ..metrics import pick_accuracy, rerank_metrics
 from ..models.batch import encode_prompts
 from ..models.sampling import sample_completions
@@ -25,10 +25,11 @@ class SampledPool:
     texts: list[str]
 
     def correct(self) -> list[bool]:
-        return [answers_match(extract_answer(t), self.answer) for t in self.texts]
+        return [answers_match(a, self.answer) for a in self.final_answers()]
 
     def final_answers(self) -> list[str | None]:
-        return [extract_answer(t) for t in self.texts]
+        """Each sample's final answer: a number, or an option letter when the gold answer is one."""
+        return [extract_answer(t, kind=answer_kind(self.answer)) for t in self.texts]
 
 
 def sample_pools(

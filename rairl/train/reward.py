@@ -71,6 +71,9 @@ def train_reward(
     rng = random.Random(cfg.seed)
     policy.eval()
     params = [p for p in reward_model.parameters() if p.requires_grad]
+    device = params[0].device  # batches go where the reward model is; the policy must be there too
+    if next(policy.parameters()).device != device:
+        raise ValueError(f"train_reward: the policy is on {next(policy.parameters()).device}, the reward model on {device}")
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     best: dict[str, float] = {"auroc": -1.0}
     best_state = None
@@ -81,7 +84,7 @@ def train_reward(
             reward_model.train()
             half = cfg.batch_size // 2
             records = rng.sample(experts, min(half, len(experts))) + rng.sample(negatives, min(cfg.batch_size - half, len(negatives)))
-            batch, layout, labels, valid = discriminator_batch(records, pad_id, rule)
+            batch, layout, labels, valid = discriminator_batch(records, pad_id, rule, device)
             with torch.no_grad():
                 policy_logp = per_token_logprobs(policy, batch.input_ids, batch.attention_mask, score_mask=batch.completion_mask())
             loss, _ = discriminator_loss(reward_model, batch, layout, policy_logp, labels, valid)

@@ -23,14 +23,15 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..airl.discriminator import DiscRecord
 from ..airl.layout import step_rule
-from ..data import TaskConfig, make_splits
+from ..data import Example, TaskConfig, load_examples, load_prompts, make_splits
 from ..data.task import quick_task_config
 from ..eval.discriminator import evaluate_steps
 from ..eval.policy import PolicyEvalConfig, evaluate_policy
 from ..metrics import write_metrics
 from ..models.adapters import POLICY, AdapterConfig, SharedBaseModels, active_adapter, load_base
 from ..models.batch import encode_completions, encode_prompts
-from ..models.lm import load_causal_lm, per_token_logprobs
+from ..models.device import OnDevice
+from ..models.lm import load_causal_lm, looks_local, per_token_logprobs
 from ..models.modelset import ModelSet
 from ..models.reward import RewardModel
 from .sft import SFTConfig, train_sft
@@ -42,11 +43,12 @@ from .warm_start import (
     load_warm_start,
     quick_warm_config,
     timed_log,
+    warm_start_from_file,
 )
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(OnDevice):
     """What a post-training run is made of (shared by `rairl train` and `rairl compare`)."""
 
     task: TaskConfig = field(default_factory=TaskConfig)  # the embedded task's splits and problem sizes
@@ -60,6 +62,7 @@ class RunConfig:
     adapters: AdapterConfig = field(default_factory=AdapterConfig)  # the shared base and its adapters (with lora)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.train.method == "sft" and not self.train.token_budget:
             raise ValueError("train.method='sft' needs train.token_budget > 0 (the matched budget)")
         if self.lora and self.train.method == "sft":
@@ -79,52 +82,119 @@ def quick_run_config(method: str = "airl") -> RunConfig:
     )
 
 
-def warm_start_for(cfg: RunConfig, seed: int, warm_dir: Path, progress: bool = True) -> WarmStart:
-    """The run's warm start: loaded from `warm_dir` when one is there (it must match the run's seed, task
-    and warm config), else built from the task's splits and saved there."""
-    provenance = {"seed": seed, "task": asdict(cfg.task)}
+@dataclass(frozen=True)
+class UserData:
+    """Your policy and data for `rairl train` (no `policy`: a tiny policy on the embedded task)."""
+
+    policy: str = ""  # your policy: a checkpoint directory (or hub id); empty: a tiny policy on the embedded task
+    demos: str = ""  # with --policy: expert demonstrations for SFT and the reward (JSONL {prompt, completion} or GSM8K rows)
+    prompts: str = ""  # with --policy: questions without solutions for the rollouts ({prompt} or {question} rows)
+    reward: str = ""  # with --policy: a reward directory to start from (default: one trained on the demonstrations)
+    eval_data: str = ""  # with --policy: labelled questions ({question, answer} rows) for held-out evaluation; empty: none
+    val_fraction: float = 0.1  # with --policy: share of the demonstrations held out to validate the reward
+
+    def __post_init__(self) -> None:
+        given = [f"--{k}" for k in ("demos", "prompts", "reward", "eval_data") if getattr(self, k)]
+        if given and not self.policy:
+            raise ValueError(f"{', '.join(given)} need --policy (without it rairl train runs the embedded task)")
+        if self.policy and not (self.demos and self.prompts):
+            raise ValueError("--policy needs --demos (expert demonstrations) and --prompts (questions for the rollouts)")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction={self.val_fraction}; must be in (0, 1)")
+        for name in ("policy", "reward"):
+            path = getattr(self, name)
+            if path and (name == "reward" or looks_local(path)) and not Path(path).exists():
+                raise ValueError(f"--{name} {path}: no such model directory")
+
+
+@dataclass
+class RunData:
+    """What one run trains and evaluates on, whatever its source."""
+
+    prompts: list[str]  # rollout questions
+    answers: list[str | None]  # their gold answers where known (read by method="outcome" only)
+    demos: list[Example]  # expert demonstrations (method="sft" trains on them)
+    eval_questions: list[str]  # held-out evaluation (empty: none)
+    eval_answers: list[str]
+
+
+def warm_start_for(cfg: RunConfig, seed: int, warm_dir: Path, progress: bool = True, data: UserData = UserData()) -> WarmStart:
+    """The run's warm start: loaded from `warm_dir` when one is there (it must match the run's seed, data
+    and warm config), else built (from the task's splits, or `data.demos` with `data.policy`) and saved there."""
+    if data.policy:
+        provenance = {"seed": seed, "demos": data.demos, "limit": 0, "val_fraction": data.val_fraction, "policy": data.policy,
+                      "reward": data.reward}
+    else:
+        provenance = {"seed": seed, "task": asdict(cfg.task)}
+    device, dtype = cfg.torch_device(), cfg.torch_dtype()
     if (warm_dir / "warm.json").exists():
-        warm = load_warm_start(warm_dir)
+        warm = load_warm_start(warm_dir, device, dtype)
         if warm.provenance != json.loads(json.dumps(provenance)) or warm.cfg != cfg.warm:  # tuples as warm.json holds them
-            raise ValueError(f"{warm_dir / 'warm.json'}: this warm start was made with another seed, task or warm config "
+            raise ValueError(f"{warm_dir / 'warm.json'}: this warm start was made with another seed, data or warm config "
                              f"(its provenance: {warm.provenance}); give the run its own --warm directory")
         return warm
     t0 = time.time()
-    splits = make_splits(seed, cfg.task)
-    warm = build_warm_start(cfg.warm, seed, [p.example() for p in splits.train], [p.example() for p in splits.val], warm_dir,
-                            random.Random(seed), provenance, log=timed_log("warm ", progress), progress=progress)
+    if data.policy:
+        warm, _, _ = warm_start_from_file(cfg.warm, seed, data.demos, warm_dir, data.policy, data.reward or None,
+                                          data.val_fraction, 0, device, dtype, progress)
+    else:
+        splits = make_splits(seed, cfg.task)
+        warm = build_warm_start(cfg.warm, seed, [p.example() for p in splits.train], [p.example() for p in splits.val], warm_dir,
+                                random.Random(seed), provenance, device=device, dtype=dtype, log=timed_log("warm ", progress),
+                                progress=progress)
     warm.save(warm_dir, seconds=time.time() - t0)
     return warm
 
 
-def post_train(cfg: RunConfig, seed: int, out: Path, warm_dir: Path | None = None, resume: bool = False, progress: bool = True) -> dict:
+def run_data(cfg: RunConfig, seed: int, data: UserData) -> RunData:
+    """The embedded task's splits, or the user's files (`data.policy` set)."""
+    if not data.policy:
+        splits = make_splits(seed, cfg.task)
+        test = splits.test[: cfg.eval.problems]
+        return RunData([p.question() for p in splits.train], [str(p.values()[-1]) for p in splits.train],
+                       [p.example() for p in splits.train], [p.question() for p in test], [str(p.values()[-1]) for p in test])
+    prompts = load_prompts(data.prompts)
+    held_out = load_prompts(data.eval_data, limit=cfg.eval.problems) if data.eval_data else []
+    unlabelled = [p.source or p.prompt[:40] for p in held_out if p.answer is None]
+    if unlabelled:
+        raise ValueError(f"{data.eval_data}: evaluation needs an answer on every row (first without: {unlabelled[0]})")
+    if cfg.train.method == "outcome" and any(p.answer is None for p in prompts):
+        raise ValueError(f"{data.prompts}: train.method='outcome' reads a gold answer for every prompt; some have none")
+    return RunData([p.prompt for p in prompts], [p.answer for p in prompts], load_examples(data.demos),
+                   [p.prompt for p in held_out], [p.answer for p in held_out])
+
+
+
+def post_train(cfg: RunConfig, seed: int, out: Path, warm_dir: Path | None = None, resume: bool = False, progress: bool = True,
+               data: UserData = UserData()) -> dict:
     """Warm start (reused from `warm_dir` when it holds one), post-train with `cfg.train.method`, evaluate.
 
-    Writes `out/config.json` (the run's `seed` and `cfg`), `out/train_log.jsonl` or `out/sft_log.jsonl`,
-    checkpoints, the trained models and `out/metrics.json`; returns the metrics.
+    On the embedded task, or with `data.policy` on the user's policy and files. Writes `out/config.json`
+    (the run's `seed`, `cfg` and `data`), `out/train_log.jsonl` or `out/sft_log.jsonl`, checkpoints,
+    the trained models and `out/metrics.json`; returns the metrics.
     """
     t0 = time.time()
     if not resume and ((out / "metrics.json").exists() or any((out / "checkpoints").glob("iter_*.pt"))):
         raise ValueError(f"{out} already holds a run (metrics.json or checkpoints); continue it with --resume {out} "
                          "or choose another --out")
+    rd = run_data(cfg, seed, data)  # files are read (and refused) before anything is written
     out.mkdir(parents=True, exist_ok=True)
     warm_dir = warm_dir or out / "warm"
-    warm = warm_start_for(cfg, seed, warm_dir, progress)
+    warm = warm_start_for(cfg, seed, warm_dir, progress, data)
     if not resume:
-        (out / "config.json").write_text(json.dumps({"seed": seed, **asdict(cfg)}, indent=2))
+        (out / "config.json").write_text(json.dumps({"seed": seed, **asdict(cfg), **asdict(data)}, indent=2))
         (out / "train_log.jsonl").unlink(missing_ok=True)
     tokenizer, policy, reward, method = warm.tokenizer, warm.policy, warm.reward_model, cfg.train.method
-    splits = make_splits(seed, cfg.task)
     if method == "sft":
-        tokens = continue_sft(cfg, seed, policy, tokenizer, splits.train, out, progress)[-1]["tokens"]
+        tokens = continue_sft(cfg, seed, policy, tokenizer, rd.demos, out, progress)[-1]["tokens"]
     else:
         if cfg.lora:
-            models = SharedBaseModels(load_base(warm.policy_path, cfg.adapters), reward.cfg, cfg.adapters)
+            models = SharedBaseModels(load_base(warm.policy_path, cfg.adapters, cfg.torch_device()), reward.cfg, cfg.adapters)
             policy, reward = models.model, models.reward
         else:
             models = ModelSet(policy, reward, with_reference=cfg.train.kl_coef > 0)
-        prompts = encode_prompts(tokenizer, [p.question() for p in splits.train], max_prompt_tokens=cfg.warm.max_prompt_tokens)
-        trainer = AIRLTrainer(models, tokenizer, prompts, warm.train_records, cfg.train, answers=[str(p.values()[-1]) for p in splits.train],
+        prompts = encode_prompts(tokenizer, rd.prompts, max_prompt_tokens=cfg.warm.max_prompt_tokens)
+        trainer = AIRLTrainer(models, tokenizer, prompts, warm.train_records, cfg.train, answers=rd.answers,
                               val_records=warm.val_records, out_dir=out, progress=progress)
         if resume:
             trainer.resume()
@@ -138,20 +208,25 @@ def post_train(cfg: RunConfig, seed: int, out: Path, warm_dir: Path | None = Non
         if method == "airl":
             reward.save_pretrained(out / "reward")
     with active_adapter(policy, POLICY) if cfg.lora else contextlib.nullcontext():
-        ev = evaluate_on_test(cfg, seed, policy, tokenizer, progress)
-    metrics = {"method": method, "seed": seed, "tokens_trained": tokens, "verifier_free": method != "outcome", **ev}
-    if method in ("airl", "frozen") and not cfg.lora:  # the reward the policy was trained on, at the end
-        metrics["reward_steps"] = reward_step_metrics(cfg, seed, reward, load_causal_lm(warm.policy_path), tokenizer, warm.val_records)
+        ev = evaluate_held_out(cfg, seed, rd, policy, tokenizer, progress)
+    metrics = {"method": method, "seed": seed, "tokens_trained": tokens, "verifier_free": method != "outcome", **ev,
+               "device": str(next(policy.parameters()).device), "dtype": str(cfg.torch_dtype()).removeprefix("torch.")}
+    if method in ("airl", "frozen") and not cfg.lora and not data.policy:  # the reward the policy was trained on, at the end
+        warm_policy = load_causal_lm(warm.policy_path, cfg.torch_dtype(), device=cfg.torch_device())
+        metrics["reward_steps"] = reward_step_metrics(cfg, seed, reward, warm_policy, tokenizer, warm.val_records)
     metrics["seconds"] = time.time() - t0
     write_metrics(out / "metrics.json", metrics)
     return metrics
 
 
-def evaluate_on_test(cfg: RunConfig, seed: int, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, progress: bool = True) -> dict:
-    """`evaluate_policy` on the run's held-out problems with its fixed sampling seed (every method alike)."""
-    test = make_splits(seed, cfg.task).test[: cfg.eval.problems]
-    return evaluate_policy(policy, tokenizer, [p.question() for p in test], [str(p.values()[-1]) for p in test],
-                           cfg.eval.samples, cfg.train.max_new_tokens, seed=seed + 10_000, progress=progress)
+def evaluate_held_out(cfg: RunConfig, seed: int, rd: RunData, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                      progress: bool = True) -> dict:
+    """`evaluate_policy` on the run's held-out questions with its fixed sampling seed (every method alike);
+    `{"evaluated": False}` when the run has none."""
+    if not rd.eval_questions:
+        return {"evaluated": False}
+    return evaluate_policy(policy, tokenizer, rd.eval_questions, rd.eval_answers, cfg.eval.samples, cfg.train.max_new_tokens,
+                           seed=seed + 10_000, progress=progress)
 
 
 def reward_step_metrics(cfg: RunConfig, seed: int, reward: RewardModel, warm_policy: PreTrainedModel,
@@ -168,9 +243,8 @@ def reward_step_metrics(cfg: RunConfig, seed: int, reward: RewardModel, warm_pol
     return evaluate_steps(reward, partial(per_token_logprobs, policy), val_records, references, tokenizer, step_rule(reward.cfg, tokenizer))
 
 
-def continue_sft(cfg: RunConfig, seed: int, policy, tokenizer, problems, out: Path, progress: bool) -> list[dict]:
+def continue_sft(cfg: RunConfig, seed: int, policy, tokenizer, examples: list[Example], out: Path, progress: bool) -> list[dict]:
     """The SFT baseline: more SFT on the demonstrations, to the same token budget as the RL methods."""
-    examples = [p.example() for p in problems]
     p_ids = encode_prompts(tokenizer, [e.prompt for e in examples], max_prompt_tokens=cfg.warm.max_prompt_tokens)
     c_ids = encode_completions(tokenizer, [e.completion for e in examples], max_completion_tokens=cfg.warm.max_completion_tokens)
     batch_size = 64

@@ -19,7 +19,7 @@ from ..models.lm import per_token_logprobs
 
 @dataclass(frozen=True)
 class SFTConfig:
-    steps: int = 700  # optimiser steps
+    steps: int = 700  # optimiser steps (0: no SFT, e.g. for an instruction-tuned policy)
     batch_size: int = 64  # sequences per step
     lr: float = 3e-3  # peak learning rate (linear warm-up, cosine decay to 10%)
     warmup: int = 50  # linear warm-up steps
@@ -36,9 +36,11 @@ class SFTConfig:
     max_tokens: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "log_every"):
+        for name in ("batch_size", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"SFTConfig.{name}={getattr(self, name)}; must be >= 1")
+        if self.steps < 0:
+            raise ValueError(f"SFTConfig.steps={self.steps}; must be >= 0 (0: no SFT)")
         if self.lr <= 0:
             raise ValueError(f"SFTConfig.lr={self.lr}; must be > 0")
 
@@ -52,7 +54,7 @@ def lr_schedule(step: int, peak: float, warmup: int, total: int) -> float:
 
 def completion_nll(model: PreTrainedModel, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
     """Mean negative log-likelihood (nats/token) of the completion tokens."""
-    batch = collate(prompt_ids, completion_ids, pad_id)
+    batch = collate(prompt_ids, completion_ids, pad_id).to(next(model.parameters()).device)
     mask = batch.completion_mask()
     logp = per_token_logprobs(model, batch.input_ids, batch.attention_mask, score_mask=mask)  # (B, T)
     return -(logp * mask).sum() / mask.sum().clamp(min=1)

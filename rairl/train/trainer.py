@@ -47,7 +47,7 @@ from ..airl.discriminator import (
     discriminator_terms,
 )
 from ..airl.layout import ActionLayout, action_layout, step_rule
-from ..data import answers_match, extract_answer
+from ..data import answer_kind, answers_match, extract_answer
 from ..eval.discriminator import evaluate_discriminator
 from ..kernels.segments import StepRule
 from ..models.batch import TokenBatch, collate
@@ -225,7 +225,8 @@ class AIRLTrainer:
         """`(A,)` reward per action: ℓ_k (or f_k, per `policy_reward`) for airl/frozen, answer correctness for outcome."""
         if self.cfg.method == "outcome":
             texts = self.tokenizer.batch_decode(rollout.completions, skip_special_tokens=True)
-            correct = [answers_match(extract_answer(t), self.answers[i]) for t, i in zip(texts, rollout.prompt_index, strict=True)]
+            golds = [self.answers[i] for i in rollout.prompt_index]
+            correct = [answers_match(extract_answer(t, kind=answer_kind(g)), g) for t, g in zip(texts, golds, strict=True)]
             return torch.tensor(correct, dtype=torch.float32, device=self.device)[rollout.layout.seq]  # one action per completion
         self.models.reward.eval()
         size, rewards = self.cfg.minibatch_size, []

@@ -21,20 +21,24 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
+import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..airl.discriminator import DiscRecord
 from ..airl.layout import step_rule
 from ..airl.negatives import discriminator_records
 from ..configs import config_from_dict
-from ..data import Example, LocaliseItem
+from ..data import Example, LocaliseItem, load_examples
+from ..eval.discriminator import evaluate_discriminator
 from ..eval.localise import clean_items
 from ..eval.rerank import SampledPool, sample_pools
 from ..metrics import write_metrics
 from ..models.batch import encode_completions, encode_prompts
-from ..models.lm import TinyLMConfig, build_tiny_lm, load_causal_lm
+from ..models.device import attn_implementation
+from ..models.lm import TinyLMConfig, build_tiny_lm, load_causal_lm, per_token_logprobs
 from ..models.reward import RewardConfig, RewardModel
 from ..models.tokenizer import format_prompt, load_tokenizer, train_bpe_tokenizer
 from .reward import RewardTrainConfig, train_reward
@@ -114,8 +118,8 @@ class WarmStart:
                                           "policy": policy, "reward_best": self.reward_best, "seconds": seconds})
 
 
-def load_warm_start(warm_dir: str | Path) -> WarmStart:
-    """The warm start `WarmStart.save` wrote under `warm_dir`."""
+def load_warm_start(warm_dir: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> WarmStart:
+    """The warm start `WarmStart.save` wrote under `warm_dir`, its models on `device` in `dtype`."""
     warm_dir = Path(warm_dir)
     meta_file = warm_dir / "warm.json"
     if not meta_file.exists():
@@ -134,8 +138,8 @@ def load_warm_start(warm_dir: str | Path) -> WarmStart:
     policy_path = warm_dir / policy if policy == "policy" else Path(policy)
     records = json.loads((warm_dir / "records.json").read_text())
     return WarmStart(
-        cfg, provenance, load_tokenizer(policy_path), load_causal_lm(policy_path), policy_path,
-        RewardModel.from_pretrained(warm_dir / "reward"),
+        cfg, provenance, load_tokenizer(policy_path), load_causal_lm(policy_path, dtype, attn_implementation(torch.device(device)), device),
+        policy_path, RewardModel.from_pretrained(warm_dir / "reward", dtype, device, attn_implementation(torch.device(device))),
         [DiscRecord(**r) for r in records["train"]], [DiscRecord(**r) for r in records["val"]],
         [SampledPool(**p) for p in records.get("val_pools", [])], [LocaliseItem(**i) for i in records.get("val_items", [])], best,
     )
@@ -150,20 +154,27 @@ def build_warm_start(
     rng: random.Random,
     provenance: dict,
     policy_path: str | Path | None = None,
+    reward_path: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
     log: Callable[[str], None] = lambda msg: None,
     progress: bool = True,
 ) -> WarmStart:
     """Tokenizer, policy, negatives and reward model from expert `train` / `val` examples.
 
     Without `policy_path` a tiny policy (`cfg.model`, seeded by `seed`) and its BPE tokenizer are
-    built, saved under `out/policy` and SFT'd; with it, that checkpoint is loaded as it is.
-    `rng` draws the negative prompts and the perturbations (the caller may keep drawing from it).
-    Sampling seeds: `seed + 2` (negatives), `seed + 3` (validation pools).
+    built and saved under `out/policy`; with it, that checkpoint is loaded. Either is then SFT'd on
+    `train` for `cfg.sft.steps` steps (0: none) and, when trained, saved under `out/policy`. With
+    `reward_path` the reward model is loaded from there instead of trained. Models sit on `device`
+    in `dtype` (the reward model's heads in fp32). `rng` draws the negative prompts and the
+    perturbations (the caller may keep drawing from it). Sampling seeds: `seed + 2` (negatives),
+    `seed + 3` (validation pools).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     provenance = json.loads(json.dumps(provenance))  # as warm.json will hold it (tuples become lists)
-    if policy_path is None:
+    tiny = policy_path is None
+    if tiny:
         corpus = [format_prompt(e.prompt) + e.completion for e in train]
         train_bpe_tokenizer(corpus, cfg.vocab_size).save_pretrained(out / "policy")
         policy_path = out / "policy"
@@ -171,14 +182,18 @@ def build_warm_start(
     train, val = within_limits(tokenizer, train, cfg, "train"), within_limits(tokenizer, val, cfg, "val")
     p_ids = encode_prompts(tokenizer, [e.prompt for e in train], cfg.max_prompt_tokens)
     c_ids = encode_completions(tokenizer, [e.completion for e in train], cfg.max_completion_tokens)
-    if policy_path == out / "policy":
+    if tiny:
         build_tiny_lm(tokenizer, cfg.model, seed=seed).save_pretrained(out / "policy")
-        policy = load_causal_lm(out / "policy")
+    if tiny or cfg.sft.steps:
+        policy = load_causal_lm(policy_path, dtype, attn_implementation(torch.device(device)), device)
         log(f"tokenizer: {len(tokenizer)} tokens; policy: {sum(p.numel() for p in policy.parameters()) / 1e6:.2f}M parameters")
-        train_sft(policy, p_ids, c_ids, tokenizer.pad_token_id, cfg.sft, metrics_path=out / "sft_log.jsonl",
-                  progress=progress, stop_check=_sft_stop_check(cfg, policy, tokenizer, val, log) if cfg.sft_target_accuracy > 0 else None)
-        policy.save_pretrained(out / "policy")
-    policy = load_causal_lm(policy_path).eval()
+        if cfg.sft.steps:
+            train_sft(policy, p_ids, c_ids, tokenizer.pad_token_id, cfg.sft, metrics_path=out / "sft_log.jsonl", progress=progress,
+                      stop_check=_sft_stop_check(cfg, policy, tokenizer, val, log) if cfg.sft_target_accuracy > 0 else None)
+            policy.save_pretrained(out / "policy")
+            tokenizer.save_pretrained(out / "policy")
+            policy_path = out / "policy"
+    policy = load_causal_lm(policy_path, dtype, attn_implementation(torch.device(device)), device).eval()
 
     # negatives: policy samples on training prompts; validation pools for model selection
     negative = rng.sample(list(train), min(cfg.negative_prompts, len(train)))
@@ -193,13 +208,39 @@ def build_warm_start(
                                                        [(p.prompt_ids, p.completion_ids) for p in val_pools], rng)
     log(f"discriminator data: {len(train_records)} train / {len(val_records)} val sequences")
 
-    # reward model initialised from the policy, trained as the AIRL discriminator
-    reward_model = RewardModel(copy.deepcopy(policy), cfg.reward)
-    best = train_reward(reward_model, policy, train_records, val_records, tokenizer.pad_token_id, step_rule(cfg.reward, tokenizer),
-                        cfg.reward_train, metrics_path=out / "reward_log.jsonl", progress=progress)
+    if reward_path is not None:  # a given reward model: evaluated on this validation data, not trained
+        reward_model = RewardModel.from_pretrained(reward_path, dtype, device, attn_implementation(torch.device(device)))
+        best = {**evaluate_discriminator(reward_model, partial(per_token_logprobs, policy), val_records, tokenizer.pad_token_id,
+                                         step_rule(reward_model.cfg, tokenizer)), "step": 0, "given": str(reward_path)}
+    else:  # reward model initialised from the policy, trained as the AIRL discriminator
+        reward_model = RewardModel(copy.deepcopy(policy), cfg.reward).to(device)
+        best = train_reward(reward_model, policy, train_records, val_records, tokenizer.pad_token_id, step_rule(cfg.reward, tokenizer),
+                            cfg.reward_train, metrics_path=out / "reward_log.jsonl", progress=progress)
     log(f"reward model: best val AUROC {best['auroc']:.3f} (acc {best['acc']:.3f}) at step {best['step']}")
     return WarmStart(cfg, provenance, tokenizer, policy, Path(policy_path), reward_model, train_records, val_records,
                      val_pools, val_perturbed + clean_items(val), best)
+
+
+def warm_start_from_file(
+    cfg: WarmStartConfig, seed: int, demos: str, out: str | Path, policy_path: str | None = None, reward_path: str | None = None,
+    val_fraction: float = 0.1, limit: int = 0, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+) -> tuple[WarmStart, list[Example], int]:
+    """`build_warm_start` on the expert demonstrations in `demos` (JSONL, GSM8K or a dataset), shuffled
+    with `seed`, `val_fraction` of them held out; returns the warm start, the held-out examples and
+    how many examples were read."""
+    examples = load_examples(demos, limit=limit or None)
+    rng = random.Random(seed)
+    rng.shuffle(examples)
+    n_val = max(1, int(len(examples) * val_fraction))
+    if len(examples) - n_val < 1:
+        raise ValueError(f"{demos}: {len(examples)} demonstration(s); need at least 2 (one to train on, one to validate)")
+    val, train = examples[:n_val], examples[n_val:]
+    provenance = {"seed": seed, "demos": str(demos), "limit": limit, "val_fraction": val_fraction, "policy": policy_path or "",
+                  "reward": reward_path or ""}
+    warm = build_warm_start(cfg, seed, train, val, out, rng, provenance, policy_path=policy_path, reward_path=reward_path,
+                            device=device, dtype=dtype, log=timed_log("warm ", progress), progress=progress)
+    return warm, val, len(examples)
 
 
 def within_limits(tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example], cfg: WarmStartConfig, split: str) -> list[Example]:

@@ -1,0 +1,91 @@
+"""`rairl train --policy`: a user's checkpoint, demonstrations, unlabelled prompts and held-out file, on CPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from rairl.data import TaskConfig, make_splits
+from rairl.models.lm import TinyLMConfig, build_tiny_lm
+from rairl.models.tokenizer import format_prompt, load_tokenizer, train_bpe_tokenizer
+
+
+def rairl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "rairl.cli", *args], capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"rairl {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def user_files(tmp_path_factory):
+    """A tiny Qwen2-architecture checkpoint saved like a user's, and the user's three files."""
+    root = tmp_path_factory.mktemp("user")
+    splits = make_splits(11, TaskConfig(n_train=120, n_val=1, n_test=8, max_steps=3))
+    examples = [p.example() for p in splits.train]
+    train_bpe_tokenizer([format_prompt(e.prompt) + e.completion for e in examples], 400).save_pretrained(root / "policy")
+    tokenizer = load_tokenizer(root / "policy")
+    build_tiny_lm(tokenizer, TinyLMConfig(arch="qwen2", hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64),
+                  seed=1).save_pretrained(root / "policy")
+    (root / "demos.jsonl").write_text("".join(json.dumps({"prompt": e.prompt, "completion": e.completion, "answer": e.answer}) + "\n"
+                                              for e in examples[:60]))
+    (root / "prompts.jsonl").write_text("".join(json.dumps({"question": e.prompt}) + "\n" for e in examples[60:]))  # no answers
+    (root / "eval.jsonl").write_text("".join(json.dumps({"question": p.question(), "answer": str(p.values()[-1])}) + "\n"
+                                             for p in splits.test))
+    return root
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_train_posts_trains_the_users_policy_on_its_files(user_files, tmp_path, dtype):
+    root, out = user_files, tmp_path / "run"
+    rairl("train", "--quick", "--policy", str(root / "policy"), "--demos", str(root / "demos.jsonl"),
+          "--prompts", str(root / "prompts.jsonl"), "--eval_data", str(root / "eval.jsonl"), "--train.iterations", "2",
+          "--device", "cpu", "--dtype", dtype, "--out", str(out), "--no-progress")
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["device"] == "cpu" and m["dtype"] == {"fp32": "float32", "bf16": "bfloat16"}[dtype]
+    assert m["tokens_trained"] > 0 and 0.0 <= m["pass1"] <= 1.0 and m["k"] == 2 and len(m["per_problem_pass1"]) == 8
+    warm = json.loads((out / "warm" / "warm.json").read_text())
+    assert warm["provenance"]["policy"] == str(root / "policy") and warm["provenance"]["demos"] == str(root / "demos.jsonl")
+    from rairl.models.lm import load_causal_lm
+
+    trained = load_causal_lm(out / "policy")
+    assert trained.config.model_type == "qwen2"
+    assert {p.dtype for p in load_causal_lm(out / "policy", dtype=torch.float32).parameters()} == {torch.float32}
+    rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [1, 2] and all(r["disc_loss"] > 0 for r in rows)
+
+
+def test_train_without_eval_data_skips_evaluation_and_given_reward_is_used(user_files, tmp_path):
+    root = user_files
+    first = tmp_path / "first"
+    rairl("train", "--quick", "--policy", str(root / "policy"), "--demos", str(root / "demos.jsonl"),
+          "--prompts", str(root / "prompts.jsonl"), "--train.iterations", "1", "--train.method", "frozen",
+          "--warm.sft.steps", "0", "--device", "cpu", "--out", str(first), "--no-progress")
+    m = json.loads((first / "metrics.json").read_text())
+    assert m["evaluated"] is False and "pass1" not in m
+    second = tmp_path / "second"  # the first run's warm reward, given: loaded, not trained
+    rairl("train", "--quick", "--policy", str(root / "policy"), "--demos", str(root / "demos.jsonl"),
+          "--prompts", str(root / "prompts.jsonl"), "--reward", str(first / "warm" / "reward"), "--train.iterations", "1",
+          "--train.method", "frozen", "--warm.sft.steps", "0", "--device", "cpu", "--out", str(second), "--no-progress")
+    warm = json.loads((second / "warm" / "warm.json").read_text())
+    assert warm["reward_best"]["given"] == str(first / "warm" / "reward") and not (second / "warm" / "reward_log.jsonl").exists()
+
+
+def test_bad_options_are_refused_before_anything_is_written(user_files, tmp_path):
+    root, out = user_files, tmp_path / "never"
+    common = ["--policy", str(root / "policy"), "--demos", str(root / "demos.jsonl"), "--prompts", str(root / "prompts.jsonl"),
+              "--out", str(out)]
+    if not torch.cuda.is_available():
+        proc = rairl("train", *common, "--device", "cuda", check=False)
+        assert proc.returncode == 2 and "no CUDA device here" in proc.stderr
+    proc = rairl("train", "--demos", str(root / "demos.jsonl"), "--out", str(out), check=False)
+    assert proc.returncode == 2 and "need --policy" in proc.stderr
+    proc = rairl("train", "--policy", str(root / "policy"), "--out", str(out), check=False)
+    assert proc.returncode == 2 and "--demos" in proc.stderr
+    proc = rairl("train", *common[:-2], "--policy", str(tmp_path / "polcy"), "--out", str(out), check=False)
+    assert proc.returncode == 2 and "no such model directory" in proc.stderr
+    assert not out.exists()
