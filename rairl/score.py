@@ -36,7 +36,7 @@ from .metrics import first_below
 from .models.batch import collate, encode_completions, encode_prompts
 from .models.device import attn_implementation, resolve_device, resolve_dtype
 from .models.reward import RewardModel
-from .models.tokenizer import load_tokenizer, newline_token_ids
+from .models.tokenizer import load_tokenizer, newline_token_ids, set_template
 
 SELECTORS = ("mean", "min", "last", "sum", "token_mean")
 
@@ -48,6 +48,7 @@ class ScorerSettings:
     term: str = "g"  # "g" or "f"
     selector: str = "min"  # how step scores rank whole solutions, one of SELECTORS
     threshold: float = -1.0  # localisation: first step scoring below this is the first error
+    template: str = "plain"  # prompt format the reward was trained with: plain | chat (the tokenizer's chat template)
 
     def __post_init__(self) -> None:
         if self.term not in ("g", "f"):
@@ -94,6 +95,7 @@ class RewardScorer:
         self.settings = settings or ScorerSettings()
         self.batch_size = batch_size
         self.max_prompt_tokens, self.max_completion_tokens = max_prompt_tokens, max_completion_tokens
+        set_template(tokenizer, self.settings.template)
         self.action_rule = step_rule(reward_model.cfg, tokenizer)
         self.line_rule = StepRule("boundary", boundary_ids=newline_token_ids(tokenizer))
 

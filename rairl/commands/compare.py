@@ -62,6 +62,8 @@ class CompareConfig(RunConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.warm.template != "plain":
+            raise ValueError("warm.template='chat' needs a policy whose tokenizer has a chat template; the tiny policy's has none")
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))  # the CLI passes strings
         unknown = [m for m in self.methods if m not in ARMS]
         if unknown or not self.methods:

@@ -43,6 +43,8 @@ class DemoConfig(OnDevice):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.warm.template != "plain":
+            raise ValueError("warm.template='chat' needs a policy whose tokenizer has a chat template; the tiny policy's has none")
         if self.n_samples < 2:
             raise ValueError(f"DemoConfig.n_samples={self.n_samples}; need >= 2 for best-of-N")
         for name in ("negative_prompts", "disc_experts"):
@@ -83,8 +85,9 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True) -> dic
     log(f"SFT done: sampled test accuracy {sft_pass1:.3f}")
 
     # 5. validation: selector and localisation threshold, for the reward and the log-prob baseline
-    scorer = RewardScorer(warm.reward_model, tokenizer, ScorerSettings())
-    logprob = RewardScorer(RewardModel(policy, RewardConfig(granularity="step")).to(device), tokenizer, ScorerSettings(selector="token_mean"))
+    scorer = RewardScorer(warm.reward_model, tokenizer, ScorerSettings(template=w.template))
+    logprob = RewardScorer(RewardModel(policy, RewardConfig(granularity="step")).to(device), tokenizer,
+                           ScorerSettings(selector="token_mean", template=w.template))
     scorer.settings.selector, val_selector_acc = choose_selector(scorer, warm.val_pools)
     calibrate_localiser(scorer, warm.val_items)
     calibrate_localiser(logprob, warm.val_items)

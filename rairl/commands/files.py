@@ -25,8 +25,9 @@ from ..metrics import first_below, localisation_metrics, rerank_metrics, write_m
 from ..models.device import OnDevice, attn_implementation
 from ..models.lm import load_causal_lm
 from ..models.reward import RewardConfig, RewardModel
+from ..models.tokenizer import load_tokenizer, set_template
 from ..plan import PlanConfig, estimate, format_plan
-from ..score import SELECTORS, RewardScorer
+from ..score import SELECTORS, RewardScorer, ScorerSettings
 from ..train.reward import RewardTrainConfig
 from ..train.sft import SFTConfig
 from ..train.warm_start import WarmStartConfig, warm_start_from_file
@@ -55,6 +56,8 @@ class TrainRewardConfig(OnDevice):
         super().__post_init__()
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"TrainRewardConfig.val_fraction={self.val_fraction}; must be in (0, 1)")
+        if self.warm.template != "plain" and not self.policy:
+            raise ValueError("warm.template='chat' needs --policy with a chat template; the tiny policy's tokenizer has none")
         if self.limit < 0:
             raise ValueError(f"TrainRewardConfig.limit={self.limit}; must be >= 0 (0: all)")
 
@@ -62,10 +65,13 @@ class TrainRewardConfig(OnDevice):
 def train_reward_command(cfg: TrainRewardConfig, out: Path, progress: bool = True) -> dict:
     """Warm start on the file's examples, the localiser calibrated on held-out ones; writes `out/reward` and metrics."""
     t0 = time.time()
+    if cfg.policy and cfg.warm.template != "plain":  # refused before anything is written
+        set_template(load_tokenizer(cfg.policy), cfg.warm.template)
     warm, val_ex, n_read = warm_start_from_file(cfg.warm, cfg.seed, cfg.data, out, cfg.policy or None, None, cfg.val_fraction, cfg.limit,
                                         cfg.torch_device(), cfg.torch_dtype(), progress)
     warm.save(out, seconds=time.time() - t0)
-    scorer = RewardScorer(warm.reward_model, warm.tokenizer, max_prompt_tokens=cfg.warm.max_prompt_tokens,
+    scorer = RewardScorer(warm.reward_model, warm.tokenizer, ScorerSettings(template=cfg.warm.template),
+                          max_prompt_tokens=cfg.warm.max_prompt_tokens,
                           max_completion_tokens=cfg.warm.max_completion_tokens)
     calibrate_localiser(scorer, warm.val_items)
     scorer.save_pretrained(out / "reward")
@@ -126,7 +132,8 @@ def rerank_command(cfg: RerankConfig, out: Path, progress: bool = True) -> dict:
         raise ValueError(f"{cfg.pools}: every candidate needs 'is_correct' (or the pool an 'answer') to be evaluated")
     device = cfg.torch_device()
     policy = load_causal_lm(cfg.policy, cfg.torch_dtype(), attn_implementation(device), device) if cfg.policy else None
-    baseline = RewardScorer(RewardModel(policy, RewardConfig()).to(device), scorer.tokenizer) if policy is not None else None
+    same_format = ScorerSettings(template=scorer.settings.template)
+    baseline = RewardScorer(RewardModel(policy, RewardConfig()).to(device), scorer.tokenizer, same_format) if policy is not None else None
     reward_scores, logprob_scores, answers = [], [], []
     for p in tqdm(pools, desc="rerank", disable=not progress):
         p_ids, c_ids = scorer.encode([p.question] * len(p.solutions), p.solutions)

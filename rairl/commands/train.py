@@ -27,6 +27,8 @@ class TrainRunConfig(RunConfig, UserData):
     def __post_init__(self) -> None:
         RunConfig.__post_init__(self)
         UserData.__post_init__(self)
+        if not self.policy and self.warm.template != "plain":
+            raise ValueError("warm.template='chat' needs a policy whose tokenizer has a chat template; the tiny policy's has none")
 
 
 def quick_train_config(method: str = "airl") -> TrainRunConfig:

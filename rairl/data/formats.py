@@ -1,23 +1,9 @@
 """Loaders and writers for the data formats of DESIGN.md section 4.
 
-Every loader reads its source through one entry point, ``_records``, which
-takes a local file or folder or a Hugging Face hub dataset:
-
-* ``data/train.jsonl`` (or any other local file but the three below): JSONL,
-  or one JSON list (detected by a leading ``[``), streamed line by line;
-* ``data/train.parquet``, ``.csv``, ``.arrow`` or a folder of such files (one
-  format; a ``save_to_disk`` folder too): read with ``datasets``, split
-  ``train`` unless ``@split`` names another (``data/mmlu@test``: a folder's
-  splits come from its file names, as ``datasets`` infers them);
-* anything else, ``name[:config][@split]`` (``openai/gsm8k:main@test``): the hub
-  dataset, streamed, split ``train`` by default.
-
-A ``Path``, or a string naming an existing path, is taken whole (no ``@split``).
-A string that looks like a local path (absolute; starting with ``.`` or ``~``;
-a data-file suffix; a first component that exists here; more than one ``/``)
-and does not exist is a FileNotFoundError naming it, never a hub query.
-``datasets`` is imported only for the sources that need it (extras ``[trl]``
-or ``[dev]``).
+Every loader reads its source through one entry point, ``_records`` of
+``rairl.data.sources``, which takes a local JSON/JSONL file, a
+Parquet/CSV/Arrow file or folder, a ``save_to_disk`` folder or a Hugging Face
+hub dataset; the source syntax is documented there.
 
 Each record is validated and each problem becomes a DataError naming the
 source, the 1-based line (the 1-based row for a dataset) and the field.
@@ -34,15 +20,14 @@ import itertools
 import json
 import logging
 import os
-import re
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from rairl.data.records import CandidatePool, DataError, DataWarning, Example, LocaliseItem, Prompt
+from rairl.data.sources import _RECORD, PathLike, Records, _At, _records
 from rairl.data.steps import (
     answer_kind,
     answers_match,
@@ -52,190 +37,15 @@ from rairl.data.steps import (
 )
 
 log = logging.getLogger(__name__)
-
-PathLike = str | os.PathLike[str]
 OnError = Literal["raise", "skip_with_warning"]
 T = TypeVar("T")
-_RECORD = "<record>"
-Records = Iterator[tuple["_At", Any]]
 
 EXAMPLE_FIELDS = ("prompt", "completion", "answer")  # rairl's names, the keys of a `fields` mapping
 PROMPT_FIELDS = ("prompt", "answer")
 _EXAMPLE_COLUMNS = {f: f for f in EXAMPLE_FIELDS}
-_DATASET_BUILDERS = {".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}  # read through `datasets`
-# Suffixes that mark a string as a local path, never a hub name.
-_FILE_SUFFIXES = {".json", ".jsonl", ".txt", ".tsv", ".gz", ".bz2", ".xz", ".zst", ".zip", *_DATASET_BUILDERS}
-_HUB_NAME_RE = re.compile(r"[\w.-]+(?:/[\w.-]+)?")  # "name" or "owner/name"
 
 
-@dataclass(frozen=True)
-class _At:
-    """Where a record came from; builds errors and ``source`` strings."""
-
-    path: str
-    line: int
-
-    @property
-    def source(self) -> str:
-        return f"{self.path}:{self.line}"
-
-    def error(self, field: str, message: str) -> DataError:
-        return DataError(self.path, self.line, field, message)
-
-
-# ---------------------------------------------------------------- reading records
-
-
-def _records(source: PathLike) -> Records:
-    """Yield (where, parsed record or the DataError for it) for each record of ``source``.
-
-    The one reader every loader uses; the source forms are in the module docstring.
-    """
-    name = os.fspath(source)
-    path, split = _resolve(source)
-    if path is None or path.is_dir() or path.suffix.lower() in _DATASET_BUILDERS:
-        yield from _dataset_records(name, path, split)
-        return
-    if split is not None:
-        raise ValueError(f"{name}: a JSON/JSONL file has no splits")
-    with open(path, "rb") as f:
-        head = f.read(4096).decode("utf-8-sig", errors="replace").lstrip()
-    if head.startswith("["):
-        yield from _array_records(path, name)
-    else:
-        yield from _jsonl_records(path, name)
-
-
-def _resolve(source: PathLike) -> tuple[Path | None, str | None]:
-    """(local path, split) of a source, the path None for a hub dataset; a missing local one raises."""
-    name = os.fspath(source)
-    if not isinstance(source, str) or Path(name).expanduser().exists():
-        return Path(name).expanduser(), None
-    base, at, split = name.rpartition("@")
-    if not (at and base and split) or "/" in split:
-        base, split = name, None
-    path = Path(base).expanduser()
-    if path.exists():
-        return path, split
-    hub = base.partition(":")[0]
-    if (
-        path.is_absolute() or base.startswith((".", "~")) or path.suffix.lower() in _FILE_SUFFIXES
-        or not _HUB_NAME_RE.fullmatch(hub) or Path(Path(hub).parts[0]).exists()
-    ):
-        hint = " (name a split with '@': PATH@SPLIT)" if ":" in base else ""
-        raise FileNotFoundError(f"{name}: no such file or folder{hint}")
-    return None, split
-
-
-def _dataset_records(name: str, path: Path | None, split: str | None) -> Records:
-    """Rows of a Parquet/CSV/Arrow file or folder, or a hub dataset; the "line" is the 1-based row."""
-    datasets = _import_datasets(name)
-    try:
-        for row, obj in enumerate(_open_dataset(datasets, name, path, split), start=1):
-            yield _At(name, row), obj
-    except ValueError as e:  # a bad split or config, an unreadable file: the library's message lacks the source
-        raise ValueError(f"{name}: {e}") from e
-    except OSError as e:
-        if path is not None:
-            raise
-        raise FileNotFoundError(f"{name}: no such local file or folder, and the hub could not open it: {e}") from e
-
-
-def _open_dataset(datasets: Any, name: str, path: Path | None, split: str | None) -> Iterable[Any]:
-    if path is None:
-        hub, _, config = (name[: -len(split) - 1] if split else name).partition(":")
-        return datasets.load_dataset(hub, config or None, split=split or "train", streaming=True)
-    if path.is_file():
-        builder = _DATASET_BUILDERS[path.suffix.lower()]
-        return datasets.load_dataset(builder, data_files=str(path), split=split or "train", streaming=True)
-    if (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():  # save_to_disk
-        data = datasets.load_from_disk(str(path))
-        if isinstance(data, datasets.DatasetDict):
-            if (split or "train") not in data:
-                raise ValueError(f"no split {split or 'train'!r}; the folder has {sorted(data)}")
-            return data[split or "train"]
-        if split not in (None, "train"):
-            raise ValueError(f"no split {split!r}; the folder holds one dataset (split 'train')")
-        return data
-    found = {p.suffix.lower() for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")}
-    builders = sorted({_DATASET_BUILDERS[s] for s in found & _DATASET_BUILDERS.keys()})
-    if len(builders) != 1:
-        what = "files of " + " and ".join(builders) if builders else f"suffixes {sorted(found)}"
-        raise ValueError(f"expected a folder of .parquet, .csv or .arrow files (one format), found {what}")
-    return datasets.load_dataset(builders[0], data_dir=str(path), split=split or "train", streaming=True)
-
-
-def _import_datasets(name: str) -> Any:
-    try:
-        import datasets
-    except ImportError as e:
-        raise ImportError(
-            f"{name}: reading Parquet/CSV/Arrow files and hub datasets needs the `datasets` package: "
-            "pip install 'rairl[trl]' (or 'rairl[dev]')"
-        ) from e
-    return datasets
-
-
-def _jsonl_records(path: Path, name: str) -> Records:
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            at = _At(name, lineno)
-            try:
-                text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError as e:
-                yield at, at.error(_RECORD, f"not valid UTF-8 ({e.reason} at byte {e.start})")
-                continue
-            if not text.strip():
-                continue
-            try:
-                yield at, json.loads(text)
-            except json.JSONDecodeError as e:
-                yield at, at.error(_RECORD, f"malformed JSON: {e.msg} (column {e.colno})")
-
-
-def _array_records(path: Path, name: str) -> Records:
-    """Items of a top-level JSON list, each with the line it starts on."""
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise _At(name, raw.count(b"\n", 0, e.start) + 1).error(_RECORD, "not valid UTF-8") from e
-    decoder = json.JSONDecoder()
-    i = _skip_ws(text, text.index("[") + 1)
-    if text.startswith("]", i):
-        _check_end(name, text, i + 1)
-        return
-    while True:
-        at = _At(name, text.count("\n", 0, i) + 1)
-        try:
-            item, i = decoder.raw_decode(text, i)
-        except json.JSONDecodeError as e:
-            raise _At(name, e.lineno).error(
-                _RECORD, f"malformed JSON: {e.msg} (column {e.colno})"
-            ) from e
-        yield at, item
-        i = _skip_ws(text, i)
-        if text.startswith(",", i):
-            i = _skip_ws(text, i + 1)
-        elif text.startswith("]", i):
-            _check_end(name, text, i + 1)
-            return
-        else:
-            line = text.count("\n", 0, i) + 1
-            raise _At(name, line).error(_RECORD, "malformed JSON list: expected ',' or ']'")
-
-
-def _skip_ws(text: str, i: int) -> int:
-    while i < len(text) and text[i] in " \t\r\n":
-        i += 1
-    return i
-
-
-def _check_end(name: str, text: str, i: int) -> None:
-    i = _skip_ws(text, i)
-    if i < len(text):
-        line = text.count("\n", 0, i) + 1
-        raise _At(name, line).error(_RECORD, "extra data after the JSON list")
+# ---------------------------------------------------------------- loading records
 
 
 def _load(
@@ -405,7 +215,7 @@ def load_examples(
     on_error: OnError = "raise",
     fields: Mapping[str, str] | None = None,
 ) -> list[Example]:
-    """Load expert demonstrations from any source (module docstring).
+    """Load expert demonstrations from any source (``rairl.data.sources``).
 
     Without ``fields`` the form follows the first record's keys: ``{"prompt",
     "completion", "answer"?}`` or GSM8K ``{"question", "answer"}``. ``fields``
@@ -451,7 +261,7 @@ def load_prompts(
     limit: int | None = None,
     on_error: OnError = "raise",
 ) -> list[Prompt]:
-    """Load questions without solutions from any source (module docstring).
+    """Load questions without solutions from any source (``rairl.data.sources``).
 
     Records are ``{"prompt", "answer"?}`` or ``{"question", "answer"?}`` (by the
     first record's keys unless ``fields`` maps ``"prompt"``); ``answer`` is the

@@ -33,19 +33,29 @@ class RAIRLReward:
 
     def __call__(
         self,
-        prompts: Sequence[str],
-        completions: Sequence[str],
+        prompts: Sequence[str | list[dict]],
+        completions: Sequence[str | list[dict]],
         completion_ids: Sequence[Sequence[int]] | None = None,
         **kwargs,
     ) -> list[float]:
-        if any(not isinstance(p, str) for p in prompts):
-            raise TypeError("RAIRLReward scores plain-text prompts; conversational datasets are not supported")
+        """One reward per completion. A prompt is plain text, or (conversational datasets) a list of
+        `{role, content}` messages rendered with the reward tokenizer's chat template."""
         tok = self.scorer.tokenizer
-        prompt_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        prompt_ids = [tok(self._prompt_text(p), add_special_tokens=False)["input_ids"] for p in prompts]
         if completion_ids is None:
+            completions = [c[-1]["content"] if isinstance(c, list) else c for c in completions]  # the assistant turn
             completion_ids = [tok(c, add_special_tokens=False)["input_ids"] for c in completions]
         completion_ids = [list(c) for c in completion_ids]
         return self.scorer.solution_scores_ids(prompt_ids, completion_ids, self.selector)
+
+    def _prompt_text(self, prompt: str | list[dict]) -> str:
+        if isinstance(prompt, str):
+            return prompt
+        if not (isinstance(prompt, list) and all(isinstance(m, dict) and {"role", "content"} <= set(m) for m in prompt)):
+            raise TypeError(f"RAIRLReward: a prompt is text or a list of {{role, content}} messages, got {type(prompt).__name__}")
+        if not getattr(self.scorer.tokenizer, "chat_template", None):
+            raise ValueError("RAIRLReward: a conversational prompt needs a reward tokenizer with a chat template")
+        return self.scorer.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
 
 
 def _process_device() -> str:

@@ -68,7 +68,7 @@ def encode_prompts(tokenizer: PreTrainedTokenizerBase, questions: Sequence[str],
     """Token ids of the templated prompts; a prompt over the limit is refused (it cannot be cut safely)."""
     out = []
     for i, q in enumerate(questions):
-        ids = tokenizer(format_prompt(q), add_special_tokens=False)["input_ids"]
+        ids = tokenizer(format_prompt(q, tokenizer), add_special_tokens=False)["input_ids"]
         if len(ids) > max_prompt_tokens:
             raise ValueError(f"prompt {i}: {len(ids)} tokens > max_prompt_tokens={max_prompt_tokens}; raise the limit")
         out.append(ids)

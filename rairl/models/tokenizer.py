@@ -1,4 +1,4 @@
-"""Offline BPE tokenizer for tiny models, and the chat-free prompt template.
+"""Offline BPE tokenizer for tiny models, and the prompt template (plain, or the tokenizer's chat template).
 
 The tokenizer is trained with `tokenizers` on a text corpus (no hub access),
 splits every digit into its own token (arithmetic is learned per digit) and
@@ -19,9 +19,27 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"
 
 
-def format_prompt(question: str) -> str:
-    """The one prompt template: the model completes after the trailing newline."""
+TEMPLATES = ("plain", "chat")
+
+
+def format_prompt(question: str, tokenizer: PreTrainedTokenizerBase | None = None) -> str:
+    """The prompt text the policy completes: `Question: …\nAnswer:\n` (template `plain`), or, when
+    `set_template(tokenizer, "chat")` was called, the tokenizer's own chat template with the question
+    as the user turn and the generation prompt added."""
+    if tokenizer is not None and getattr(tokenizer, "rairl_template", "plain") == "chat":
+        return tokenizer.apply_chat_template([{"role": "user", "content": question.strip()}], tokenize=False,
+                                             add_generation_prompt=True)
     return f"Question: {question.strip()}\nAnswer:\n"
+
+
+def set_template(tokenizer: PreTrainedTokenizerBase, template: str) -> PreTrainedTokenizerBase:
+    """Make every prompt `tokenizer` encodes through `format_prompt` use `template` (plain | chat)."""
+    if template not in TEMPLATES:
+        raise ValueError(f"template {template!r}; choose one of {TEMPLATES}")
+    if template == "chat" and not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"{tokenizer.name_or_path or 'the tokenizer'}: has no chat template; use template 'plain'")
+    tokenizer.rairl_template = template
+    return tokenizer
 
 
 def train_bpe_tokenizer(corpus: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:

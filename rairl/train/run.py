@@ -34,6 +34,7 @@ from ..models.device import OnDevice
 from ..models.lm import load_causal_lm, looks_local, per_token_logprobs
 from ..models.modelset import ModelSet
 from ..models.reward import RewardModel
+from ..models.tokenizer import load_tokenizer, set_template
 from .sft import SFTConfig, train_sft
 from .trainer import AIRLTrainer, TrainConfig
 from .warm_start import (
@@ -153,6 +154,8 @@ def run_data(cfg: RunConfig, seed: int, data: UserData) -> RunData:
         test = splits.test[: cfg.eval.problems]
         return RunData([p.question() for p in splits.train], [str(p.values()[-1]) for p in splits.train],
                        [p.example() for p in splits.train], [p.question() for p in test], [str(p.values()[-1]) for p in test])
+    if cfg.warm.template != "plain":  # refused here, before anything is written, if the tokenizer has no such template
+        set_template(load_tokenizer(data.policy), cfg.warm.template)
     prompts = load_prompts(data.prompts)
     held_out = load_prompts(data.eval_data, limit=cfg.eval.problems) if data.eval_data else []
     unlabelled = [p.source or p.prompt[:40] for p in held_out if p.answer is None]

@@ -40,7 +40,13 @@ from ..models.batch import encode_completions, encode_prompts
 from ..models.device import attn_implementation
 from ..models.lm import TinyLMConfig, build_tiny_lm, load_causal_lm, per_token_logprobs
 from ..models.reward import RewardConfig, RewardModel
-from ..models.tokenizer import format_prompt, load_tokenizer, train_bpe_tokenizer
+from ..models.tokenizer import (
+    TEMPLATES,
+    format_prompt,
+    load_tokenizer,
+    set_template,
+    train_bpe_tokenizer,
+)
 from .reward import RewardTrainConfig, train_reward
 from .sft import SFTConfig, train_sft
 
@@ -68,6 +74,7 @@ class WarmStartConfig:
     temperature: float = 1.0  # sampling temperature of every policy sample
     max_prompt_tokens: int = 1024  # longer prompts are left out with a warning
     max_completion_tokens: int = 1024  # longer demonstrations are left out with a warning
+    template: str = "plain"  # prompt format: plain ("Question: …\nAnswer:\n") | chat (the policy tokenizer's chat template)
 
     def __post_init__(self) -> None:
         for name in ("val_samples", "disc_experts", "negative_prompts", "negative_samples", "max_new_tokens",
@@ -78,6 +85,8 @@ class WarmStartConfig:
             raise ValueError(f"WarmStartConfig.sft_target_accuracy={self.sft_target_accuracy}; must be in [0, 1]")
         if self.temperature <= 0:
             raise ValueError(f"WarmStartConfig.temperature={self.temperature}; must be > 0")
+        if self.template not in TEMPLATES:
+            raise ValueError(f"WarmStartConfig.template={self.template!r}; choose one of {TEMPLATES}")
 
 
 def quick_warm_config() -> WarmStartConfig:
@@ -138,7 +147,7 @@ def load_warm_start(warm_dir: str | Path, device: str | torch.device = "cpu", dt
     policy_path = warm_dir / policy if policy == "policy" else Path(policy)
     records = json.loads((warm_dir / "records.json").read_text())
     return WarmStart(
-        cfg, provenance, load_tokenizer(policy_path), load_causal_lm(policy_path, dtype, attn_implementation(torch.device(device)), device),
+        cfg, provenance, set_template(load_tokenizer(policy_path), cfg.template), load_causal_lm(policy_path, dtype, attn_implementation(torch.device(device)), device),
         policy_path, RewardModel.from_pretrained(warm_dir / "reward", dtype, device, attn_implementation(torch.device(device))),
         [DiscRecord(**r) for r in records["train"]], [DiscRecord(**r) for r in records["val"]],
         [SampledPool(**p) for p in records.get("val_pools", [])], [LocaliseItem(**i) for i in records.get("val_items", [])], best,
@@ -178,7 +187,7 @@ def build_warm_start(
         corpus = [format_prompt(e.prompt) + e.completion for e in train]
         train_bpe_tokenizer(corpus, cfg.vocab_size).save_pretrained(out / "policy")
         policy_path = out / "policy"
-    tokenizer = load_tokenizer(policy_path)
+    tokenizer = set_template(load_tokenizer(policy_path), cfg.template)
     train, val = within_limits(tokenizer, train, cfg, "train"), within_limits(tokenizer, val, cfg, "val")
     p_ids = encode_prompts(tokenizer, [e.prompt for e in train], cfg.max_prompt_tokens)
     c_ids = encode_completions(tokenizer, [e.completion for e in train], cfg.max_completion_tokens)
@@ -247,7 +256,7 @@ def within_limits(tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example
     """The examples whose prompt and completion fit the token limits; the rest are left out with one warning."""
     kept, over = [], []
     for e in examples:
-        n_prompt = len(tokenizer(format_prompt(e.prompt), add_special_tokens=False)["input_ids"])
+        n_prompt = len(tokenizer(format_prompt(e.prompt, tokenizer), add_special_tokens=False)["input_ids"])
         n_completion = len(tokenizer(e.completion, add_special_tokens=False)["input_ids"]) + 1  # + EOS
         (kept if n_prompt <= cfg.max_prompt_tokens and n_completion <= cfg.max_completion_tokens else over).append(e)
     if over:

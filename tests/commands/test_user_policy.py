@@ -13,6 +13,9 @@ from rairl.data import TaskConfig, make_splits
 from rairl.models.lm import TinyLMConfig, build_tiny_lm
 from rairl.models.tokenizer import format_prompt, load_tokenizer, train_bpe_tokenizer
 
+CHAT = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+
 
 def rairl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", "rairl.cli", *args], capture_output=True, text=True, timeout=900)
@@ -27,7 +30,9 @@ def user_files(tmp_path_factory):
     root = tmp_path_factory.mktemp("user")
     splits = make_splits(11, TaskConfig(n_train=120, n_val=1, n_test=8, max_steps=3))
     examples = [p.example() for p in splits.train]
-    train_bpe_tokenizer([format_prompt(e.prompt) + e.completion for e in examples], 400).save_pretrained(root / "policy")
+    tokenizer = train_bpe_tokenizer([format_prompt(e.prompt) + e.completion for e in examples], 400)
+    tokenizer.chat_template = CHAT  # saved with the tokenizer, as a chat model's is
+    tokenizer.save_pretrained(root / "policy")
     tokenizer = load_tokenizer(root / "policy")
     build_tiny_lm(tokenizer, TinyLMConfig(arch="qwen2", hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64),
                   seed=1).save_pretrained(root / "policy")
@@ -89,3 +94,42 @@ def test_bad_options_are_refused_before_anything_is_written(user_files, tmp_path
     proc = rairl("train", *common[:-2], "--policy", str(tmp_path / "polcy"), "--out", str(out), check=False)
     assert proc.returncode == 2 and "no such model directory" in proc.stderr
     assert not out.exists()
+
+
+def test_the_whole_chain_on_a_chat_checkpoint(user_files, tmp_path):
+    """train-reward -> score -> rerank -> localise (paragraph steps) -> train --policy --reward, chat template on."""
+    root = user_files
+    rairl("train-reward", "--data", str(root / "demos.jsonl"), "--policy", str(root / "policy"), "--warm.template", "chat",
+          "--warm.sft.steps", "4", "--warm.sft.batch_size", "8", "--warm.reward_train.steps", "4", "--warm.reward_train.batch_size", "8",
+          "--warm.reward_train.eval_every", "2", "--warm.negative_samples", "1", "--warm.max_new_tokens", "24", "--device", "cpu",
+          "--out", str(tmp_path / "r"), "--no-progress")
+    reward = tmp_path / "r" / "reward"
+    assert json.loads((reward / "scorer.json").read_text())["template"] == "chat"
+    rairl("score", "--reward", str(reward), "--data", str(root / "demos.jsonl"), "--out", str(tmp_path / "s"), "--no-progress")
+    rows = json.loads((tmp_path / "s" / "metrics.json").read_text())["rows"]
+    assert len(rows) == 60 and all(len(r["step_scores"]) == len(r["steps"]) for r in rows)
+    pools = tmp_path / "pools.jsonl"
+    pools.write_text("".join(json.dumps({"question": e["question"], "answer": e["answer"], "candidates": [
+        {"solution": f"#### {e['answer']}"}, {"solution": "#### 0"}, {"solution": f"#### {e['answer']}"}]}) + "\n"
+        for e in map(json.loads, (root / "eval.jsonl").read_text().splitlines())))
+    rairl("rerank", "--reward", str(reward), "--pools", str(pools), "--policy", str(root / "policy"), "--out", str(tmp_path / "rr"))
+    rr = json.loads((tmp_path / "rr" / "metrics.json").read_text())["rerank"]
+    assert rr["problems"] == 8 and rr["oracle"] == 1.0 and 0.0 <= rr["reward_best_of_n"] <= 1.0
+    items = tmp_path / "items.jsonl"
+    steps = ["Tom has 3 pens.\nHe gets 2 more: 3 + 2 = 5.", "Then 5 * 2 = 11,\nso he has 11.", "#### 11"]
+    items.write_text(json.dumps({"id": "x", "problem": "Tom has 3 pens. He gets 2 more. The number doubles.", "steps": steps, "label": 1}) + "\n")
+    rairl("localise", "--reward", str(reward), "--items", str(items), "--threshold=1e9", "--out", str(tmp_path / "loc"))
+    loc = json.loads((tmp_path / "loc" / "metrics.json").read_text())
+    assert loc["predictions"] == [{"id": "x", "label": 1, "predicted": 0}]  # every step below 1e9: the first one
+    rairl("train", "--quick", "--policy", str(tmp_path / "r" / "policy"), "--demos", str(root / "demos.jsonl"),
+          "--prompts", str(root / "prompts.jsonl"), "--reward", str(reward), "--warm.template", "chat", "--warm.sft.steps", "0",
+          "--train.iterations", "2", "--device", "cpu", "--out", str(tmp_path / "t"), "--no-progress")
+    assert json.loads((tmp_path / "t" / "metrics.json").read_text())["tokens_trained"] > 0
+
+
+def test_chat_template_is_refused_where_there_is_none(user_files, tmp_path):
+    proc = rairl("demo", "--quick", "--warm.template", "chat", "--out", str(tmp_path / "d"), check=False)
+    assert proc.returncode == 2 and "chat template" in proc.stderr and not (tmp_path / "d").exists()
+    proc = rairl("train-reward", "--data", str(user_files / "demos.jsonl"), "--warm.template", "chat", "--out", str(tmp_path / "r"),
+                 check=False)
+    assert proc.returncode == 2 and "chat template" in proc.stderr and not (tmp_path / "r").exists()
