@@ -5,6 +5,7 @@
 #      (naive, rairl triton, rairl torch, liger if present; torch.compile at two shapes, TRL at one)
 #   3. bench_memory: one AIRL iteration on an NF4 base + two LoRA adapters, Qwen2.5-0.5B and
 #      -1.5B shapes (random weights), B=8 x G=8, 256 + 512 tokens: peak memory vs `rairl plan`
+#   3b. the user chain (train-reward -> score -> rerank -> localise -> train --policy) on CUDA
 #   4. bench_airl_loss (step and dense actions) with the device copy bandwidth beside it
 #   5. the Triton tile sweep at one shape, if time is left
 # Steps run most-wanted first and are skipped once BUDGET_S is spent. bitsandbytes (step 3)
@@ -48,6 +49,10 @@ token_logprobs 4096 896 naive rairl rairl_torch liger compile trl
 
 step "memory nf4+lora" 240 "$PY" benchmarks/bench_memory.py --device cuda --models 0.5b 1.5b \
   --json "$OUT/memory_nf4_lora.json"
+
+# the user chain on the GPU: train-reward -> score -> rerank -> localise -> train --policy on a random
+# Qwen2.5-0.5B-shape checkpoint (no download); fails unless every stage reports its models on CUDA
+step "user chain" 240 "$PY" benchmarks/gpu/user_chain.py --device cuda --json "$OUT/user_chain.json"
 
 token_logprobs 16384 3584 naive rairl rairl_torch liger compile
 step "airl_loss steps" 60 "$PY" benchmarks/bench_airl_loss.py --device cuda --n 1048576 \

@@ -21,7 +21,14 @@ import torch
 from ..airl.negatives import perturbed_negatives
 from ..data import TaskConfig, make_splits
 from ..data.task import quick_task_config
-from ..eval.localise import calibrate_localiser, clean_items, evaluate_localise, natural_error_items
+from ..eval.localise import (
+    best_threshold,
+    calibrate_localiser,
+    clean_items,
+    evaluate_localise,
+    natural_error_items,
+    own_sample_items,
+)
 from ..eval.rerank import choose_selector, evaluate_rerank, sample_pools
 from ..metrics import write_metrics
 from ..models.batch import encode_prompts
@@ -89,9 +96,13 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True) -> dic
     logprob = RewardScorer(RewardModel(policy, RewardConfig(granularity="step")).to(device), tokenizer,
                            ScorerSettings(selector="token_mean", template=w.template))
     scorer.settings.selector, val_selector_acc = choose_selector(scorer, warm.val_pools)
-    calibrate_localiser(scorer, warm.val_items)
+    calibrate_localiser(scorer, warm.val_items)  # verifier-free: injected errors and clean experts; saved with the reward
     calibrate_localiser(logprob, warm.val_items)
     scorer.save_pretrained(out / "reward")
+    # a second calibration on what the policy's traces look like: its own validation samples (gold solutions
+    # read to label them) beside the injected errors
+    own_val = warm.val_items + own_sample_items(warm.val_pools, [p.solution_steps() for p in splits.val])
+    own_threshold, own_threshold_lp = best_threshold(scorer, own_val), best_threshold(logprob, own_val)
 
     # 6. test: best-of-N reranking and localisation
     test_pools = pools(test_ex, cfg.n_samples, cfg.seed + 4)
@@ -102,6 +113,9 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True) -> dic
     natural = natural_error_items(test_pools, [p.solution_steps() for p in splits.test])
     natural_acc = evaluate_localise(scorer, natural)["first_error_accuracy"] if natural else float("nan")
     natural_lp = evaluate_localise(logprob, natural)["first_error_accuracy"] if natural else float("nan")
+    own = evaluate_localise(scorer, test_items, own_threshold)
+    own_natural = evaluate_localise(scorer, natural, own_threshold)["first_error_accuracy"] if natural else float("nan")
+    own_natural_lp = evaluate_localise(logprob, natural, own_threshold_lp)["first_error_accuracy"] if natural else float("nan")
     best = warm.reward_best
 
     metrics = {
@@ -114,6 +128,12 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True) -> dic
             "logprob_f1": loc_lp["f1"], "natural_first_error_accuracy": natural_acc,
             "logprob_natural_first_error_accuracy": natural_lp, "natural_n": len(natural),
             "threshold": scorer.settings.threshold, "logprob_threshold": logprob.settings.threshold,
+            # calibrated on injected errors plus the policy's own validation samples (reads gold solutions)
+            "own_calibration": {
+                "reads_gold": True, "threshold": own_threshold, "logprob_threshold": own_threshold_lp,
+                "first_error_accuracy": own["first_error_accuracy"], "no_error_accuracy": own["no_error_accuracy"], "f1": own["f1"],
+                "natural_first_error_accuracy": own_natural, "logprob_natural_first_error_accuracy": own_natural_lp,
+            },
         },
         "policy": {"sft_pass1": sft_pass1, "sampled_accuracy": rerank["random_expected"]},
         "reward": {"val_auroc": best["auroc"], "val_acc": best["acc"], "best_step": best["step"], **asdict(w.reward)},
@@ -142,6 +162,11 @@ def results_table(m: dict) -> str:
         ("  policy log-prob: F1", loc["logprob_f1"]),
         (f"  natural errors ({loc['natural_n']} policy mistakes): reward", loc["natural_first_error_accuracy"]),
         ("  natural errors: policy log-prob", loc["logprob_natural_first_error_accuracy"]),
+        ("localise, threshold calibrated on the policy's own validation samples too (reads gold)", ""),
+        ("  R-AIRL reward: first-error acc (injected)", loc["own_calibration"]["first_error_accuracy"]),
+        ("  R-AIRL reward: no-error acc (clean)", loc["own_calibration"]["no_error_accuracy"]),
+        ("  natural errors: reward", loc["own_calibration"]["natural_first_error_accuracy"]),
+        ("  natural errors: policy log-prob", loc["own_calibration"]["logprob_natural_first_error_accuracy"]),
         ("policy SFT pass@1 (one sample per test problem)", m["policy"]["sft_pass1"]),
         ("reward model val AUROC", m["reward"]["val_auroc"]),
         ("seconds", m["seconds"]),

@@ -78,7 +78,7 @@ def train_reward_command(cfg: TrainRewardConfig, out: Path, progress: bool = Tru
     best = warm.reward_best
     metrics = {"reward": {"val_auroc": best["auroc"], "val_acc": best["acc"], "best_step": best["step"]},
                "data": {"read": n_read, "train": sum(r.label == 1 for r in warm.train_records), "val": len(val_ex), "path": cfg.data},
-               "localise_val": evaluate_localise(scorer, warm.val_items), "config": asdict(cfg)}
+               "localise_val": evaluate_localise(scorer, warm.val_items), "config": asdict(cfg), **_placement(scorer)}
     write_metrics(out / "metrics.json", metrics)
     return metrics
 
@@ -103,7 +103,7 @@ def score_command(cfg: ScoreConfig, out: Path, progress: bool = True) -> dict:
     scores = scorer.score([e.prompt for e in examples], [e.completion for e in examples], cfg.step_delimiter, progress=progress)
     sep = step_separator(cfg.step_delimiter)
     rows = [{"source": e.source, "steps": split_steps(e.completion, sep), "step_scores": s} for e, s in zip(examples, scores, strict=True)]
-    metrics = {"scored": len(rows), "rows": rows}
+    metrics = {"scored": len(rows), "rows": rows, **_placement(scorer)}
     write_metrics(out / "metrics.json", metrics)
     return metrics
 
@@ -146,7 +146,7 @@ def rerank_command(cfg: RerankConfig, out: Path, progress: bool = True) -> dict:
     if not baseline:
         metrics.pop("logprob_best_of_n")
     metrics["selector"] = selector
-    write_metrics(out / "metrics.json", {"rerank": metrics})
+    write_metrics(out / "metrics.json", {"rerank": metrics, **_placement(scorer)})
     return metrics
 
 
@@ -167,7 +167,7 @@ def localise_command(cfg: LocaliseConfig, out: Path, progress: bool = True) -> d
     scores = item_step_scores(scorer, items, progress=progress)
     predicted = [first_below(row, scorer.settings.threshold) for row in scores]
     metrics = {**localisation_metrics(predicted, [it.label for it in items]), "threshold": scorer.settings.threshold}
-    write_metrics(out / "metrics.json", {"localise": metrics, "predictions": [{"id": it.id, "label": it.label, "predicted": p}
+    write_metrics(out / "metrics.json", {"localise": metrics, **_placement(scorer), "predictions": [{"id": it.id, "label": it.label, "predicted": p}
                                                                               for it, p in zip(items, predicted, strict=True)]})
     return metrics
 
@@ -178,3 +178,9 @@ def plan_command(cfg: PlanConfig, out: Path | None) -> tuple[dict, str]:
     if out is not None:
         write_metrics(out / "metrics.json", {"plan": est, "model": cfg.model})
     return est, format_plan(cfg, est)
+
+
+def _placement(scorer: RewardScorer) -> dict[str, str]:
+    """Where the reward model ran: `device` and `dtype` of its LM, for metrics.json."""
+    weight = next(scorer.reward_model.lm.parameters())
+    return {"device": str(weight.device), "dtype": str(weight.dtype).removeprefix("torch.")}

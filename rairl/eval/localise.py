@@ -23,29 +23,45 @@ def item_step_scores(scorer: RewardScorer, items: Sequence[LocaliseItem], progre
 
 def calibrate_localiser(scorer: RewardScorer, items: Sequence[LocaliseItem]) -> float:
     """Set and return the scorer's threshold that maximises localisation F1 on (validation) items."""
-    scorer.settings.threshold = calibrate_threshold(item_step_scores(scorer, items), [it.label for it in items])
+    scorer.settings.threshold = best_threshold(scorer, items)
     return scorer.settings.threshold
 
 
-def evaluate_localise(scorer: RewardScorer, items: Sequence[LocaliseItem]) -> dict[str, float]:
+def best_threshold(scorer: RewardScorer, items: Sequence[LocaliseItem]) -> float:
+    """The threshold that maximises localisation F1 on `items` (the scorer is left as it is)."""
+    return calibrate_threshold(item_step_scores(scorer, items), [it.label for it in items])
+
+
+def evaluate_localise(scorer: RewardScorer, items: Sequence[LocaliseItem], threshold: float | None = None) -> dict[str, float]:
+    """Localisation metrics of `items` at `threshold` (default: the scorer's calibrated one)."""
     scores = item_step_scores(scorer, items)
-    predicted = [first_below(row, scorer.settings.threshold) for row in scores]
+    threshold = scorer.settings.threshold if threshold is None else threshold
+    predicted = [first_below(row, threshold) for row in scores]
     return localisation_metrics(predicted, [it.label for it in items])
 
 
-def natural_error_items(pools: Sequence[SampledPool], reference_solutions: Sequence[Sequence[str]]) -> list[LocaliseItem]:
-    """The policy's own wrong samples, labelled with the first line that differs from the unique correct solution.
+def own_sample_items(pools: Sequence[SampledPool], reference_solutions: Sequence[Sequence[str]]) -> list[LocaliseItem]:
+    """The policy's own samples as localisation items (gold solutions read to label them): a wrong one
+    labelled with its first line that differs from the unique correct solution, a correct one -1.
 
-    Samples whose lines are all a prefix of the solution (cut short) have no
-    wrong line to find and are left out.
+    Wrong samples whose lines are all a prefix of the solution (cut short) have no wrong line to
+    find and are left out, as are empty samples.
     """
     items = []
     for p, ref in zip(pools, reference_solutions, strict=True):
         for text, ok in zip(p.texts, p.correct(), strict=True):
             lines = split_steps(text)
-            if ok or not lines:
+            if not lines:
+                continue
+            if ok:
+                items.append(LocaliseItem(id="own:correct", problem=p.question, steps=lines, label=-1))
                 continue
             first = first_wrong_step(lines, ref)
             if first is not None:
                 items.append(LocaliseItem(id="natural", problem=p.question, steps=lines, label=first))
     return items
+
+
+def natural_error_items(pools: Sequence[SampledPool], reference_solutions: Sequence[Sequence[str]]) -> list[LocaliseItem]:
+    """The policy's own wrong samples (`own_sample_items` with a first wrong step)."""
+    return [it for it in own_sample_items(pools, reference_solutions) if it.label >= 0]

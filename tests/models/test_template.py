@@ -68,3 +68,27 @@ def test_trl_adapter_scores_conversational_prompts_through_the_chat_template(cha
     assert got == pytest.approx(want)
     with pytest.raises(TypeError, match="messages"):
         reward(prompts=[[{"text": "x"}]], completions=["y"])
+
+
+def test_grpo_trainer_steps_on_conversational_prompts_with_the_reward(chat_tiny, tmp_path):
+    """TRL formats conversational prompts with the policy's chat template; the reward reads the same turns."""
+    trl = pytest.importorskip("trl")
+    datasets = pytest.importorskip("datasets")
+    import torch
+
+    from rairl.integrations.trl import RAIRLReward
+
+    tokenizer, lm = chat_tiny
+    reward = RAIRLReward(RewardScorer(RewardModel(lm), tokenizer, ScorerSettings(template="chat")), selector="sum")
+    policy = type(lm).from_pretrained(lm.name_or_path)
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    questions = ["Tom has 3 pens. Tom gets 2 more.", "Mia has 8 coins. Mia gives away 5."]
+    dataset = datasets.Dataset.from_dict({"prompt": [[{"role": "user", "content": q}] for q in questions]})
+    args = trl.GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=2, max_completion_length=8,
+                          max_steps=1, learning_rate=1e-3, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
+                          bf16=False, disable_tqdm=True)
+    trainer = trl.GRPOTrainer(model=policy, reward_funcs=reward, args=args, train_dataset=dataset, processing_class=tokenizer)
+    trainer.train()
+    logged = [row for row in trainer.state.log_history if "reward" in row]
+    assert len(logged) == 1 and torch.isfinite(torch.tensor(logged[0]["reward"]))
+    assert any(not torch.equal(v, before[k]) for k, v in policy.state_dict().items())
