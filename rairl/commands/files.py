@@ -17,6 +17,7 @@ from ..data import (
     load_candidate_pools,
     load_examples,
     load_localise_items,
+    parse_fields,
     split_steps,
 )
 from ..data.steps import step_separator
@@ -50,6 +51,7 @@ class TrainRewardConfig(OnDevice):
     limit: int = 2000  # examples read from `data` (0: all)
     val_fraction: float = 0.1  # held-out share of the examples for discriminator validation
     seed: int = 0  # shuffle of the examples, tiny policy initialisation, sampling seeds
+    fields: str = ""  # your files' column names as rairl's=yours, e.g. prompt=problem,completion=solution,answer=final
     warm: WarmStartConfig = field(default_factory=lambda: FILE_WARM_DEFAULTS)  # tokenizer, policy, negatives, reward model
 
     def __post_init__(self) -> None:
@@ -58,6 +60,7 @@ class TrainRewardConfig(OnDevice):
             raise ValueError(f"TrainRewardConfig.val_fraction={self.val_fraction}; must be in (0, 1)")
         if self.warm.template != "plain" and not self.policy:
             raise ValueError("warm.template='chat' needs --policy with a chat template; the tiny policy's tokenizer has none")
+        parse_fields(self.fields)
         if self.limit < 0:
             raise ValueError(f"TrainRewardConfig.limit={self.limit}; must be >= 0 (0: all)")
 
@@ -68,7 +71,7 @@ def train_reward_command(cfg: TrainRewardConfig, out: Path, progress: bool = Tru
     if cfg.policy and cfg.warm.template != "plain":  # refused before anything is written
         set_template(load_tokenizer(cfg.policy), cfg.warm.template)
     warm, val_ex, n_read = warm_start_from_file(cfg.warm, cfg.seed, cfg.data, out, cfg.policy or None, None, cfg.val_fraction, cfg.limit,
-                                        cfg.torch_device(), cfg.torch_dtype(), progress)
+                                        cfg.torch_device(), cfg.torch_dtype(), progress, parse_fields(cfg.fields))
     warm.save(out, seconds=time.time() - t0)
     scorer = RewardScorer(warm.reward_model, warm.tokenizer, ScorerSettings(template=cfg.warm.template),
                           max_prompt_tokens=cfg.warm.max_prompt_tokens,
@@ -90,15 +93,17 @@ class ScoreConfig(OnDevice):
     reward: str  # reward model directory (written by `rairl demo` or `rairl train-reward`)
     data: str  # expert-format JSONL ({prompt, completion}) or GSM8K jsonl
     step_delimiter: str = "line"  # how a completion splits into steps: line | blank-line | a regex matching a step's start
+    fields: str = ""  # your files' column names as rairl's=yours, e.g. prompt=problem,completion=solution,answer=final
 
     def __post_init__(self) -> None:
         super().__post_init__()
         step_separator(self.step_delimiter)  # a bad regex is refused here, before anything is read
+        parse_fields(self.fields)
 
 
 def score_command(cfg: ScoreConfig, out: Path, progress: bool = True) -> dict:
     """Per-step scores of every completion in `cfg.data`, each with its step texts."""
-    examples = load_examples(cfg.data)
+    examples = load_examples(cfg.data, fields=parse_fields(cfg.fields))
     scorer = RewardScorer.from_pretrained(cfg.reward, cfg.device, cfg.dtype)
     scores = scorer.score([e.prompt for e in examples], [e.completion for e in examples], cfg.step_delimiter, progress=progress)
     sep = step_separator(cfg.step_delimiter)

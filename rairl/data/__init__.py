@@ -6,6 +6,7 @@ from .formats import (
     load_gsm8k,
     load_localise_items,
     load_prompts,
+    parse_fields,
     save_candidate_pools,
     save_localise_items,
 )
@@ -23,6 +24,6 @@ from .task import Problem, TaskConfig, make_splits
 __all__ = [
     "CandidatePool", "DataError", "Example", "LocaliseItem", "Problem", "Prompt", "TaskConfig",
     "answer_kind", "answers_match", "extract_answer", "first_wrong_step", "join_steps",
-    "load_candidate_pools", "load_examples", "load_gsm8k", "load_localise_items", "load_prompts",
+    "load_candidate_pools", "load_examples", "load_gsm8k", "load_localise_items", "load_prompts", "parse_fields",
     "make_splits", "save_candidate_pools", "save_localise_items", "split_steps",
 ]

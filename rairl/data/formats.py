@@ -90,6 +90,19 @@ def _peek(source: PathLike) -> tuple[tuple[_At, set[str]] | None, Records]:
     return (at, set(_as_object(obj, at))), itertools.chain([first], records)
 
 
+def parse_fields(text: str) -> dict[str, str]:
+    """A field mapping from its command-line form `prompt=problem,completion=solution,answer=final`
+    (rairl's name = the source's column); "" is no mapping. Unknown rairl names are refused."""
+    fields = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, column = part.partition("=")
+        if not sep or not key.strip() or not column.strip():
+            raise ValueError(f"fields: {part!r} is not NAME=COLUMN (e.g. prompt=problem,completion=solution)")
+        fields[key.strip()] = column.strip()
+    _columns(fields, EXAMPLE_FIELDS)
+    return fields
+
+
 def _columns(fields: Mapping[str, str] | None, valid: tuple[str, ...]) -> dict[str, str]:
     """rairl field -> source column: ``fields`` over the identity; unknown rairl names are refused."""
     fields = dict(fields or {})

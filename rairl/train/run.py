@@ -23,7 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..airl.discriminator import DiscRecord
 from ..airl.layout import step_rule
-from ..data import Example, TaskConfig, load_examples, load_prompts, make_splits
+from ..data import Example, TaskConfig, load_examples, load_prompts, make_splits, parse_fields
 from ..data.task import quick_task_config
 from ..eval.discriminator import evaluate_steps
 from ..eval.policy import PolicyEvalConfig, evaluate_policy
@@ -93,15 +93,17 @@ class UserData:
     reward: str = ""  # with --policy: a reward directory to start from (default: one trained on the demonstrations)
     eval_data: str = ""  # with --policy: labelled questions ({question, answer} rows) for held-out evaluation; empty: none
     val_fraction: float = 0.1  # with --policy: share of the demonstrations held out to validate the reward
+    fields: str = ""  # with --policy: the files' column names as rairl's=yours, e.g. prompt=problem,completion=solution
 
     def __post_init__(self) -> None:
-        given = [f"--{k}" for k in ("demos", "prompts", "reward", "eval_data") if getattr(self, k)]
+        given = [f"--{k}" for k in ("demos", "prompts", "reward", "eval_data", "fields") if getattr(self, k)]
         if given and not self.policy:
             raise ValueError(f"{', '.join(given)} need --policy (without it rairl train runs the embedded task)")
         if self.policy and not (self.demos and self.prompts):
             raise ValueError("--policy needs --demos (expert demonstrations) and --prompts (questions for the rollouts)")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction={self.val_fraction}; must be in (0, 1)")
+        parse_fields(self.fields)
         for name in ("policy", "reward"):
             path = getattr(self, name)
             if path and (name == "reward" or looks_local(path)) and not Path(path).exists():
@@ -124,7 +126,7 @@ def warm_start_for(cfg: RunConfig, seed: int, warm_dir: Path, progress: bool = T
     and warm config), else built (from the task's splits, or `data.demos` with `data.policy`) and saved there."""
     if data.policy:
         provenance = {"seed": seed, "demos": data.demos, "limit": 0, "val_fraction": data.val_fraction, "policy": data.policy,
-                      "reward": data.reward}
+                      "reward": data.reward}  # the same keys as warm_start_from_file writes
     else:
         provenance = {"seed": seed, "task": asdict(cfg.task)}
     device, dtype = cfg.torch_device(), cfg.torch_dtype()
@@ -137,7 +139,7 @@ def warm_start_for(cfg: RunConfig, seed: int, warm_dir: Path, progress: bool = T
     t0 = time.time()
     if data.policy:
         warm, _, _ = warm_start_from_file(cfg.warm, seed, data.demos, warm_dir, data.policy, data.reward or None,
-                                          data.val_fraction, 0, device, dtype, progress)
+                                          data.val_fraction, 0, device, dtype, progress, parse_fields(data.fields))
     else:
         splits = make_splits(seed, cfg.task)
         warm = build_warm_start(cfg.warm, seed, [p.example() for p in splits.train], [p.example() for p in splits.val], warm_dir,
@@ -156,14 +158,16 @@ def run_data(cfg: RunConfig, seed: int, data: UserData) -> RunData:
                        [p.example() for p in splits.train], [p.question() for p in test], [str(p.values()[-1]) for p in test])
     if cfg.warm.template != "plain":  # refused here, before anything is written, if the tokenizer has no such template
         set_template(load_tokenizer(data.policy), cfg.warm.template)
-    prompts = load_prompts(data.prompts)
-    held_out = load_prompts(data.eval_data, limit=cfg.eval.problems) if data.eval_data else []
+    fields = parse_fields(data.fields)
+    prompt_fields = {k: v for k, v in fields.items() if k in ("prompt", "answer")}
+    prompts = load_prompts(data.prompts, fields=prompt_fields)
+    held_out = load_prompts(data.eval_data, fields=prompt_fields, limit=cfg.eval.problems) if data.eval_data else []
     unlabelled = [p.source or p.prompt[:40] for p in held_out if p.answer is None]
     if unlabelled:
         raise ValueError(f"{data.eval_data}: evaluation needs an answer on every row (first without: {unlabelled[0]})")
     if cfg.train.method == "outcome" and any(p.answer is None for p in prompts):
         raise ValueError(f"{data.prompts}: train.method='outcome' reads a gold answer for every prompt; some have none")
-    return RunData([p.prompt for p in prompts], [p.answer for p in prompts], load_examples(data.demos),
+    return RunData([p.prompt for p in prompts], [p.answer for p in prompts], load_examples(data.demos, fields=fields),
                    [p.prompt for p in held_out], [p.answer for p in held_out])
 
 

@@ -233,12 +233,12 @@ def build_warm_start(
 def warm_start_from_file(
     cfg: WarmStartConfig, seed: int, demos: str, out: str | Path, policy_path: str | None = None, reward_path: str | None = None,
     val_fraction: float = 0.1, limit: int = 0, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-    progress: bool = True,
+    progress: bool = True, fields: dict[str, str] | None = None,
 ) -> tuple[WarmStart, list[Example], int]:
     """`build_warm_start` on the expert demonstrations in `demos` (JSONL, GSM8K or a dataset), shuffled
-    with `seed`, `val_fraction` of them held out; returns the warm start, the held-out examples and
+    with `seed`, `val_fraction` of them held out (`fields` maps rairl's field names to the file's columns); returns the warm start, the held-out examples and
     how many examples were read."""
-    examples = load_examples(demos, limit=limit or None)
+    examples = load_examples(demos, limit=limit or None, fields=fields)
     rng = random.Random(seed)
     rng.shuffle(examples)
     n_val = max(1, int(len(examples) * val_fraction))

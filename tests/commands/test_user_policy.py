@@ -133,3 +133,19 @@ def test_chat_template_is_refused_where_there_is_none(user_files, tmp_path):
     proc = rairl("train-reward", "--data", str(user_files / "demos.jsonl"), "--warm.template", "chat", "--out", str(tmp_path / "r"),
                  check=False)
     assert proc.returncode == 2 and "chat template" in proc.stderr and not (tmp_path / "r").exists()
+
+
+def test_other_schemas_through_a_field_mapping(user_files, tmp_path):
+    root = user_files
+    demos = [json.loads(line) for line in (root / "demos.jsonl").read_text().splitlines()]
+    (tmp_path / "demos.jsonl").write_text("".join(json.dumps({"problem": d["prompt"], "solution": d["completion"], "final": d["answer"]})
+                                                  + "\n" for d in demos))
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps({"problem": d["prompt"]}) + "\n" for d in demos[:20]))
+    common = ["--policy", str(root / "policy"), "--demos", str(tmp_path / "demos.jsonl"), "--prompts", str(tmp_path / "prompts.jsonl")]
+    rairl("train", "--quick", *common, "--fields", "prompt=problem,completion=solution,answer=final", "--train.iterations", "1",
+          "--train.method", "frozen", "--warm.sft.steps", "0", "--device", "cpu", "--out", str(tmp_path / "t"), "--no-progress")
+    assert json.loads((tmp_path / "t" / "metrics.json").read_text())["tokens_trained"] > 0
+    proc = rairl("train", "--quick", *common, "--out", str(tmp_path / "u"), check=False)  # no mapping: the column is missing
+    assert proc.returncode == 2 and "prompts.jsonl:1:" in proc.stderr and not (tmp_path / "u").exists()  # file:line:field
+    proc = rairl("train", "--quick", *common, "--fields", "question=problem", "--out", str(tmp_path / "v"), check=False)
+    assert proc.returncode == 2 and "unknown field(s) ['question']" in proc.stderr
