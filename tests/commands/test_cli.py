@@ -1,8 +1,6 @@
 """The `rairl` command in a subprocess, as a user runs it."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,15 +8,10 @@ import pytest
 GSM8K = Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k" / "train.jsonl"
 
 
-def rairl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "rairl.cli", *args], capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"rairl {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 @pytest.fixture(scope="module")
-def quick_demo(tmp_path_factory):
+def quick_demo(rairl, tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     proc = rairl("demo", "--quick", "--seed", "3", "--out", str(out), "--no-progress")
     return out, proc
@@ -37,7 +30,7 @@ def test_demo_writes_every_metric_and_prints_the_table(quick_demo):
     assert "R-AIRL reward" in proc.stdout and "majority vote" in proc.stdout and "policy mean log-prob" in proc.stdout
 
 
-def test_localise_and_rerank_commands_on_files(quick_demo, tmp_path):
+def test_localise_and_rerank_commands_on_files(rairl, quick_demo, tmp_path):
     out, _ = quick_demo
     items = tmp_path / "items.jsonl"
     items.write_text(
@@ -56,7 +49,7 @@ def test_localise_and_rerank_commands_on_files(quick_demo, tmp_path):
     assert m["oracle"] == 1.0 and m["random_expected"] == 0.5 and "logprob_best_of_n" in m
 
 
-def test_bad_input_names_file_line_and_field(quick_demo, tmp_path):
+def test_bad_input_names_file_line_and_field(rairl, quick_demo, tmp_path):
     out, _ = quick_demo
     items = tmp_path / "bad.jsonl"
     items.write_text(json.dumps({"id": "a", "problem": "p", "steps": ["s"], "label": -1}) + "\n{not json\n")
@@ -81,7 +74,7 @@ def test_help_for_every_command(cmd, capsys):
 
 
 @pytest.mark.skipif(not GSM8K.exists(), reason="GSM8K not present at ../shared/data/gsm8k")
-def test_train_reward_on_a_gsm8k_subset(tmp_path):
+def test_train_reward_on_a_gsm8k_subset(rairl, tmp_path):
     rairl("train-reward", "--data", str(GSM8K), "--limit", "40", "--out", str(tmp_path / "r"), "--no-progress",
           "--warm.model.hidden_size", "32", "--warm.model.num_layers", "1", "--warm.model.num_heads", "2",
           "--warm.model.intermediate_size", "64", "--warm.sft.steps", "4", "--warm.sft.batch_size", "4",
@@ -92,7 +85,7 @@ def test_train_reward_on_a_gsm8k_subset(tmp_path):
     assert (tmp_path / "r" / "reward" / "heads.safetensors").exists()
 
 
-def test_file_commands_take_a_config_file(quick_demo, tmp_path):
+def test_file_commands_take_a_config_file(rairl, quick_demo, tmp_path):
     out, _ = quick_demo
     items = tmp_path / "items.jsonl"
     items.write_text(json.dumps({"id": "a", "problem": "Tom has 3 pens.", "steps": ["3 + 2 = 6", "#### 6"], "label": 0}) + "\n")
@@ -136,7 +129,7 @@ def test_plan_command_reads_a_config_and_says_whether_it_fits(tmp_path, capsys):
     assert "config.json" in capsys.readouterr().err
 
 
-def test_localise_and_score_take_paragraph_steps(quick_demo, tmp_path):
+def test_localise_and_score_take_paragraph_steps(rairl, quick_demo, tmp_path):
     """Real step-labelled data: steps hold newlines; predictions and scores are by the given step index."""
     out, _ = quick_demo
     items = tmp_path / "para.jsonl"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -17,11 +15,6 @@ CHAT = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor
         "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
 
 
-def rairl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "rairl.cli", *args], capture_output=True, text=True, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"rairl {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +38,7 @@ def user_files(tmp_path_factory):
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
-def test_train_posts_trains_the_users_policy_on_its_files(user_files, tmp_path, dtype):
+def test_train_posts_trains_the_users_policy_on_its_files(rairl, user_files, tmp_path, dtype):
     root, out = user_files, tmp_path / "run"
     rairl("train", "--quick", "--policy", str(root / "policy"), "--demos", str(root / "demos.jsonl"),
           "--prompts", str(root / "prompts.jsonl"), "--eval_data", str(root / "eval.jsonl"), "--train.iterations", "2",
@@ -64,7 +57,7 @@ def test_train_posts_trains_the_users_policy_on_its_files(user_files, tmp_path, 
     assert [r["iteration"] for r in rows] == [1, 2] and all(r["disc_loss"] > 0 for r in rows)
 
 
-def test_train_without_eval_data_skips_evaluation_and_given_reward_is_used(user_files, tmp_path):
+def test_train_without_eval_data_skips_evaluation_and_given_reward_is_used(rairl, user_files, tmp_path):
     root = user_files
     first = tmp_path / "first"
     rairl("train", "--quick", "--policy", str(root / "policy"), "--demos", str(root / "demos.jsonl"),
@@ -80,7 +73,7 @@ def test_train_without_eval_data_skips_evaluation_and_given_reward_is_used(user_
     assert warm["reward_best"]["given"] == str(first / "warm" / "reward") and not (second / "warm" / "reward_log.jsonl").exists()
 
 
-def test_bad_options_are_refused_before_anything_is_written(user_files, tmp_path):
+def test_bad_options_are_refused_before_anything_is_written(rairl, user_files, tmp_path):
     root, out = user_files, tmp_path / "never"
     common = ["--policy", str(root / "policy"), "--demos", str(root / "demos.jsonl"), "--prompts", str(root / "prompts.jsonl"),
               "--out", str(out)]
@@ -96,7 +89,7 @@ def test_bad_options_are_refused_before_anything_is_written(user_files, tmp_path
     assert not out.exists()
 
 
-def test_the_whole_chain_on_a_chat_checkpoint(user_files, tmp_path):
+def test_the_whole_chain_on_a_chat_checkpoint(rairl, user_files, tmp_path):
     """train-reward -> score -> rerank -> localise (paragraph steps) -> train --policy --reward, chat template on."""
     root = user_files
     rairl("train-reward", "--data", str(root / "demos.jsonl"), "--policy", str(root / "policy"), "--warm.template", "chat",
@@ -127,7 +120,7 @@ def test_the_whole_chain_on_a_chat_checkpoint(user_files, tmp_path):
     assert json.loads((tmp_path / "t" / "metrics.json").read_text())["tokens_trained"] > 0
 
 
-def test_chat_template_is_refused_where_there_is_none(user_files, tmp_path):
+def test_chat_template_is_refused_where_there_is_none(rairl, user_files, tmp_path):
     proc = rairl("demo", "--quick", "--warm.template", "chat", "--out", str(tmp_path / "d"), check=False)
     assert proc.returncode == 2 and "chat template" in proc.stderr and not (tmp_path / "d").exists()
     proc = rairl("train-reward", "--data", str(user_files / "demos.jsonl"), "--warm.template", "chat", "--out", str(tmp_path / "r"),
@@ -135,7 +128,7 @@ def test_chat_template_is_refused_where_there_is_none(user_files, tmp_path):
     assert proc.returncode == 2 and "chat template" in proc.stderr and not (tmp_path / "r").exists()
 
 
-def test_other_schemas_through_a_field_mapping(user_files, tmp_path):
+def test_other_schemas_through_a_field_mapping(rairl, user_files, tmp_path):
     root = user_files
     demos = [json.loads(line) for line in (root / "demos.jsonl").read_text().splitlines()]
     (tmp_path / "demos.jsonl").write_text("".join(json.dumps({"problem": d["prompt"], "solution": d["completion"], "final": d["answer"]})
