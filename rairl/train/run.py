@@ -1,4 +1,5 @@
-"""One post-training run on the embedded task: a method from a warm start to a token budget, then evaluation.
+"""One post-training run: a method from a warm start to a token budget, then evaluation, on the embedded
+task or (`UserData`) on a user's policy, demonstrations, unlabelled prompts and held-out file.
 
     warm start (built once per seed, saved under a warm directory, shared by every method)
     -> one method to a token budget: R-AIRL (`airl`), `frozen` reward, `outcome` GRPO, or more `sft`
