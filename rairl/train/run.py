@@ -172,7 +172,6 @@ def run_data(cfg: RunConfig, seed: int, data: UserData) -> RunData:
                    [p.prompt for p in held_out], [p.answer for p in held_out])
 
 
-
 def post_train(cfg: RunConfig, seed: int, out: Path, warm_dir: Path | None = None, resume: bool = False, progress: bool = True,
                data: UserData = UserData()) -> dict:
     """Warm start (reused from `warm_dir` when it holds one), post-train with `cfg.train.method`, evaluate.
