@@ -11,8 +11,7 @@ is split by a step delimiter (`line`, `blank-line` or a regex, `score`). An acti
 score goes to the step holding its last token (at the coarser `interval` and `sparse`
 granularities a step holding none scores 0); an empty step, a step with no token of its
 own, or at `step` granularity a step holding no action's end, is an error naming the item
-and the step. `score_ids`,
-on token ids alone, scores each line.
+and the step. `score_ids`, on token ids alone, scores each line.
 """
 
 from __future__ import annotations
@@ -48,7 +47,9 @@ class ScorerSettings:
     term: str = "g"  # "g" or "f"
     selector: str = "min"  # how step scores rank whole solutions, one of SELECTORS
     threshold: float = -1.0  # localisation: first step scoring below this is the first error
-    template: str = "plain"  # prompt format the reward was trained with: plain | chat (the tokenizer's chat template)
+    # prompt format the reward was trained with: plain | chat (the tokenizer's chat template); it is set on
+    # the tokenizer (`set_template`), so scorers that share one tokenizer object share the template
+    template: str = "plain"
 
     def __post_init__(self) -> None:
         if self.term not in ("g", "f"):
