@@ -1,12 +1,12 @@
 """The warm start every later stage begins from, built once for `demo`, `train`, `compare` and `train-reward`:
 
     expert examples -> tokenizer (trained for a tiny policy, or the given policy's)
-    -> policy: a tiny one built and SFT'd on the demonstrations (early stop at a sampled
-       validation accuracy), or a given checkpoint as it is
+    -> policy: a tiny one built, or a given checkpoint; SFT'd on the demonstrations for
+       `sft.steps` (0: none; early stop at a sampled validation accuracy)
     -> negatives: policy samples on training prompts, one perturbed copy per expert
-    -> reward model initialised from the policy, trained as the AIRL discriminator
+    -> reward model initialised from the policy, trained as the AIRL discriminator (or a given one)
 
-`WarmStart.save(dir)` writes `policy/` (tiny policy; a given one stays where it is),
+`WarmStart.save(dir)` writes `policy/` (a tiny or SFT'd policy; an untouched given one stays where it is),
 `reward/`, `records.json` and `warm.json`; `load_warm_start(dir)` reads them back,
 `warm.json` files of format 1 (written before this module existed) included.
 Verifier-free: gold answers are read only by the SFT stop check (sampled accuracy).
