@@ -32,6 +32,7 @@ from .data.steps import step_separator, step_spans
 from .kernels import airl_terms
 from .kernels.segments import StepRule
 from .metrics import first_below
+from .models.adapters import load_reward_model
 from .models.batch import collate, encode_completions, encode_prompts
 from .models.device import attn_implementation, resolve_device, resolve_dtype
 from .models.reward import RewardModel
@@ -108,7 +109,7 @@ class RewardScorer:
         settings_file = path / "scorer.json"
         settings = ScorerSettings(**json.loads(settings_file.read_text())) if settings_file.exists() else None
         dev = resolve_device(device)
-        reward = RewardModel.from_pretrained(path, dtype=resolve_dtype(dtype, dev), device=dev, attn_implementation=attn_implementation(dev))
+        reward = load_reward_model(path, resolve_dtype(dtype, dev), dev, attn_implementation(dev))
         return cls(reward, load_tokenizer(path / "lm"), settings, **kwargs)
 
     def save_pretrained(self, path: str | Path) -> None:

@@ -23,6 +23,7 @@ from ..data import (
 from ..data.steps import step_separator
 from ..eval.localise import calibrate_localiser, evaluate_localise, item_step_scores
 from ..metrics import first_below, localisation_metrics, rerank_metrics, write_metrics
+from ..models.adapters import AdapterConfig
 from ..models.device import OnDevice, attn_implementation
 from ..models.lm import load_causal_lm
 from ..models.reward import RewardConfig, RewardModel
@@ -53,6 +54,10 @@ class TrainRewardConfig(OnDevice):
     seed: int = 0  # shuffle of the examples, tiny policy initialisation, sampling seeds
     fields: str = ""  # your files' column names as rairl's=yours, e.g. prompt=problem,completion=solution,answer=final
     warm: WarmStartConfig = field(default_factory=lambda: FILE_WARM_DEFAULTS)  # tokenizer, policy, negatives, reward model
+    # The reward as a LoRA adapter on the (SFT'd) policy, stored frozen as adapters.quantization (nf4:
+    # 4-bit), the policy's log-probs from the same base with the adapter off (needs rairl[lora])
+    lora: bool = False
+    adapters: AdapterConfig = field(default_factory=AdapterConfig)  # the shared base and the reward adapter (with lora)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -71,7 +76,8 @@ def train_reward_command(cfg: TrainRewardConfig, out: Path, progress: bool = Tru
     if cfg.policy and cfg.warm.template != "plain":  # refused before anything is written
         set_template(load_tokenizer(cfg.policy), cfg.warm.template)
     warm, val_ex, n_read = warm_start_from_file(cfg.warm, cfg.seed, cfg.data, out, cfg.policy or None, None, cfg.val_fraction, cfg.limit,
-                                        cfg.torch_device(), cfg.torch_dtype(), progress, parse_fields(cfg.fields))
+                                        cfg.torch_device(), cfg.torch_dtype(), progress, parse_fields(cfg.fields),
+                                        cfg.adapters if cfg.lora else None)
     warm.save(out, seconds=time.time() - t0)
     scorer = RewardScorer(warm.reward_model, warm.tokenizer, ScorerSettings(template=cfg.warm.template),
                           max_prompt_tokens=cfg.warm.max_prompt_tokens,

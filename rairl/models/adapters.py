@@ -179,6 +179,7 @@ class SharedBaseModels:
         self.reward = RewardModel(self.model, reward_cfg or RewardConfig(), adapter=REWARD)
         self.reward.g_head.to(device)
         self.reward.h_head.to(device)
+        self.reward.base = {"path": base.name_or_path, "adapters": asdict(cfg)}  # what save_pretrained records
         # Collected once by name: peft's set_adapter toggles requires_grad, these lists do not change.
         named = dict(self.model.named_parameters())
         self._policy = {n: p for n, p in named.items() if "lora_" in n and f".{POLICY}." in n}
@@ -276,3 +277,29 @@ class SharedBaseModels:
             for n, v in heads.items():
                 models._reward[n].copy_(v)
         return models
+
+
+def load_reward_model(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                      attn_implementation: str = "sdpa") -> RewardModel:
+    """A reward model saved by `RewardModel.save_pretrained`: a full one, or a LoRA reward adapter,
+    loaded over its base checkpoint stored as it was trained (`AdapterConfig.quantization`) on `device`."""
+    path = Path(path)
+    meta_file = path / "reward_config.json"
+    base = json.loads(meta_file.read_text()).get("base") if meta_file.exists() else None
+    if base is None:
+        return RewardModel.from_pretrained(path, dtype, device, attn_implementation)
+    peft = _require("peft", "a LoRA reward model")
+    raw = base["adapters"]
+    cfg = AdapterConfig(**(raw | {"target_modules": tuple(raw["target_modules"])}))
+    if not Path(base["path"]).exists():
+        raise FileNotFoundError(f"{meta_file}: the reward's base checkpoint {base['path']} is not there")
+    lm = peft.PeftModel.from_pretrained(load_base(base["path"], cfg, device), str(path / "adapter" / REWARD), adapter_name=REWARD)
+    meta = json.loads(meta_file.read_text())
+    model = RewardModel(lm, RewardConfig(**meta["reward"]), adapter=REWARD)
+    model.base = base
+    heads = load_file(str(path / "heads.safetensors"))
+    model.g_head.load_state_dict({k.split(".", 1)[1]: v for k, v in heads.items() if k.startswith("g_head.")})
+    model.h_head.load_state_dict({k.split(".", 1)[1]: v for k, v in heads.items() if k.startswith("h_head.")})
+    model.g_head.to(device)
+    model.h_head.to(device)
+    return model.eval()

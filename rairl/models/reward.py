@@ -88,14 +88,25 @@ class RewardModel(nn.Module):
         return active_adapter(self.lm, self.adapter)
 
     def save_pretrained(self, path: str | Path) -> None:
-        """Directory with `lm/` (save_pretrained), `heads.safetensors` and `reward_config.json`."""
+        """Directory with `lm/` (save_pretrained), `heads.safetensors` and `reward_config.json`.
+
+        A reward that is a LoRA adapter on a shared base (`adapter` set) writes only that adapter
+        (`adapter/<name>/`), and `reward_config.json` names the base checkpoint and its storage
+        (`rairl.models.adapters.load_reward_model` reads it back).
+        """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.lm.save_pretrained(path / "lm")
+        meta = {"format_version": FORMAT_VERSION, "reward": asdict(self.cfg)}
+        if self.adapter is None:
+            self.lm.save_pretrained(path / "lm")
+        else:
+            if not getattr(self, "base", None):
+                raise ValueError("RewardModel.save_pretrained: an adapter reward needs `base` (set by SharedBaseModels)")
+            self.lm.save_pretrained(path / "adapter", selected_adapters=[self.adapter])
+            meta["base"] = self.base
         heads = {f"g_head.{k}": v for k, v in self.g_head.state_dict().items()}
         heads |= {f"h_head.{k}": v for k, v in self.h_head.state_dict().items()}
         save_file({k: v.detach().contiguous().cpu() for k, v in heads.items()}, str(path / "heads.safetensors"))
-        meta = {"format_version": FORMAT_VERSION, "reward": asdict(self.cfg)}
         (path / "reward_config.json").write_text(json.dumps(meta, indent=2))
 
     @classmethod
@@ -107,6 +118,8 @@ class RewardModel(nn.Module):
         if not meta_file.exists():
             raise FileNotFoundError(f"{meta_file}: not found; is {path} a directory written by RewardModel.save_pretrained?")
         meta = json.loads(meta_file.read_text())
+        if "base" in meta:
+            raise ValueError(f"{meta_file}: a LoRA reward on a shared base; load it with rairl.models.adapters.load_reward_model")
         version = meta.get("format_version")
         if version != FORMAT_VERSION:
             raise ValueError(

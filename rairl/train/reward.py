@@ -9,7 +9,6 @@ grad) so the same code serves the alternating AIRL loop.
 
 from __future__ import annotations
 
-import copy
 import json
 import random
 from dataclasses import dataclass
@@ -58,8 +57,12 @@ def train_reward(
     cfg: RewardTrainConfig = RewardTrainConfig(),
     metrics_path: str | Path | None = None,
     progress: bool = True,
+    params: list[torch.nn.Parameter] | None = None,
 ) -> dict[str, float]:
     """Train the discriminator in place; keeps the weights of the best validation AUROC.
+
+    `params`: what trains (default: every parameter of `reward_model` that requires grad; a
+    LoRA reward on a shared base passes its adapter and heads).
 
     Writes one JSON line per evaluation to `metrics_path` when given. Returns
     the best validation metrics.
@@ -70,7 +73,7 @@ def train_reward(
         raise ValueError(f"train_reward: need experts and negatives, got {len(experts)} and {len(negatives)}")
     rng = random.Random(cfg.seed)
     policy.eval()
-    params = [p for p in reward_model.parameters() if p.requires_grad]
+    params = params or [p for p in reward_model.parameters() if p.requires_grad]
     device = params[0].device  # batches go where the reward model is; the policy must be there too
     if next(policy.parameters()).device != device:
         raise ValueError(f"train_reward: the policy is on {next(policy.parameters()).device}, the reward model on {device}")
@@ -103,12 +106,14 @@ def train_reward(
                     log.flush()
                 if val["auroc"] > best["auroc"]:
                     best = {**val, "step": step + 1}
-                    best_state = copy.deepcopy(reward_model.state_dict())
+                    best_state = [p.detach().clone() for p in params]
     finally:
         if log:
             log.close()
     if best_state is not None:
-        reward_model.load_state_dict(best_state)
+        with torch.no_grad():
+            for p, best_p in zip(params, best_state, strict=True):
+                p.copy_(best_p)
     reward_model.eval()
     return best
 

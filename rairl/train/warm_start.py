@@ -36,6 +36,7 @@ from ..eval.discriminator import evaluate_discriminator
 from ..eval.localise import clean_items
 from ..eval.rerank import SampledPool, sample_pools
 from ..metrics import write_metrics
+from ..models.adapters import AdapterConfig, SharedBaseModels, load_base, load_reward_model
 from ..models.batch import encode_completions, encode_prompts
 from ..models.device import attn_implementation
 from ..models.lm import TinyLMConfig, build_tiny_lm, load_causal_lm, per_token_logprobs
@@ -148,7 +149,7 @@ def load_warm_start(warm_dir: str | Path, device: str | torch.device = "cpu", dt
     records = json.loads((warm_dir / "records.json").read_text())
     return WarmStart(
         cfg, provenance, set_template(load_tokenizer(policy_path), cfg.template), load_causal_lm(policy_path, dtype, attn_implementation(torch.device(device)), device),
-        policy_path, RewardModel.from_pretrained(warm_dir / "reward", dtype, device, attn_implementation(torch.device(device))),
+        policy_path, load_reward_model(warm_dir / "reward", dtype, device, attn_implementation(torch.device(device))),
         [DiscRecord(**r) for r in records["train"]], [DiscRecord(**r) for r in records["val"]],
         [SampledPool(**p) for p in records.get("val_pools", [])], [LocaliseItem(**i) for i in records.get("val_items", [])], best,
     )
@@ -168,14 +169,16 @@ def build_warm_start(
     dtype: torch.dtype = torch.float32,
     log: Callable[[str], None] = lambda msg: None,
     progress: bool = True,
+    adapters: AdapterConfig | None = None,
 ) -> WarmStart:
     """Tokenizer, policy, negatives and reward model from expert `train` / `val` examples.
 
     Without `policy_path` a tiny policy (`cfg.model`, seeded by `seed`) and its BPE tokenizer are
     built and saved under `out/policy`; with it, that checkpoint is loaded. Either is then SFT'd on
     `train` for `cfg.sft.steps` steps (0: none) and, when trained, saved under `out/policy`. With
-    `reward_path` the reward model is loaded from there instead of trained. Models sit on `device`
-    in `dtype` (the reward model's heads in fp32). `rng` draws the negative prompts and the
+    `reward_path` the reward model is loaded from there instead of trained. With `adapters` the
+    reward is a LoRA adapter on the policy as a frozen (e.g. NF4) base, and the policy's log-probs
+    come from that base with the adapter off. Models sit on `device` in `dtype` (heads in fp32). `rng` draws the negative prompts and the
     perturbations (the caller may keep drawing from it). Sampling seeds: `seed + 2` (negatives),
     `seed + 3` (validation pools).
     """
@@ -218,13 +221,17 @@ def build_warm_start(
     log(f"discriminator data: {len(train_records)} train / {len(val_records)} val sequences")
 
     if reward_path is not None:  # a given reward model: evaluated on this validation data, not trained
-        reward_model = RewardModel.from_pretrained(reward_path, dtype, device, attn_implementation(torch.device(device)))
+        reward_model = load_reward_model(reward_path, dtype, device, attn_implementation(torch.device(device)))
         best = {**evaluate_discriminator(reward_model, partial(per_token_logprobs, policy), val_records, tokenizer.pad_token_id,
                                          step_rule(reward_model.cfg, tokenizer)), "step": 0, "given": str(reward_path)}
     else:  # reward model initialised from the policy, trained as the AIRL discriminator
-        reward_model = RewardModel(copy.deepcopy(policy), cfg.reward).to(device)
-        best = train_reward(reward_model, policy, train_records, val_records, tokenizer.pad_token_id, step_rule(cfg.reward, tokenizer),
-                            cfg.reward_train, metrics_path=out / "reward_log.jsonl", progress=progress)
+        if adapters is not None:  # the policy's log-probs: the shared base with the (zero) policy adapter
+            shared = SharedBaseModels(load_base(policy_path, adapters, device), cfg.reward, adapters)
+            reward_model, logp_model, params = shared.reward, shared.model, shared.reward_parameters()
+        else:
+            reward_model, logp_model, params = RewardModel(copy.deepcopy(policy), cfg.reward).to(device), policy, None
+        best = train_reward(reward_model, logp_model, train_records, val_records, tokenizer.pad_token_id, step_rule(cfg.reward, tokenizer),
+                            cfg.reward_train, metrics_path=out / "reward_log.jsonl", progress=progress, params=params)
     log(f"reward model: best val AUROC {best['auroc']:.3f} (acc {best['acc']:.3f}) at step {best['step']}")
     return WarmStart(cfg, provenance, tokenizer, policy, Path(policy_path), reward_model, train_records, val_records,
                      val_pools, val_perturbed + clean_items(val), best)
@@ -233,7 +240,7 @@ def build_warm_start(
 def warm_start_from_file(
     cfg: WarmStartConfig, seed: int, demos: str, out: str | Path, policy_path: str | None = None, reward_path: str | None = None,
     val_fraction: float = 0.1, limit: int = 0, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-    progress: bool = True, fields: dict[str, str] | None = None,
+    progress: bool = True, fields: dict[str, str] | None = None, adapters: AdapterConfig | None = None,
 ) -> tuple[WarmStart, list[Example], int]:
     """`build_warm_start` on the expert demonstrations in `demos` (JSONL, GSM8K or a dataset), shuffled
     with `seed`, `val_fraction` of them held out (`fields` maps rairl's field names to the file's columns); returns the warm start, the held-out examples and
@@ -248,7 +255,7 @@ def warm_start_from_file(
     provenance = {"seed": seed, "demos": str(demos), "limit": limit, "val_fraction": val_fraction, "policy": policy_path or "",
                   "reward": reward_path or ""}
     warm = build_warm_start(cfg, seed, train, val, out, rng, provenance, policy_path=policy_path, reward_path=reward_path,
-                            device=device, dtype=dtype, log=timed_log("warm ", progress), progress=progress)
+                            device=device, dtype=dtype, log=timed_log("warm ", progress), progress=progress, adapters=adapters)
     return warm, val, len(examples)
 
 
