@@ -171,6 +171,9 @@ class AIRLTrainer:
         self.reward_opt = (torch.optim.AdamW(models.reward_parameters(), lr=cfg.disc_lr, weight_decay=0.0, fused=True)
                            if cfg.method == "airl" else None)
         self.device = models.policy_parameters()[0].device  # batches go where the policy is
+        elsewhere = {str(p.device) for p in models.reward_parameters()} - {str(self.device)}
+        if elsewhere:  # a model on the wrong device is an error, never a silent copy per batch
+            raise ValueError(f"AIRLTrainer: the policy is on {self.device}, the reward model on {sorted(elsewhere)}")
         self.rng = random.Random(cfg.seed)
         self.iteration_done, self.tokens_trained, self.policy_steps = 0, 0, 0
 

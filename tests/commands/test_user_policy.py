@@ -89,34 +89,38 @@ def test_bad_options_are_refused_before_anything_is_written(rairl, user_files, t
     assert not out.exists()
 
 
-def test_the_whole_chain_on_a_chat_checkpoint(rairl, user_files, tmp_path):
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_the_whole_chain_on_a_chat_checkpoint(rairl, user_files, tmp_path, dtype):
     """train-reward -> score -> rerank -> localise (paragraph steps) -> train --policy --reward, chat template on."""
     root = user_files
+    on = ["--device", "cpu", "--dtype", dtype]
     rairl("train-reward", "--data", str(root / "demos.jsonl"), "--policy", str(root / "policy"), "--warm.template", "chat",
           "--warm.sft.steps", "4", "--warm.sft.batch_size", "8", "--warm.reward_train.steps", "4", "--warm.reward_train.batch_size", "8",
-          "--warm.reward_train.eval_every", "2", "--warm.negative_samples", "1", "--warm.max_new_tokens", "24", "--device", "cpu",
+          "--warm.reward_train.eval_every", "2", "--warm.negative_samples", "1", "--warm.max_new_tokens", "24", *on,
           "--out", str(tmp_path / "r"), "--no-progress")
     reward = tmp_path / "r" / "reward"
     assert json.loads((reward / "scorer.json").read_text())["template"] == "chat"
-    rairl("score", "--reward", str(reward), "--data", str(root / "demos.jsonl"), "--out", str(tmp_path / "s"), "--no-progress")
-    rows = json.loads((tmp_path / "s" / "metrics.json").read_text())["rows"]
+    rairl("score", "--reward", str(reward), "--data", str(root / "demos.jsonl"), *on, "--out", str(tmp_path / "s"), "--no-progress")
+    scored = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    assert scored["dtype"] == {"fp32": "float32", "bf16": "bfloat16"}[dtype] and scored["device"] == "cpu"
+    rows = scored["rows"]
     assert len(rows) == 60 and all(len(r["step_scores"]) == len(r["steps"]) for r in rows)
     pools = tmp_path / "pools.jsonl"
     pools.write_text("".join(json.dumps({"question": e["question"], "answer": e["answer"], "candidates": [
         {"solution": f"#### {e['answer']}"}, {"solution": "#### 0"}, {"solution": f"#### {e['answer']}"}]}) + "\n"
         for e in map(json.loads, (root / "eval.jsonl").read_text().splitlines())))
-    rairl("rerank", "--reward", str(reward), "--pools", str(pools), "--policy", str(root / "policy"), "--out", str(tmp_path / "rr"))
+    rairl("rerank", "--reward", str(reward), "--pools", str(pools), "--policy", str(root / "policy"), *on, "--out", str(tmp_path / "rr"))
     rr = json.loads((tmp_path / "rr" / "metrics.json").read_text())["rerank"]
     assert rr["problems"] == 8 and rr["oracle"] == 1.0 and 0.0 <= rr["reward_best_of_n"] <= 1.0
     items = tmp_path / "items.jsonl"
     steps = ["Tom has 3 pens.\nHe gets 2 more: 3 + 2 = 5.", "Then 5 * 2 = 11,\nso he has 11.", "#### 11"]
     items.write_text(json.dumps({"id": "x", "problem": "Tom has 3 pens. He gets 2 more. The number doubles.", "steps": steps, "label": 1}) + "\n")
-    rairl("localise", "--reward", str(reward), "--items", str(items), "--threshold=1e9", "--out", str(tmp_path / "loc"))
+    rairl("localise", "--reward", str(reward), "--items", str(items), "--threshold=1e9", *on, "--out", str(tmp_path / "loc"))
     loc = json.loads((tmp_path / "loc" / "metrics.json").read_text())
     assert loc["predictions"] == [{"id": "x", "label": 1, "predicted": 0}]  # every step below 1e9: the first one
     rairl("train", "--quick", "--policy", str(tmp_path / "r" / "policy"), "--demos", str(root / "demos.jsonl"),
           "--prompts", str(root / "prompts.jsonl"), "--reward", str(reward), "--warm.template", "chat", "--warm.sft.steps", "0",
-          "--train.iterations", "2", "--device", "cpu", "--out", str(tmp_path / "t"), "--no-progress")
+          "--train.iterations", "2", *on, "--out", str(tmp_path / "t"), "--no-progress")
     assert json.loads((tmp_path / "t" / "metrics.json").read_text())["tokens_trained"] > 0
 
 

@@ -239,3 +239,10 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     a, b = load_file(full / "policy" / "model.safetensors"), load_file(killed / "policy" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((killed / "metrics.json").read_text())["pass1"] == json.loads((full / "metrics.json").read_text())["pass1"]
+
+
+def test_a_reward_model_on_another_device_is_refused(tiny):
+    tokenizer, lm, prompts, records, answers = _setup(tiny)
+    reward = RewardModel(copy.deepcopy(lm), RewardConfig()).to("meta")  # anywhere but the policy's device
+    with pytest.raises(ValueError, match=r"the policy is on cpu, the reward model on \['meta'\]"):
+        AIRLTrainer(ModelSet(lm, reward), tokenizer, prompts, records, SMALL, answers=answers)
