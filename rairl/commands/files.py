@@ -47,7 +47,7 @@ FILE_WARM_DEFAULTS = WarmStartConfig(
 class TrainRewardConfig(OnDevice):
     """`rairl train-reward`: a reward model from expert demonstrations in a file."""
 
-    data: str  # expert JSONL ({prompt, completion}) or GSM8K jsonl ({question, answer})
+    data: str  # expert demonstrations: JSONL {prompt, completion} or GSM8K rows, Parquet / CSV / Arrow, or a dataset name
     policy: str = ""  # policy checkpoint directory (model + tokenizer), SFT'd for warm.sft.steps; empty: a tiny one built for `data`
     limit: int = 2000  # examples read from `data` (0: all)
     val_fraction: float = 0.1  # held-out share of the examples for discriminator validation
