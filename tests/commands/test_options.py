@@ -61,7 +61,7 @@ def _commands_with_bools() -> list[tuple[str, str]]:
 
 
 BOOL_OPTIONS = _commands_with_bools()
-REQUIRED_ARGS = {"plan": ["--model", "qwen2.5-0.5b"]}  # plan: its required model (a preset), to build a config
+REQUIRED_ARGS = {"plan": ["--model", "qwen2.5-0.5b"], "train-reward": ["--data", "demos.jsonl"]}  # the required fields, to build a config
 
 
 @pytest.mark.parametrize(("command", "option"), BOOL_OPTIONS)
