@@ -37,6 +37,7 @@ from ..train.run import (
     warm_start_for,
 )
 from ..train.trainer import TrainConfig
+from ..train.warm_start import check_template
 
 # Each arm of the comparison: name -> (train.method, train.advantages).
 ARMS = {
@@ -62,8 +63,7 @@ class CompareConfig(RunConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.warm.template != "plain":
-            raise ValueError("warm.template='chat' needs a policy whose tokenizer has a chat template; the tiny policy's has none")
+        check_template(self.warm, None)  # the embedded task's tiny policy
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))  # the CLI passes strings
         unknown = [m for m in self.methods if m not in ARMS]
         if unknown or not self.methods:

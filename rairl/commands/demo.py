@@ -35,7 +35,13 @@ from ..models.batch import encode_prompts
 from ..models.device import OnDevice
 from ..models.reward import RewardConfig, RewardModel
 from ..score import RewardScorer, ScorerSettings
-from ..train.warm_start import WarmStartConfig, build_warm_start, quick_warm_config, timed_log
+from ..train.warm_start import (
+    WarmStartConfig,
+    build_warm_start,
+    check_template,
+    quick_warm_config,
+    timed_log,
+)
 
 
 @dataclass(frozen=True)
@@ -50,8 +56,7 @@ class DemoConfig(OnDevice):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.warm.template != "plain":
-            raise ValueError("warm.template='chat' needs a policy whose tokenizer has a chat template; the tiny policy's has none")
+        check_template(self.warm, None)  # the embedded task's tiny policy
         if self.n_samples < 2:
             raise ValueError(f"DemoConfig.n_samples={self.n_samples}; need >= 2 for best-of-N")
         for name in ("negative_prompts", "disc_experts"):

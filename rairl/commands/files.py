@@ -27,12 +27,11 @@ from ..models.adapters import AdapterConfig
 from ..models.device import OnDevice, attn_implementation
 from ..models.lm import load_causal_lm
 from ..models.reward import RewardConfig, RewardModel
-from ..models.tokenizer import load_tokenizer, set_template
 from ..plan import PlanConfig, estimate, format_plan
 from ..score import SELECTORS, RewardScorer, ScorerSettings
 from ..train.reward import RewardTrainConfig
 from ..train.sft import SFTConfig
-from ..train.warm_start import WarmStartConfig, warm_start_from_file
+from ..train.warm_start import WarmStartConfig, check_template, warm_start_from_file
 
 # train-reward's warm start: real data is longer than the embedded task's; every example is an expert
 # and a negative prompt (the counts below are caps), and SFT runs its steps with no stop check by default.
@@ -63,8 +62,8 @@ class TrainRewardConfig(OnDevice):
         super().__post_init__()
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"TrainRewardConfig.val_fraction={self.val_fraction}; must be in (0, 1)")
-        if self.warm.template != "plain" and not self.policy:
-            raise ValueError("warm.template='chat' needs --policy with a chat template; the tiny policy's tokenizer has none")
+        if not self.policy:
+            check_template(self.warm, None)  # a given policy's tokenizer is checked when the command starts
         parse_fields(self.fields)
         if self.limit < 0:
             raise ValueError(f"TrainRewardConfig.limit={self.limit}; must be >= 0 (0: all)")
@@ -73,8 +72,7 @@ class TrainRewardConfig(OnDevice):
 def train_reward_command(cfg: TrainRewardConfig, out: Path, progress: bool = True) -> dict:
     """Warm start on the file's examples, the localiser calibrated on held-out ones; writes `out/reward` and metrics."""
     t0 = time.time()
-    if cfg.policy and cfg.warm.template != "plain":  # refused before anything is written
-        set_template(load_tokenizer(cfg.policy), cfg.warm.template)
+    check_template(cfg.warm, cfg.policy or None)  # before anything is written
     warm, val_ex, n_read = warm_start_from_file(cfg.warm, cfg.seed, cfg.data, out, cfg.policy or None, None, cfg.val_fraction, cfg.limit,
                                         cfg.torch_device(), cfg.torch_dtype(), progress, parse_fields(cfg.fields),
                                         cfg.adapters if cfg.lora else None)

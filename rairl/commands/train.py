@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..configs import config_from_dict
 from ..train.run import RunConfig, UserData, post_train, quick_run_config
+from ..train.warm_start import check_template
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,8 @@ class TrainRunConfig(RunConfig, UserData):
     def __post_init__(self) -> None:
         RunConfig.__post_init__(self)
         UserData.__post_init__(self)
-        if not self.policy and self.warm.template != "plain":
-            raise ValueError("warm.template='chat' needs a policy whose tokenizer has a chat template; the tiny policy's has none")
+        if not self.policy:
+            check_template(self.warm, None)  # the embedded task's tiny policy (a given one is checked by run_data)
 
 
 def quick_train_config(method: str = "airl") -> TrainRunConfig:

@@ -35,13 +35,14 @@ from ..models.device import OnDevice
 from ..models.lm import load_causal_lm, looks_local, per_token_logprobs
 from ..models.modelset import ModelSet
 from ..models.reward import RewardModel
-from ..models.tokenizer import load_tokenizer, set_template
 from .sft import SFTConfig, train_sft
 from .trainer import AIRLTrainer, TrainConfig
 from .warm_start import (
     WarmStart,
     WarmStartConfig,
     build_warm_start,
+    check_template,
+    file_provenance,
     load_warm_start,
     quick_warm_config,
     timed_log,
@@ -126,8 +127,7 @@ def warm_start_for(cfg: RunConfig, seed: int, warm_dir: Path, progress: bool = T
     """The run's warm start: loaded from `warm_dir` when one is there (it must match the run's seed, data
     and warm config), else built (from the task's splits, or `data.demos` with `data.policy`) and saved there."""
     if data.policy:
-        provenance = {"seed": seed, "demos": data.demos, "limit": 0, "val_fraction": data.val_fraction, "policy": data.policy,
-                      "reward": data.reward}  # the same keys as warm_start_from_file writes
+        provenance = file_provenance(seed, data.demos, 0, data.val_fraction, data.policy, data.reward)
     else:
         provenance = {"seed": seed, "task": asdict(cfg.task)}
     device, dtype = cfg.torch_device(), cfg.torch_dtype()
@@ -157,8 +157,7 @@ def run_data(cfg: RunConfig, seed: int, data: UserData) -> RunData:
         test = splits.test[: cfg.eval.problems]
         return RunData([p.question() for p in splits.train], [str(p.values()[-1]) for p in splits.train],
                        [p.example() for p in splits.train], [p.question() for p in test], [str(p.values()[-1]) for p in test])
-    if cfg.warm.template != "plain":  # refused here, before anything is written, if the tokenizer has no such template
-        set_template(load_tokenizer(data.policy), cfg.warm.template)
+    check_template(cfg.warm, data.policy)  # before anything is written
     fields = parse_fields(data.fields)
     prompt_fields = {k: v for k, v in fields.items() if k in ("prompt", "answer")}
     prompts = load_prompts(data.prompts, fields=prompt_fields)

@@ -237,6 +237,21 @@ def build_warm_start(
                      val_pools, val_perturbed + clean_items(val), best)
 
 
+def check_template(cfg: WarmStartConfig, policy_path: str | Path | None) -> None:
+    """Refuse, before anything is written, a prompt template the policy's tokenizer cannot apply
+    (a tiny policy's tokenizer, `policy_path=None`, has no chat template)."""
+    if cfg.template == "plain":
+        return
+    if policy_path is None:
+        raise ValueError("warm.template='chat' needs --policy with a chat template; the tiny policy's tokenizer has none")
+    set_template(load_tokenizer(policy_path), cfg.template)
+
+
+def file_provenance(seed: int, demos: str, limit: int, val_fraction: float, policy: str | None, reward: str | None) -> dict:
+    """What a warm start built from a demonstrations file was made from (`warm.json`'s provenance)."""
+    return {"seed": seed, "demos": str(demos), "limit": limit, "val_fraction": val_fraction, "policy": policy or "", "reward": reward or ""}
+
+
 def warm_start_from_file(
     cfg: WarmStartConfig, seed: int, demos: str, out: str | Path, policy_path: str | None = None, reward_path: str | None = None,
     val_fraction: float = 0.1, limit: int = 0, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
@@ -252,9 +267,7 @@ def warm_start_from_file(
     if len(examples) - n_val < 1:
         raise ValueError(f"{demos}: {len(examples)} demonstration(s); need at least 2 (one to train on, one to validate)")
     val, train = examples[:n_val], examples[n_val:]
-    provenance = {"seed": seed, "demos": str(demos), "limit": limit, "val_fraction": val_fraction, "policy": policy_path or "",
-                  "reward": reward_path or ""}
-    warm = build_warm_start(cfg, seed, train, val, out, rng, provenance, policy_path=policy_path, reward_path=reward_path,
+    warm = build_warm_start(cfg, seed, train, val, out, rng, file_provenance(seed, demos, limit, val_fraction, policy_path, reward_path), policy_path=policy_path, reward_path=reward_path,
                             device=device, dtype=dtype, log=timed_log("warm ", progress), progress=progress, adapters=adapters)
     return warm, val, len(examples)
 
