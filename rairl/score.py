@@ -113,8 +113,14 @@ class RewardScorer:
         return cls(reward, load_tokenizer(path / "lm"), settings, **kwargs)
 
     def save_pretrained(self, path: str | Path) -> None:
-        path = Path(path)
+        """The reward model, its tokenizer and the scorer's settings under `path`."""
         self.reward_model.save_pretrained(path)
+        self.save_settings(path)
+
+    def save_settings(self, path: str | Path) -> None:
+        """The tokenizer (`lm/`) and `scorer.json` beside a reward model already saved under `path`
+        (e.g. by `WarmStart.save`), without writing its weights again."""
+        path = Path(path)
         self.tokenizer.save_pretrained(path / "lm")
         (path / "scorer.json").write_text(json.dumps(asdict(self.settings), indent=2))
 

@@ -103,7 +103,7 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True) -> dic
     scorer.settings.selector, val_selector_acc = choose_selector(scorer, warm.val_pools)
     calibrate_localiser(scorer, warm.val_items)  # verifier-free: injected errors and clean experts; saved with the reward
     calibrate_localiser(logprob, warm.val_items)
-    scorer.save_pretrained(out / "reward")
+    scorer.save_settings(out / "reward")  # the weights are there already (warm.save)
     # a second calibration on what the policy's traces look like: its own validation samples (gold solutions
     # read to label them) beside the injected errors
     own_val = warm.val_items + own_sample_items(warm.val_pools, [p.solution_steps() for p in splits.val])

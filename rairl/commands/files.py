@@ -81,7 +81,7 @@ def train_reward_command(cfg: TrainRewardConfig, out: Path, progress: bool = Tru
                           max_prompt_tokens=cfg.warm.max_prompt_tokens,
                           max_completion_tokens=cfg.warm.max_completion_tokens)
     calibrate_localiser(scorer, warm.val_items)
-    scorer.save_pretrained(out / "reward")
+    scorer.save_settings(out / "reward")  # the weights are there already (warm.save)
     best = warm.reward_best
     metrics = {"reward": {"val_auroc": best["auroc"], "val_acc": best["acc"], "best_step": best["step"]},
                "data": {"read": n_read, "train": sum(r.label == 1 for r in warm.train_records), "val": len(val_ex), "path": cfg.data},
