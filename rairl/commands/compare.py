@@ -1,4 +1,9 @@
-"""`rairl compare`: R-AIRL against its baselines on the embedded task, several seeds, matched budgets.
+"""`rairl compare`: R-AIRL against its baselines on the embedded task, several seeds.
+
+`--protocol scarce` and `--protocol length` (a few worked solutions, many questions without one;
+`rairl.train.protocol` runs one seed of them, its module docstring lists the arms) compare every
+arm against SFT stopped early on validation. `--protocol unlimited` (the default) is the
+matched-budget comparison below, with fresh demonstrations for every batch.
 
 For each seed: one warm start (SFT policy + reward trained against it), then
 every method from it to the same budget of policy tokens trained on, then the
@@ -26,6 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from ..metrics import bootstrap_ci, write_metrics
+from ..data.protocols import PROTOCOLS
+from ..train.protocol import ARMS as PROTOCOL_ARMS
+from ..train.protocol import ProtocolConfig, quick_protocol_config, run_protocol_seed
 from ..train.run import (
     RunConfig,
     UserData,
@@ -56,18 +64,28 @@ TRAIN_DEFAULTS = TrainConfig(iterations=200, token_budget=300_000, checkpoint_ev
 class CompareConfig(RunConfig):
     """`rairl compare`: every arm from one warm start per seed, at the same policy-token budget."""
 
-    train: TrainConfig = field(default_factory=lambda: TRAIN_DEFAULTS)  # shared by every arm; each sets method, advantages, seed
+    # unlimited: fresh demonstrations every batch, matched policy-token budgets; scarce: a fixed demonstration set
+    # and many unlabelled questions; length: the same with short demonstrations and long questions
+    protocol: str = "unlimited"
+    train: TrainConfig = field(default_factory=lambda: TRAIN_DEFAULTS)  # protocol unlimited: shared by every arm; each sets method, advantages, seed
+    scarce: ProtocolConfig = field(default_factory=ProtocolConfig)  # protocols scarce and length: sets, SFT-ES, RFT, temperatures
     seeds: tuple[int, ...] = (1, 2, 3)  # one warm start and one run of every arm per seed
-    methods: tuple[str, ...] = tuple(ARMS)  # the arms to run (sft_init, the warm start itself, always is)
+    methods: tuple[str, ...] = ()  # the arms to run (empty: every arm of the protocol; unlimited runs sft_init always)
     results_md: str = ""  # also append the Markdown table to this file (e.g. benchmarks/RESULTS.md)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_template(self.warm, None)  # the embedded task's tiny policy
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))  # the CLI passes strings
-        unknown = [m for m in self.methods if m not in ARMS]
-        if unknown or not self.methods:
-            raise ValueError(f"CompareConfig.methods: unknown {unknown}; choose from {tuple(ARMS)}")
+        if self.protocol not in ("unlimited", *PROTOCOLS):
+            raise ValueError(f"CompareConfig.protocol={self.protocol!r}; choose one of {('unlimited', *PROTOCOLS)}")
+        arms = tuple(ARMS) if self.protocol == "unlimited" else tuple(PROTOCOL_ARMS)
+        object.__setattr__(self, "methods", tuple(self.methods) or arms)
+        unknown = [m for m in self.methods if m not in arms]
+        if unknown:
+            raise ValueError(f"CompareConfig.methods: unknown {unknown} for protocol {self.protocol}; choose from {arms}")
+        if "sft_more" in self.methods and "rft_reward" not in self.methods:
+            raise ValueError("CompareConfig.methods: sft_more is matched in wall-clock to rft_reward; run both")
         if not self.seeds:
             raise ValueError("CompareConfig.seeds: give at least one seed")
         if not self.train.token_budget:
@@ -78,14 +96,16 @@ class CompareConfig(RunConfig):
             raise ValueError(f"CompareConfig: {', '.join(set_anyway)} are set per arm and seed; choose arms with --methods, seeds with --seeds")
 
 
-def quick_compare_config(seeds: tuple[int, ...] = (1, 2)) -> CompareConfig:
+def quick_compare_config(seeds: tuple[int, ...] = (1, 2), protocol: str = "unlimited") -> CompareConfig:
     """A minutes-long preset for tests: two seeds, every arm, nothing learns much."""
-    return CompareConfig(**vars(quick_run_config()), seeds=seeds)
+    return CompareConfig(**vars(quick_run_config()), seeds=seeds, protocol=protocol, scarce=quick_protocol_config())
 
 
 def run_compare(cfg: CompareConfig, out: str | Path, progress: bool = True) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.protocol != "unlimited":
+        return run_protocol(cfg, out, progress)
     t0 = time.time()
     run = RunConfig(**{k: getattr(cfg, k) for k in RunConfig.__dataclass_fields__})
     per_seed: dict[str, list[dict]] = {m: [] for m in ("sft_init", *cfg.methods)}
@@ -114,6 +134,120 @@ def run_compare(cfg: CompareConfig, out: str | Path, progress: bool = True) -> d
             f.write("\n" + table)
     plot_curves(out, cfg.seeds, cfg.methods, out / "curves.png")
     return metrics
+
+
+def run_protocol(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
+    """Protocol scarce or length: every arm of `cfg.methods` for every seed, then the summary, table and curves."""
+    t0 = time.time()
+    per_arm: dict[str, list[dict]] = {m: [] for m in cfg.methods}
+    shared = {}
+    for seed in cfg.seeds:
+        summary, results = run_protocol_seed(cfg.protocol, cfg.scarce, cfg.task, cfg.warm, cfg.eval.problems, cfg.eval.samples, seed,
+                                             cfg.methods, out / f"seed{seed}", cfg.torch_device(), cfg.torch_dtype(), progress)
+        shared[str(seed)] = summary
+        for arm, m in results.items():
+            per_arm[arm].append(m)
+    metrics = {"protocol": cfg.protocol, "seeds": list(cfg.seeds), "methods": summarise_protocol(per_arm), "shared": shared,
+               "config": asdict(cfg), "seconds": time.time() - t0}
+    if "sft_es" in per_arm:
+        metrics["go_no_go"] = {
+            "sft_es_passk": float(np.mean([m["passk"] for m in per_arm["sft_es"]])), "k": per_arm["sft_es"][0]["k"],
+            "reward_step_auroc_from_line5": {k: _mean_defined([s["reward_steps_late"]["step_auroc"][k] for s in shared.values()])
+                                             for k in ("log_pi", "g", "f", "ell")},
+            "reward_step_auroc": {k: _mean_defined([s["reward_steps"]["step_auroc"][k] for s in shared.values()])
+                                  for k in ("log_pi", "g", "f", "ell")},
+        }
+    write_metrics(out / "metrics.json", metrics)
+    table = protocol_markdown(metrics)
+    (out / "results.md").write_text(table)
+    if cfg.results_md:
+        with open(cfg.results_md, "a") as f:
+            f.write("\n" + table)
+    plot_protocol_curves(out, cfg.seeds, cfg.methods, out / "curves.png")
+    return metrics
+
+
+def summarise_protocol(per_arm: dict[str, list[dict]]) -> dict[str, dict]:
+    """Per arm: pass@1 at T = 1 and at the V-tuned temperature (means over seeds, 95% bootstrap intervals
+    over (seed, problem) pairs), paired deltas against sft_es, and what the arm used."""
+    out = {}
+    ref = per_arm.get("sft_es", [])
+    for name, runs in per_arm.items():
+        if not runs:
+            continue
+        t1 = np.concatenate([r["per_problem_pass1"] for r in runs])
+        tuned = np.concatenate([r["per_problem_pass1_tuned_T"] for r in runs])
+        m = {
+            "pass1_mean": float(np.mean([r["pass1"] for r in runs])), "pass1_ci": list(bootstrap_ci(t1)),
+            "pass1_tuned_T": float(np.mean([r["pass1_tuned_T"] for r in runs])), "pass1_tuned_T_ci": list(bootstrap_ci(tuned)),
+            "tuned_T_per_seed": [r["tuned_T"] for r in runs], "pass1_per_seed": [r["pass1"] for r in runs],
+            "pass1_tuned_T_per_seed": [r["pass1_tuned_T"] for r in runs], "passk": float(np.mean([r["passk"] for r in runs])),
+            "k": runs[0]["k"], "demos": runs[0]["demos"], "reads_gold": runs[0]["reads_gold"],
+            "policy_tokens": {k: float(np.mean([r["policy_tokens"][k] for r in runs])) for k in ("sampled", "trained")},
+            "seconds": float(np.mean([r["seconds"] for r in runs])), "mean_len": float(np.mean([r["mean_len"] for r in runs])),
+            "format_valid": float(np.mean([r["format_valid"] for r in runs])),
+            "chosen_checkpoint_per_seed": [r["train"].get("best_round", r["train"].get("best_step")) for r in runs],
+        }
+        if name != "sft_es" and len(ref) == len(runs):  # same problems and seeds, paired
+            d_tuned = tuned - np.concatenate([r["per_problem_pass1_tuned_T"] for r in ref])
+            d_t1 = t1 - np.concatenate([r["per_problem_pass1"] for r in ref])
+            m |= {"delta_vs_sft_es": float(d_tuned.mean()), "delta_vs_sft_es_ci": list(bootstrap_ci(d_tuned)),
+                  "delta_vs_sft_es_T1": float(d_t1.mean()), "delta_vs_sft_es_T1_ci": list(bootstrap_ci(d_t1))}
+        out[name] = m
+    return out
+
+
+def protocol_markdown(metrics: dict) -> str:
+    seeds = ",".join(map(str, metrics["seeds"]))
+    lines = [
+        f"### rairl compare --protocol {metrics['protocol']}, seeds {seeds} ({metrics['seconds'] / 60:.1f} min)", "",
+        "| arm | pass@1, V-tuned T [95% CI] | Δ vs sft_es, tuned T [95% CI] | pass@1, T = 1 [95% CI] | Δ vs sft_es, T = 1 | tuned T per seed "
+        "| demos | policy tokens sampled / trained | seconds | reads gold | checkpoint per seed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, m in metrics["methods"].items():
+        delta = f"{m['delta_vs_sft_es']:+.3f} [{m['delta_vs_sft_es_ci'][0]:+.3f}, {m['delta_vs_sft_es_ci'][1]:+.3f}]" if "delta_vs_sft_es" in m else ""
+        delta1 = f"{m['delta_vs_sft_es_T1']:+.3f}" if "delta_vs_sft_es_T1" in m else ""
+        lines.append(
+            f"| {name} | {m['pass1_tuned_T']:.3f} [{m['pass1_tuned_T_ci'][0]:.3f}, {m['pass1_tuned_T_ci'][1]:.3f}] | {delta} "
+            f"| {m['pass1_mean']:.3f} [{m['pass1_ci'][0]:.3f}, {m['pass1_ci'][1]:.3f}] | {delta1} | {', '.join(map(str, m['tuned_T_per_seed']))} "
+            f"| {m['demos']} | {m['policy_tokens']['sampled']:,.0f} / {m['policy_tokens']['trained']:,.0f} | {m['seconds']:.0f} "
+            f"| {'yes' if m['reads_gold'] else 'no'} | {', '.join(map(str, m['chosen_checkpoint_per_seed']))} |")
+    if "go_no_go" in metrics:
+        g = metrics["go_no_go"]
+        fmt = lambda a: ", ".join(f"{k} {'n/a' if v is None else f'{v:.3f}'}" for k, v in a.items())  # noqa: E731
+        lines += ["", f"Go/no-go: SFT-ES pass@{g['k']} on T {g['sft_es_passk']:.3f}; the reward's step AUROC (SFT-ES's correct V steps "
+                  f"against its first wrong ones, gold read to evaluate only) from line 5 on: {fmt(g['reward_step_auroc_from_line5'])}; "
+                  f"all lines: {fmt(g['reward_step_auroc'])}."]
+    lines += ["", "Checkpoints are chosen on V (SFT-ES: the SFT step; rft arms: the round, 0 = SFT-ES itself). Seconds: each arm's own "
+              "training after SFT-ES (sft_es: SFT-ES itself); the shared reward's time is under `shared` in metrics.json."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_protocol_curves(out: Path, seeds, methods, path: Path) -> None:
+    """Validation pass@1 over RFT rounds (mean over seeds), one line per arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name in methods:
+        by_round: dict[int, list[float]] = {}
+        for seed in seeds:
+            log = out / f"seed{seed}" / name / "train_log.jsonl"
+            if log.exists():
+                for row in map(json.loads, log.read_text().splitlines()):
+                    by_round.setdefault(row["round"], []).append(row["val"])
+        if by_round:
+            rounds = sorted(by_round)
+            ax.plot(rounds, [np.mean(by_round[r]) for r in rounds], marker="o", label=name)
+    ax.set_xlabel("round")
+    ax.set_ylabel("V pass@1 (T = 1)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
 
 
 def _evaluate_warm(cfg: RunConfig, seed: int, warm_dir: Path, run_dir: Path, progress: bool) -> dict:

@@ -62,13 +62,14 @@ def evaluate_steps(
     tokenizer: PreTrainedTokenizerBase,
     rule: StepRule,
     batch_size: int = 64,
+    min_step: int = 0,
 ) -> dict:
     """Step AUROC of each score (policy log-prob, g, f, ℓ): the policy's correct steps against its first wrong steps.
 
     `records`: discriminator records; only the policy samples (label 0, not perturbed) are read.
     `references`: prompt ids -> the unique correct solution's steps (tasks with one solution text,
-    such as the embedded task; gold text read for evaluation only). Every step of a sample up to
-    its first wrong line (`rairl.data.first_wrong_step`) counts; a sample whose lines do not map one
+    such as the embedded task; gold text read for evaluation only). Every step (0-based line index
+    `min_step` or later) of a sample up to its first wrong line (`rairl.data.first_wrong_step`) counts; a sample whose lines do not map one
     to one onto its actions, or whose prompt has no reference, is skipped and counted. AUROC is
     None when one class is empty.
     """
@@ -91,7 +92,7 @@ def evaluate_steps(
                 continue
             first = first_wrong_step(lines, ref)
             last = len(lines) - 1 if first is None else first
-            for j in range(last + 1):
+            for j in range(min_step, last + 1):
                 kind = "first_wrong" if j == first else "correct"
                 for k in STEP_SCORES:
                     scored[kind][k].append(float(scores[k][cu[b] + j]))

@@ -26,16 +26,16 @@ class PolicyEvalConfig:
 
 def evaluate_policy(
     policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, questions: Sequence[str], answers: Sequence[str],
-    n_samples: int, max_new_tokens: int, seed: int, progress: bool = True,
+    n_samples: int, max_new_tokens: int, seed: int, progress: bool = True, temperature: float = 1.0,
 ) -> dict:
-    """Sampled (temperature 1) held-out accuracy: pass@1 = mean over samples, pass@k = any of k correct.
+    """Sampled (at `temperature`, 1 by default) held-out accuracy: pass@1 = mean over samples, pass@k = any of k correct.
 
     Format-valid: the completion stopped (EOS) and has a `#### N` answer line.
     Also returns `per_problem_pass1`, one value per question, for intervals.
     """
     prompt_ids = encode_prompts(tokenizer, questions, max_prompt_tokens=1024)
     samples = sample_completions(policy, prompt_ids, n_samples=n_samples, max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_token_id,
-                                 pad_id=tokenizer.pad_token_id, seed=seed, progress=progress)
+                                 pad_id=tokenizer.pad_token_id, temperature=temperature, seed=seed, progress=progress)
     per_problem, any_correct, lengths, valid = [], [], [], []
     for group, answer in zip(samples, answers, strict=True):
         texts = tokenizer.batch_decode(group, skip_special_tokens=True)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import random
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -106,10 +108,55 @@ def train_sft(
             stop = stop_check(step + 1)
             model.train()
             if stop:
-                rows.append({"step": step + 1, "stopped_early": True})
+                rows.append({"step": step + 1, "stopped_early": True, "tokens": tokens})
                 break
     if metrics_path:
         with open(metrics_path, "a") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
     model.eval()
     return rows
+
+
+def train_sft_es(
+    model: PreTrainedModel,
+    prompt_ids: Sequence[Sequence[int]],
+    completion_ids: Sequence[Sequence[int]],
+    pad_id: int,
+    cfg: SFTConfig,
+    validate: Callable[[], float],
+    patience: int,
+    seconds: float = 0.0,
+    start_score: float | None = None,
+    metrics_path: str | Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """SFT with its checkpoint chosen on validation: every `cfg.check_every` steps `validate()` (higher
+    is better) scores the model; training stops after `patience` checks without a better score, at
+    `cfg.steps`, or once `seconds` of wall-clock have passed (0: no limit). The model ends with the
+    best checked weights; the starting ones (check 0, scored `start_score` or `validate()`) count.
+
+    Returns {"best_step", "best_val", "checks": [[step, score], ...], "tokens", "steps"}.
+    """
+    if cfg.check_every < 1:
+        raise ValueError("train_sft_es needs SFTConfig.check_every >= 1")
+    t0 = time.time()
+    start = validate() if start_score is None else start_score
+    state = {"best": start, "best_step": 0, "weights": copy.deepcopy(model.state_dict()), "since": 0, "checks": [[0, start]]}
+
+    def check(step: int) -> bool:
+        score = validate()
+        state["checks"].append([step, score])
+        if score > state["best"]:
+            state.update(best=score, best_step=step, weights=copy.deepcopy(model.state_dict()), since=0)
+        else:
+            state["since"] += 1
+        if progress:
+            print(f"  sft step {step}: val {score:.3f} (best {state['best']:.3f} at step {state['best_step']})", flush=True)
+        return state["since"] >= patience or bool(seconds and time.time() - t0 >= seconds)
+
+    es_cfg = replace(cfg, check_after=max(cfg.check_after, cfg.check_every))
+    rows = train_sft(model, prompt_ids, completion_ids, pad_id, es_cfg, metrics_path=metrics_path, progress=progress, stop_check=check)
+    model.load_state_dict(state["weights"])
+    tokens = max((r.get("tokens", 0) for r in rows), default=0)
+    return {"best_step": state["best_step"], "best_val": state["best"], "checks": state["checks"], "tokens": tokens,
+            "steps": max((r["step"] for r in rows), default=0)}

@@ -170,6 +170,7 @@ def build_warm_start(
     log: Callable[[str], None] = lambda msg: None,
     progress: bool = True,
     adapters: AdapterConfig | None = None,
+    negative_questions: Sequence[str] = (),
 ) -> WarmStart:
     """Tokenizer, policy, negatives and reward model from expert `train` / `val` examples.
 
@@ -178,7 +179,8 @@ def build_warm_start(
     `train` for `cfg.sft.steps` steps (0: none) and, when trained, saved under `out/policy`. With
     `reward_path` the reward model is loaded from there instead of trained. With `adapters` the
     reward is a LoRA adapter on the policy as a frozen (e.g. NF4) base, and the policy's log-probs
-    come from that base with the adapter off. Models sit on `device` in `dtype` (heads in fp32). `rng` draws the negative prompts and the
+    come from that base with the adapter off. `negative_questions` (questions without solutions)
+    add `cfg.negative_samples` policy samples each to the negatives. Models sit on `device` in `dtype` (heads in fp32). `rng` draws the negative prompts and the
     perturbations (the caller may keep drawing from it). Sampling seeds: `seed + 2` (negatives),
     `seed + 3` (validation pools).
     """
@@ -210,6 +212,9 @@ def build_warm_start(
     # negatives: policy samples on training prompts; validation pools for model selection
     negative = rng.sample(list(train), min(cfg.negative_prompts, len(train)))
     neg_pools = _pools(cfg, policy, tokenizer, negative, cfg.negative_samples, seed + 2, progress)
+    if negative_questions:  # no answers: these pools are negatives only
+        neg_pools += sample_pools(policy, tokenizer, list(negative_questions), [None] * len(negative_questions), cfg.negative_samples,
+                                  cfg.max_new_tokens, cfg.temperature, seed + 4, cfg.max_prompt_tokens, progress)
     val_pools = _pools(cfg, policy, tokenizer, val, cfg.val_samples, seed + 3, progress)
     n_exp = min(cfg.disc_experts, len(train))
     train_records, _ = discriminator_records(tokenizer, train[:n_exp], p_ids[:n_exp], c_ids[:n_exp],

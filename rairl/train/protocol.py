@@ -1,0 +1,307 @@
+"""One seed of `rairl compare`'s scarce-demonstration protocols (`scarce`, `length`), every arm.
+
+    data      D (worked solutions), V (labelled: early stopping and checkpoint choice only),
+              U (questions with no solution and no answer), T (test); `rairl.data.protocols`
+    sft_es    a tiny policy SFT'd on D for many epochs, stopped on V
+    reward    trained on D (label 1) against SFT-ES samples on D and U questions and perturbed D
+              (label 0), by the warm-start code of `train-reward`
+    arms      each from SFT-ES, its checkpoint chosen on V (the start counts):
+
+        sft_es            SFT-ES itself
+        sft_more          more SFT on D, for as long (wall-clock) as rft_reward took
+        rft_reward        reward-ranked fine-tuning on U (`rairl.train.rft`), samples ranked by the learned reward
+        rft_majority      ... ranked by majority vote (self-consistency; no learned reward)
+        rft_logprob       ... ranked by the policy's mean log-prob
+        rft_gold          ... ranked by the gold answer (reads U's labels: the upper reference)
+        airl_adversarial  rft_reward with the reward re-trained each round against that round's samples
+
+    evaluation  pass@1 on T at temperature 1 and at the temperature best on V
+
+Every stage writes its result under `DIR/seed{S}/`; a finished stage is read back, so a stopped run continues.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ..airl.discriminator import DiscRecord
+from ..airl.layout import step_rule
+from ..data import TaskConfig, answers_match, extract_answer
+from ..data.protocols import GoldKey, ProtocolData, SplitConfig, protocol_data
+from ..eval.discriminator import evaluate_steps
+from ..eval.policy import evaluate_policy
+from ..metrics import write_metrics
+from ..models.batch import collate, encode_completions, encode_prompts
+from ..models.lm import build_tiny_lm, load_causal_lm, per_token_logprobs
+from ..models.tokenizer import format_prompt, load_tokenizer, train_bpe_tokenizer
+from ..score import SELECTORS, RewardScorer, ScorerSettings
+from .reward import RewardTrainConfig, train_reward
+from .rft import RFTConfig, majority_scores, run_rft
+from .sft import SFTConfig, train_sft_es
+from .warm_start import WarmStart, WarmStartConfig, build_warm_start, load_warm_start, timed_log
+
+# arm -> how its samples are ranked (None: no sampling); every arm after sft_es starts from SFT-ES.
+ARMS = {
+    "sft_es": None,
+    "rft_reward": "reward",
+    "sft_more": None,
+    "rft_majority": "majority",
+    "rft_logprob": "logprob",
+    "rft_gold": "gold",
+    "airl_adversarial": "reward",
+}
+READS_GOLD = ("rft_gold",)  # arms handed U's gold answers
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """The scarce protocols' sets, SFT-ES, the reward's extra negatives, RFT and the evaluation temperatures."""
+
+    split: SplitConfig = field(default_factory=SplitConfig)  # sizes of D, V and U (T: eval.problems)
+    # SFT-ES on D: up to `steps`, checked on V every `check_every` steps, stopped after `patience` checks without gain
+    sft: SFTConfig = field(default_factory=lambda: SFTConfig(steps=3000, batch_size=64, lr=3e-3, warmup=50, log_every=50, check_every=50))
+    patience: int = 4  # SFT-ES: checks without a better V score before stopping
+    val_samples: int = 4  # samples per V problem of every checkpoint choice (pass@1 at temperature 1)
+    unlabelled_negatives: int = 500  # U questions whose SFT-ES samples are also reward negatives
+    rft: RFTConfig = field(default_factory=RFTConfig)  # the rounds of every rft_* arm and airl_adversarial
+    reward_selector: str = "token_mean"  # how the learned reward's step scores rank a sample: mean | min | last | sum | token_mean
+    adversarial_steps: int = 20  # airl_adversarial: reward optimiser steps per round, against that round's samples
+    temperatures: tuple[float, ...] = (0.3, 0.6, 1.0)  # evaluation temperatures; the best on V is reported beside T = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "temperatures", tuple(float(t) for t in self.temperatures))
+        if self.patience < 1 or self.val_samples < 1 or self.unlabelled_negatives < 0 or self.adversarial_steps < 1:
+            raise ValueError("ProtocolConfig: patience, val_samples and adversarial_steps must be >= 1, unlabelled_negatives >= 0")
+        if self.sft.check_every < 1:
+            raise ValueError("ProtocolConfig.sft.check_every must be >= 1 (SFT-ES is stopped on validation)")
+        if self.reward_selector not in SELECTORS:
+            raise ValueError(f"ProtocolConfig.reward_selector={self.reward_selector!r}; choose one of {SELECTORS}")
+        if not self.temperatures or 1.0 not in self.temperatures or any(t <= 0 for t in self.temperatures):
+            raise ValueError(f"ProtocolConfig.temperatures={self.temperatures}; positive values, 1.0 among them")
+
+
+def quick_protocol_config() -> ProtocolConfig:
+    """A seconds-long preset for tests: every stage runs, nothing learns much."""
+    return ProtocolConfig(
+        split=SplitConfig(n_demos=40, n_val=8, n_unlabelled=40), patience=2, val_samples=2, unlabelled_negatives=8,
+        sft=SFTConfig(steps=20, batch_size=16, lr=3e-3, warmup=2, log_every=10, check_every=10),
+        rft=RFTConfig(rounds=2, prompts_per_round=8, samples=3, max_new_tokens=40, steps_per_round=3, batch_size=8),
+        adversarial_steps=2, temperatures=(0.5, 1.0),
+    )
+
+
+@dataclass
+class Shared:
+    """What every arm of a seed starts from."""
+
+    data: ProtocolData
+    tokenizer: PreTrainedTokenizerBase
+    policy_dir: Path  # SFT-ES
+    warm_dir: Path  # the reward trained against SFT-ES (a warm-start directory)
+    demos: list[tuple[list[int], list[int]]]  # D as (prompt ids, completion ids)
+    questions: list[list[int]]  # U's prompt ids
+    question_text: dict[tuple[int, ...], str]  # U prompt ids -> question (for the gold arm)
+    summary: dict  # SFT-ES, reward and go/no-go numbers
+
+
+def run_protocol_seed(protocol: str, cfg: ProtocolConfig, task: TaskConfig, warm_cfg: WarmStartConfig, eval_problems: int,
+                      eval_samples: int, seed: int, methods: Sequence[str], out: Path, device: torch.device, dtype: torch.dtype,
+                      progress: bool = True, gold: GoldKey | None = None) -> tuple[dict, dict[str, dict]]:
+    """Shared stages and the chosen arms of `protocol` for `seed` under `out` (= DIR/seed{S});
+    returns the shared summary and each arm's metrics. `gold` replaces U's gold key (tests)."""
+    out.mkdir(parents=True, exist_ok=True)
+    log = timed_log(f"{protocol} seed {seed} ", progress)
+    data, key = protocol_data(protocol, seed, cfg.split, task, eval_problems)
+    key = gold or key
+    shared = _shared(protocol, cfg, warm_cfg, data, seed, out, device, dtype, eval_samples, log, progress)
+    results: dict[str, dict] = {}
+    for arm in [a for a in ARMS if a in methods]:  # ARMS order: rft_reward before sft_more, whose wall-clock it sets
+        done = out / arm / "metrics.json"
+        if done.exists():
+            results[arm] = json.loads(done.read_text())
+            continue
+        log(f"arm {arm}")
+        (out / arm).mkdir(parents=True, exist_ok=True)
+        (out / arm / "train_log.jsonl").unlink(missing_ok=True)
+        t0 = time.time()
+        policy = load_causal_lm(shared.policy_dir, dtype, device=device)
+        if arm == "sft_es":
+            trained = {"tokens_sampled": 0, **json.loads((shared.policy_dir.parent / "es.json").read_text())}
+            seconds = trained["seconds"]
+        else:
+            trained = _train_arm(arm, cfg, shared, policy, key if arm in READS_GOLD else None, seed, out / arm, device, dtype,
+                                 results, progress)
+            seconds = time.time() - t0
+        metrics = {"arm": arm, "seed": seed, "protocol": protocol, "reads_gold": arm in READS_GOLD, "demos": len(data.demos),
+                   "policy_tokens": {"sampled": trained["tokens_sampled"], "trained": trained["tokens"]}, "seconds": seconds,
+                   "train": {k: v for k, v in trained.items() if k not in ("rounds",)},
+                   **_evaluate(policy, shared.tokenizer, data, cfg, eval_samples, seed, progress)}
+        write_metrics(done, metrics)
+        results[arm] = metrics
+    return shared.summary, results
+
+
+def _shared(protocol: str, cfg: ProtocolConfig, warm_cfg: WarmStartConfig, data: ProtocolData, seed: int, out: Path,
+            device: torch.device, dtype: torch.dtype, eval_samples: int, log, progress: bool) -> Shared:
+    """SFT-ES (`out/sft_es/policy`) and the reward trained against it (`out/reward`), built once per seed."""
+    es_dir = out / "sft_es"
+    policy_dir = es_dir / "policy"
+    if not (es_dir / "es.json").exists():
+        t0 = time.time()
+        corpus = [format_prompt(e.prompt) + e.completion for e in data.demos]
+        train_bpe_tokenizer(corpus, warm_cfg.vocab_size).save_pretrained(policy_dir)
+        tokenizer = load_tokenizer(policy_dir)
+        policy = build_tiny_lm(tokenizer, warm_cfg.model, seed=seed).to(device=device, dtype=dtype)
+        p_ids, c_ids = _encode(tokenizer, data.demos, warm_cfg)
+        validate = partial(_val_pass1, policy, tokenizer, data, cfg, seed, 1.0)
+        es = train_sft_es(policy, p_ids, c_ids, tokenizer.pad_token_id, replace(cfg.sft, seed=seed), validate, cfg.patience,
+                          start_score=0.0, metrics_path=es_dir / "sft_log.jsonl", progress=progress)
+        policy.save_pretrained(policy_dir)
+        tokenizer.save_pretrained(policy_dir)
+        write_metrics(es_dir / "es.json", {**es, "seconds": time.time() - t0})
+        log(f"SFT-ES: val pass@1 {es['best_val']:.3f} at step {es['best_step']} of {es['steps']}")
+    tokenizer = load_tokenizer(policy_dir)
+    warm_dir = out / "reward"
+    if not (warm_dir / "warm.json").exists():
+        t0 = time.time()
+        reward_cfg = replace(warm_cfg, sft=replace(warm_cfg.sft, steps=0), sft_target_accuracy=0.0)
+        rng = random.Random(seed)
+        negatives = random.Random(seed + 5).sample(list(data.unlabelled), min(cfg.unlabelled_negatives, len(data.unlabelled)))
+        warm = build_warm_start(reward_cfg, seed, list(data.demos), list(data.val), warm_dir, rng, {"seed": seed, "protocol": protocol},
+                                policy_path=policy_dir, device=device, dtype=dtype, log=log, progress=progress,
+                                negative_questions=negatives)
+        warm.save(warm_dir, seconds=time.time() - t0)
+    warm = load_warm_start(warm_dir, device, dtype)
+    summary_file = out / "shared.json"
+    if summary_file.exists():
+        summary = json.loads(summary_file.read_text())
+    else:
+        summary = {"sft_es": json.loads((es_dir / "es.json").read_text()), "reward_best": warm.reward_best,
+                   "reward_steps": _reward_steps(warm, data, 0), "reward_steps_late": _reward_steps(warm, data, 4),
+                   "reward_seconds": json.loads((warm_dir / "warm.json").read_text())["seconds"]}
+        write_metrics(summary_file, summary)
+    demos = list(zip(*_encode(tokenizer, data.demos, warm_cfg), strict=True))
+    questions = encode_prompts(tokenizer, list(data.unlabelled), warm_cfg.max_prompt_tokens)
+    return Shared(data, tokenizer, policy_dir, warm_dir, demos, questions,
+                  {tuple(q): t for q, t in zip(questions, data.unlabelled, strict=True)}, summary)
+
+
+def _train_arm(arm: str, cfg: ProtocolConfig, shared: Shared, policy: PreTrainedModel, gold: GoldKey | None, seed: int, out: Path,
+               device: torch.device, dtype: torch.dtype, done: dict[str, dict], progress: bool) -> dict:
+    """Train `policy` (SFT-ES) in place as `arm`; returns its tokens and checkpoint choice."""
+    tok = shared.tokenizer
+    validate = partial(_val_pass1, policy, tok, shared.data, cfg, seed, 1.0)
+    start = json.loads((shared.policy_dir.parent / "es.json").read_text())["best_val"]
+    if arm == "sft_more":
+        if "rft_reward" not in done:
+            raise ValueError("arm sft_more is matched in wall-clock to rft_reward: run both")
+        more = replace(cfg.sft, lr=cfg.rft.lr, seed=seed + 1)
+        es = train_sft_es(policy, [p for p, _ in shared.demos], [c for _, c in shared.demos], tok.pad_token_id, more, validate,
+                          patience=10**9, seconds=done["rft_reward"]["seconds"], start_score=start,
+                          metrics_path=out / "sft_log.jsonl", progress=progress)
+        return {**es, "tokens_sampled": 0}
+    score = _scorer(ARMS[arm], shared, policy, gold, device, dtype, adversarial=arm == "airl_adversarial", cfg=cfg, seed=seed)
+    res = run_rft(policy, tok, shared.questions, shared.demos, cfg.rft, score, validate, seed, start_score=start,
+                  log_path=out / "train_log.jsonl", progress=progress)
+    return {**res, "tokens": res["tokens_trained"]}
+
+
+def _scorer(by: str, shared: Shared, policy: PreTrainedModel, gold: GoldKey | None, device, dtype, adversarial: bool,
+            cfg: ProtocolConfig, seed: int) -> Callable[[list[list[int]], list[list[list[int]]]], list[list[float | None]]]:
+    """score(prompt ids, samples per prompt) -> one score per sample, ranked by `by`."""
+    tok = shared.tokenizer
+    if by == "majority":
+        return lambda prompts, samples: majority_scores([[extract_answer(t) for t in tok.batch_decode(g, skip_special_tokens=True)]
+                                                         for g in samples])
+    if by == "gold":
+        if gold is None:
+            raise ValueError("ranking by the gold answer needs the GoldKey (only rft_gold reads it)")
+
+        def by_gold(prompts, samples):
+            return [[float(answers_match(extract_answer(t), gold.answer(shared.question_text[tuple(p)])))
+                     for t in tok.batch_decode(g, skip_special_tokens=True)] for p, g in zip(prompts, samples, strict=True)]
+        return by_gold
+    if by == "logprob":
+        return lambda prompts, samples: _grouped(partial(_mean_logprob, policy, tok.pad_token_id), prompts, samples)
+    warm = load_warm_start(shared.warm_dir, device, dtype)  # a fresh copy: airl_adversarial trains it
+    scorer = RewardScorer(warm.reward_model, tok, ScorerSettings(selector=cfg.reward_selector))
+    experts_and_perturbed = [r for r in warm.train_records if r.label == 1 or r.negative_from > 0]
+    round_no = [0]
+
+    def by_reward(prompts, samples):
+        if adversarial:  # AIRL: the discriminator learns against this round's samples, ℓ under the current policy
+            round_no[0] += 1
+            fresh = [DiscRecord(list(p), list(c), label=0) for p, g in zip(prompts, samples, strict=True) for c in g if c]
+            rt = RewardTrainConfig(steps=cfg.adversarial_steps, eval_every=cfg.adversarial_steps, warmup=1, seed=seed * 100 + round_no[0])
+            train_reward(warm.reward_model, policy, experts_and_perturbed + fresh, warm.val_records, tok.pad_token_id,
+                         step_rule(warm.reward_model.cfg, tok), rt, progress=False)
+            warm.reward_model.eval()
+        return _grouped(partial(scorer.solution_scores_ids, selector=cfg.reward_selector), prompts, samples)
+    return by_reward
+
+
+def _grouped(score_flat: Callable[[list[list[int]], list[list[int]]], list[float]], prompts: list[list[int]],
+             samples: list[list[list[int]]]) -> list[list[float | None]]:
+    """`score_flat` over every (prompt, sample) pair at once, regrouped per prompt; empty samples score None."""
+    pairs = [(p, c) for p, g in zip(prompts, samples, strict=True) for c in g if c]
+    flat = iter(score_flat([p for p, _ in pairs], [c for _, c in pairs]) if pairs else [])
+    return [[next(flat) if c else None for c in g] for g in samples]
+
+
+@torch.no_grad()
+def _mean_logprob(policy: PreTrainedModel, pad_id: int, prompt_ids: list[list[int]], completion_ids: list[list[int]],
+                  batch_size: int = 64) -> list[float]:
+    """The policy's mean log-prob per completion token of each pair (nats/token)."""
+    out = []
+    device = next(policy.parameters()).device
+    for i in range(0, len(prompt_ids), batch_size):
+        batch = collate(prompt_ids[i : i + batch_size], completion_ids[i : i + batch_size], pad_id).to(device)
+        mask = batch.completion_mask()
+        logp = per_token_logprobs(policy, batch.input_ids, batch.attention_mask, score_mask=mask)
+        out += ((logp * mask).sum(1) / mask.sum(1).clamp(min=1)).tolist()
+    return out
+
+
+def _val_pass1(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data: ProtocolData, cfg: ProtocolConfig, seed: int,
+               temperature: float) -> float:
+    """Sampled pass@1 on V (fixed sampling seed: every checkpoint sees the same draws)."""
+    val = evaluate_policy(policy, tokenizer, [e.prompt for e in data.val], [e.answer for e in data.val], cfg.val_samples,
+                          cfg.rft.max_new_tokens, seed=seed + 20_000, progress=False, temperature=temperature)
+    policy.train()  # callers train on
+    return val["pass1"]
+
+
+def _evaluate(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data: ProtocolData, cfg: ProtocolConfig, samples: int,
+              seed: int, progress: bool) -> dict:
+    """Pass@1 on T at temperature 1 and at the temperature best on V (ties: the higher one)."""
+    val = {t: _val_pass1(policy, tokenizer, data, cfg, seed, t) for t in cfg.temperatures}
+    tuned = max(sorted(val, reverse=True), key=lambda t: val[t])
+    questions, answers = [e.prompt for e in data.test], [e.answer for e in data.test]
+    at = {t: evaluate_policy(policy, tokenizer, questions, answers, samples, cfg.rft.max_new_tokens, seed=seed + 10_000,
+                             progress=progress, temperature=t) for t in sorted({1.0, tuned})}
+    policy.eval()
+    return {**at[1.0], "tuned_T": tuned, "val_pass1_by_T": {str(t): v for t, v in val.items()},
+            "pass1_tuned_T": at[tuned]["pass1"], "per_problem_pass1_tuned_T": at[tuned]["per_problem_pass1"],
+            "passk_tuned_T": at[tuned]["passk"]}
+
+
+def _reward_steps(warm: WarmStart, data: ProtocolData, min_step: int) -> dict:
+    """Step AUROC of the reward (SFT-ES's correct V steps against its first wrong ones, line `min_step` on; gold read to evaluate)."""
+    references = {tuple(ids): e.completion.split("\n") for ids, e in
+                  zip(encode_prompts(warm.tokenizer, [e.prompt for e in data.val], warm.cfg.max_prompt_tokens), data.val, strict=True)}
+    return evaluate_steps(warm.reward_model, partial(per_token_logprobs, warm.policy), warm.val_records, references, warm.tokenizer,
+                          step_rule(warm.reward_model.cfg, warm.tokenizer), min_step=min_step)
+
+
+def _encode(tokenizer: PreTrainedTokenizerBase, examples: Sequence, warm_cfg: WarmStartConfig) -> tuple[list[list[int]], list[list[int]]]:
+    return (encode_prompts(tokenizer, [e.prompt for e in examples], warm_cfg.max_prompt_tokens),
+            encode_completions(tokenizer, [e.completion for e in examples], warm_cfg.max_completion_tokens))

@@ -1,0 +1,141 @@
+"""Reward-ranked fine-tuning (expert iteration): the policy improves on questions without solutions.
+
+Each of R rounds:
+
+    1. sample     N completions (temperature 1) for each of B questions drawn from the unlabelled pool
+    2. score      every sample, by the caller's `score` (a learned reward, majority vote, the
+                  policy's mean log-prob, or the gold answer)
+    3. select     each question's best sample (ties broken at random); with `min_score`, only
+                  when it scores at least that
+    4. fine-tune  SFT on the kept samples mixed with `demo_mix` demonstrations per kept sample,
+                  at the SFT learning rate, for `steps_per_round` steps
+    5. validate   the caller's `validate()`; the best round's weights are kept (round 0: the start)
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ..models.sampling import sample_completions
+from .sft import SFTConfig, train_sft
+
+# score(question prompt ids, samples per question) -> one score per sample (None: no score, never kept)
+ScoreFn = Callable[[list[list[int]], list[list[list[int]]]], list[list[float | None]]]
+
+
+@dataclass(frozen=True)
+class RFTConfig:
+    """The rounds of reward-ranked fine-tuning; sizes in questions, samples, steps and tokens."""
+
+    rounds: int = 4  # R: sample -> select -> fine-tune rounds
+    prompts_per_round: int = 256  # B: unlabelled questions drawn per round
+    samples: int = 8  # N: samples per question (temperature 1)
+    max_new_tokens: int = 64  # sampling limit per completion
+    min_score: float | None = None  # keep a question's best sample only when it scores at least this (None: always)
+    demo_mix: float = 1.0  # demonstrations (from D) added to a round's fine-tuning set per kept sample
+    steps_per_round: int = 40  # SFT steps per round
+    batch_size: int = 64  # sequences per SFT step
+    lr: float = 1e-3  # peak SFT learning rate of a round (warm-up, cosine decay)
+
+    def __post_init__(self) -> None:
+        for name in ("rounds", "prompts_per_round", "samples", "max_new_tokens", "steps_per_round", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"RFTConfig.{name}={getattr(self, name)}; must be >= 1")
+        if self.demo_mix < 0 or self.lr <= 0:
+            raise ValueError(f"RFTConfig: demo_mix={self.demo_mix} must be >= 0 and lr={self.lr} > 0")
+
+
+def pick_best(scores: Sequence[Sequence[float | None]], rng: random.Random, min_score: float | None = None) -> list[int | None]:
+    """Per group, the index of its best-scoring sample (ties broken uniformly at random by `rng`);
+    None when no sample has a score, or the best one is below `min_score`."""
+    picks: list[int | None] = []
+    for group in scores:
+        scored = [(s, i) for i, s in enumerate(group) if s is not None]
+        if not scored or (min_score is not None and max(scored)[0] < min_score):
+            picks.append(None)
+            continue
+        top = max(s for s, _ in scored)
+        picks.append(rng.choice([i for s, i in scored if s == top]))
+    return picks
+
+
+def majority_scores(answers: Sequence[Sequence[str | None]]) -> list[list[float]]:
+    """Each sample's share of its group giving the same final answer (0 without an answer):
+    the most common answer's samples score highest (self-consistency; reads no gold)."""
+    out = []
+    for group in answers:
+        counts: dict[str, int] = {}
+        for a in group:
+            if a is not None:
+                counts[a] = counts.get(a, 0) + 1
+        out.append([counts[a] / len(group) if a is not None else 0.0 for a in group])
+    return out
+
+
+def mix_with_demos(kept: Sequence[tuple[list[int], list[int]]], demos: Sequence[tuple[list[int], list[int]]], demo_mix: float,
+                   rng: random.Random) -> list[tuple[list[int], list[int]]]:
+    """The kept (prompt ids, completion ids) pairs and round(`demo_mix` · len(kept)) distinct
+    demonstrations drawn by `rng` (all of them when there are fewer)."""
+    n = min(len(demos), round(demo_mix * len(kept)))
+    return list(kept) + rng.sample(list(demos), n)
+
+
+def run_rft(
+    policy: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    questions: Sequence[list[int]],
+    demos: Sequence[tuple[list[int], list[int]]],
+    cfg: RFTConfig,
+    score: ScoreFn,
+    validate: Callable[[], float],
+    seed: int,
+    start_score: float | None = None,
+    log_path: str | Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """R rounds on `questions` (prompt ids, no answers); `policy` is trained in place and ends with the
+    weights of its best validated round (round 0: as given, scored `start_score` or `validate()`).
+
+    Returns {"best_round", "best_val", "tokens_sampled", "tokens_trained", "rounds": [one row per round]}.
+    """
+    rng = random.Random(seed)
+    best_val = validate() if start_score is None else start_score
+    best_round, best_state = 0, copy.deepcopy(policy.state_dict())
+    rows, tokens_sampled, tokens_trained = [], 0, 0
+    for r in range(1, cfg.rounds + 1):
+        t0 = time.time()
+        chosen = rng.sample(range(len(questions)), min(cfg.prompts_per_round, len(questions)))
+        prompts = [list(questions[i]) for i in chosen]
+        samples = sample_completions(policy, prompts, n_samples=cfg.samples, max_new_tokens=cfg.max_new_tokens,
+                                     eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id, seed=seed * 1000 + r, progress=False)
+        tokens_sampled += sum(len(c) for group in samples for c in group)
+        picks = pick_best(score(prompts, samples), rng, cfg.min_score)
+        kept = [(p, group[k]) for p, group, k in zip(prompts, samples, picks, strict=True) if k is not None and group[k]]
+        row = {"round": r, "kept": len(kept), "questions": len(prompts)}
+        if kept:
+            train = mix_with_demos(kept, demos, cfg.demo_mix, rng)
+            sft = SFTConfig(steps=cfg.steps_per_round, batch_size=cfg.batch_size, lr=cfg.lr, warmup=max(1, cfg.steps_per_round // 10),
+                            log_every=cfg.steps_per_round, seed=seed * 1000 + r)
+            logged = train_sft(policy, [p for p, _ in train], [c for _, c in train], tokenizer.pad_token_id, sft, progress=False)
+            tokens_trained += logged[-1]["tokens"]
+            row["sft_loss"] = logged[-1]["loss"]
+        row |= {"val": validate(), "tokens_sampled": tokens_sampled, "tokens_trained": tokens_trained, "seconds": time.time() - t0}
+        if row["val"] > best_val:
+            best_val, best_round, best_state = row["val"], r, copy.deepcopy(policy.state_dict())
+        rows.append(row)
+        if log_path:
+            with open(log_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        if progress:
+            print(f"  rft round {r}/{cfg.rounds}: kept {len(kept)}/{len(prompts)}, val {row['val']:.3f} "
+                  f"(best {best_val:.3f} at round {best_round}), {row['seconds']:.0f}s", flush=True)
+    policy.load_state_dict(best_state)
+    return {"best_round": best_round, "best_val": best_val, "tokens_sampled": tokens_sampled, "tokens_trained": tokens_trained, "rounds": rows}
