@@ -73,18 +73,22 @@ class CompareConfig(RunConfig):
     methods: tuple[str, ...] = ()  # the arms to run (empty: every arm of the protocol; unlimited runs sft_init always)
     results_md: str = ""  # also append the Markdown table to this file (e.g. benchmarks/RESULTS.md)
 
+    @property
+    def arms(self) -> tuple[str, ...]:
+        """The arms to run: `methods`, or every arm of the protocol."""
+        return tuple(self.methods) or (tuple(ARMS) if self.protocol == "unlimited" else tuple(PROTOCOL_ARMS))
+
     def __post_init__(self) -> None:
         super().__post_init__()
         check_template(self.warm, None)  # the embedded task's tiny policy
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))  # the CLI passes strings
         if self.protocol not in ("unlimited", *PROTOCOLS):
             raise ValueError(f"CompareConfig.protocol={self.protocol!r}; choose one of {('unlimited', *PROTOCOLS)}")
-        arms = tuple(ARMS) if self.protocol == "unlimited" else tuple(PROTOCOL_ARMS)
-        object.__setattr__(self, "methods", tuple(self.methods) or arms)
-        unknown = [m for m in self.methods if m not in arms]
+        known = tuple(ARMS) if self.protocol == "unlimited" else tuple(PROTOCOL_ARMS)
+        unknown = [m for m in self.methods if m not in known]
         if unknown:
-            raise ValueError(f"CompareConfig.methods: unknown {unknown} for protocol {self.protocol}; choose from {arms}")
-        if "sft_more" in self.methods and "rft_reward" not in self.methods:
+            raise ValueError(f"CompareConfig.methods: unknown {unknown} for protocol {self.protocol}; choose from {known}")
+        if "sft_more" in self.arms and "rft_reward" not in self.arms:
             raise ValueError("CompareConfig.methods: sft_more is matched in wall-clock to rft_reward; run both")
         if not self.seeds:
             raise ValueError("CompareConfig.seeds: give at least one seed")
@@ -104,15 +108,16 @@ def quick_compare_config(seeds: tuple[int, ...] = (1, 2), protocol: str = "unlim
 def run_compare(cfg: CompareConfig, out: str | Path, progress: bool = True) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    _claim(out, cfg)
     if cfg.protocol != "unlimited":
         return run_protocol(cfg, out, progress)
     t0 = time.time()
     run = RunConfig(**{k: getattr(cfg, k) for k in RunConfig.__dataclass_fields__})
-    per_seed: dict[str, list[dict]] = {m: [] for m in ("sft_init", *cfg.methods)}
+    per_seed: dict[str, list[dict]] = {m: [] for m in ("sft_init", *cfg.arms)}
     for seed in cfg.seeds:
         warm_dir = out / f"seed{seed}" / "warm"
         per_seed["sft_init"].append(_evaluate_warm(run, seed, warm_dir, out / f"seed{seed}" / "sft_init", progress))
-        for name in cfg.methods:
+        for name in cfg.arms:
             method, advantages = ARMS[name]
             run_cfg = replace(run, train=replace(run.train, method=method, advantages=advantages, seed=seed))
             run_dir = out / f"seed{seed}" / name
@@ -124,7 +129,8 @@ def run_compare(cfg: CompareConfig, out: str | Path, progress: bool = True) -> d
             if progress:
                 print(f"[compare {time.time() - t0:7.1f}s] seed {seed}: {name}{' (resumed)' if resume else ''}", flush=True)
             per_seed[name].append(post_train(run_cfg, seed, run_dir, warm_dir, resume=resume, progress=progress))
-    metrics = {"seeds": list(cfg.seeds), "methods": summarise(per_seed), "config": asdict(cfg), "seconds": time.time() - t0}
+    metrics = {"protocol": "unlimited", "seeds": list(cfg.seeds), "methods": summarise(per_seed), "config": asdict(cfg),
+               "seconds": time.time() - t0}
     metrics["methods"] = {k: {**v, **_curve_summary(out, cfg.seeds, k)} for k, v in metrics["methods"].items()}
     write_metrics(out / "metrics.json", metrics)
     table = results_markdown(metrics)
@@ -132,18 +138,32 @@ def run_compare(cfg: CompareConfig, out: str | Path, progress: bool = True) -> d
     if cfg.results_md:
         with open(cfg.results_md, "a") as f:
             f.write("\n" + table)
-    plot_curves(out, cfg.seeds, cfg.methods, out / "curves.png")
+    plot_curves(out, cfg.seeds, cfg.arms, out / "curves.png")
     return metrics
+
+
+def _claim(out: Path, cfg: CompareConfig) -> None:
+    """Record the comparison's config in `out/config.json`, or refuse a folder whose finished runs were made
+    with another one (seeds, methods and results_md may change: runs are per seed and arm)."""
+    mine = {k: v for k, v in json.loads(json.dumps(asdict(cfg))).items() if k not in ("seeds", "methods", "results_md")}
+    path = out / "config.json"
+    if path.exists():
+        theirs = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("seeds", "methods", "results_md")}
+        differ = sorted(k for k in {*mine, *theirs} if mine.get(k) != theirs.get(k))
+        if differ:
+            raise ValueError(f"{out} holds a comparison made with another config (fields {differ} differ); choose another --out")
+    else:
+        path.write_text(json.dumps(asdict(cfg), indent=2))
 
 
 def run_protocol(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
     """Protocol scarce or length: every arm of `cfg.methods` for every seed, then the summary, table and curves."""
     t0 = time.time()
-    per_arm: dict[str, list[dict]] = {m: [] for m in cfg.methods}
+    per_arm: dict[str, list[dict]] = {m: [] for m in cfg.arms}
     shared = {}
     for seed in cfg.seeds:
         summary, results = run_protocol_seed(cfg.protocol, cfg.scarce, cfg.task, cfg.warm, cfg.eval.problems, cfg.eval.samples, seed,
-                                             cfg.methods, out / f"seed{seed}", cfg.torch_device(), cfg.torch_dtype(), progress)
+                                             cfg.arms, out / f"seed{seed}", cfg.torch_device(), cfg.torch_dtype(), progress)
         shared[str(seed)] = summary
         for arm, m in results.items():
             per_arm[arm].append(m)
@@ -163,7 +183,7 @@ def run_protocol(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
     if cfg.results_md:
         with open(cfg.results_md, "a") as f:
             f.write("\n" + table)
-    plot_protocol_curves(out, cfg.seeds, cfg.methods, out / "curves.png")
+    plot_protocol_curves(out, cfg.seeds, cfg.arms, out / "curves.png")
     return metrics
 
 
@@ -310,6 +330,9 @@ def _curve_summary(out: Path, seeds, name: str) -> dict:
 
 
 def results_markdown(metrics: dict) -> str:
+    """The comparison's Markdown table (and notes) from its metrics."""
+    if metrics.get("protocol", "unlimited") != "unlimited":
+        return protocol_markdown(metrics)
     seeds = ",".join(map(str, metrics["seeds"]))
     lines = [
         f"### rairl compare, seeds {seeds} ({metrics['seconds'] / 60:.1f} min)", "",

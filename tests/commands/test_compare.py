@@ -88,3 +88,71 @@ def test_compare_command_writes_metrics_table_and_curves(tmp_path):
     assert set(s["step_auroc"]) == {"log_pi", "g", "f", "ell"} and s["correct_steps"] + s["first_wrong_steps"] > 0
     assert s["skipped_samples"] == 0  # every sample maps onto its gold solution, one action per line
     assert all(v is None or 0.0 <= v <= 1.0 for v in s["step_auroc"].values()) and 0.5 <= s["val_auroc_step_checker"] <= 1.0
+
+
+class _SpyKey:
+    """A GoldKey that counts every read of an unlabelled question's answer."""
+
+    def __init__(self, key):
+        self.key, self.reads = key, 0
+
+    def answer(self, question: str) -> str:
+        self.reads += 1
+        return self.key.answer(question)
+
+
+def test_protocol_scarce_arms_never_read_unlabelled_gold_unless_they_say_so(tmp_path):
+    from rairl.commands.compare import quick_compare_config
+    from rairl.data.protocols import protocol_data
+    from rairl.train.protocol import ARMS, READS_GOLD, run_protocol_seed
+    from rairl.train.warm_start import load_warm_start
+
+    cfg = quick_compare_config(seeds=(1,), protocol="scarce")
+    data, key = protocol_data("scarce", 1, cfg.scarce.split, cfg.task, cfg.eval.problems)
+    spy = _SpyKey(key)
+    run = lambda arms: run_protocol_seed("scarce", cfg.scarce, cfg.task, cfg.warm, cfg.eval.problems, cfg.eval.samples, 1, arms,  # noqa: E731
+                                         tmp_path / "seed1", cfg.torch_device(), cfg.torch_dtype(), progress=False, gold=spy)
+    summary, results = run([a for a in ARMS if a not in READS_GOLD])
+    assert spy.reads == 0, "an arm that claims not to read gold read an unlabelled question's answer"
+    assert all(not m["reads_gold"] for m in results.values())
+    # the reward's positives are D's demonstrations only; U's questions come in as negatives' prompts
+    warm = load_warm_start(tmp_path / "seed1" / "reward")
+    demo_prompts = {e.prompt for e in data.demos}
+    experts = [r for r in warm.train_records if r.label == 1]
+    assert experts and all(warm.tokenizer.decode(r.prompt_ids).split("Question: ")[-1].split("\nAnswer")[0] in demo_prompts
+                           for r in experts)
+    _, gold_results = run(["rft_gold"])
+    assert spy.reads > 0 and gold_results["rft_gold"]["reads_gold"] is True
+
+
+def test_compare_protocol_scarce_writes_every_arm_with_its_accounting(tmp_path):
+    out = tmp_path / "scarce"
+    proc = subprocess.run([sys.executable, "-m", "rairl.cli", "compare", "--quick", "--protocol", "scarce", "--seeds", "1",
+                           "--out", str(out), "--no-progress"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["protocol"] == "scarce"
+    assert set(m["methods"]) == {"sft_es", "sft_more", "rft_reward", "rft_majority", "rft_logprob", "rft_gold", "airl_adversarial"}
+    for name, entry in m["methods"].items():
+        assert {"pass1_mean", "pass1_ci", "pass1_tuned_T", "demos", "policy_tokens", "seconds", "reads_gold"} <= set(entry), name
+        assert entry["demos"] == 40 and entry["reads_gold"] == (name == "rft_gold")
+        assert ("delta_vs_sft_es_ci" in entry) == (name != "sft_es")
+    assert m["methods"]["rft_reward"]["policy_tokens"]["sampled"] > 0 and m["methods"]["sft_more"]["policy_tokens"]["sampled"] == 0
+    assert set(m["go_no_go"]["reward_step_auroc_from_line5"]) == {"log_pi", "g", "f", "ell"}
+    assert "| rft_reward |" in proc.stdout and "| rft_reward |" in (out / "results.md").read_text()
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    # the same folder refuses another protocol's run rather than mixing the two
+    proc = subprocess.run([sys.executable, "-m", "rairl.cli", "compare", "--quick", "--protocol", "length", "--seeds", "1",
+                           "--out", str(out), "--no-progress"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and "another config" in proc.stderr and "protocol" in proc.stderr
+
+
+def test_compare_refuses_an_arm_of_another_protocol_and_sft_more_alone():
+    from rairl.commands.compare import CompareConfig
+
+    with pytest.raises(ValueError, match="unknown"):
+        CompareConfig(protocol="scarce", methods=("airl_step",))
+    with pytest.raises(ValueError, match="rft_reward"):
+        CompareConfig(protocol="scarce", methods=("sft_es", "sft_more"))
+    with pytest.raises(ValueError, match="protocol"):
+        CompareConfig(protocol="plenty")

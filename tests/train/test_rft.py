@@ -1,0 +1,97 @@
+"""Reward-ranked fine-tuning: selection, mixing with demonstrations and the round loop, against hand-worked cases."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from rairl.models.lm import TinyLMConfig, build_tiny_lm
+from rairl.models.tokenizer import train_bpe_tokenizer
+from rairl.train import rft
+from rairl.train.rft import RFTConfig, majority_scores, mix_with_demos, pick_best, run_rft
+
+
+def test_pick_best_takes_each_groups_top_score_and_skips_what_is_below_the_bar():
+    scores = [[0.1, 0.9, 0.3], [None, -2.0, -1.0], [None, None], [0.2, 0.4]]
+    assert pick_best(scores, random.Random(0)) == [1, 2, None, 1]
+    assert pick_best(scores, random.Random(0), min_score=0.35) == [1, None, None, 1]  # -1.0 < 0.35
+
+
+def test_pick_best_breaks_ties_at_random_not_by_position():
+    picks = [pick_best([[1.0, 0.0, 1.0, 1.0]], random.Random(s))[0] for s in range(200)]
+    assert set(picks) == {0, 2, 3}  # every tied sample is chosen sometimes; the lower-scoring one never
+    assert max(picks.count(i) for i in (0, 2, 3)) < 100
+
+
+def test_majority_scores_are_each_answers_share_of_its_group():
+    assert majority_scores([["3", "5", "3", None], [None, None], ["7"]]) == [[0.5, 0.25, 0.5, 0.0], [0.0, 0.0], [1.0]]
+
+
+def test_mix_adds_demo_mix_distinct_demonstrations_per_kept_sample():
+    kept = [([1], [10]), ([2], [20])]
+    demos = [([100 + i], [200 + i]) for i in range(10)]
+    mixed = mix_with_demos(kept, demos, 1.5, random.Random(0))
+    assert mixed[:2] == kept
+    assert len(mixed) == 2 + 3 and len({tuple(p) for p, _ in mixed[2:]}) == 3
+    assert all(d in demos for d in mixed[2:])
+    assert len(mix_with_demos(kept, demos[:1], 4.0, random.Random(0))) == 3  # all there are
+    assert mix_with_demos(kept, demos, 0.0, random.Random(0)) == kept
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    tok = train_bpe_tokenizer(["Question: a b c\nAnswer:\n1 + 2 = 3\n#### 3"] * 4, 300)
+    return tok, build_tiny_lm(tok, TinyLMConfig(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32), seed=0)
+
+
+def test_run_rft_trains_on_the_selected_samples_mixed_with_demos_and_keeps_the_best_round(tiny, monkeypatch):
+    tok, policy = tiny
+    seen = []
+
+    def fake_sft(model, prompt_ids, completion_ids, pad_id, cfg, **kw):
+        seen.append(list(zip(prompt_ids, completion_ids, strict=True)))
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(1.0)  # every round moves the weights, so the kept round can be told apart
+        return [{"step": cfg.steps, "loss": 1.0, "tokens": sum(map(len, completion_ids))}]
+
+    monkeypatch.setattr(rft, "train_sft", fake_sft)
+    questions = [[5, 6], [7, 8], [9, 10]]
+    demos = [([1], [2, 3]), ([4], [5, 6])]
+
+    def score(prompts, samples):  # the longest sample of each question wins; question [9, 10] is never kept
+        return [[None if p == [9, 10] else float(len(c)) for c in g] for p, g in zip(prompts, samples, strict=True)]
+
+    vals = iter([0.5, 0.2])  # round 1 improves on the start (0.3), round 2 does not
+    start = {k: v.clone() for k, v in policy.state_dict().items()}
+    cfg = RFTConfig(rounds=2, prompts_per_round=3, samples=3, max_new_tokens=6, steps_per_round=2, batch_size=4, demo_mix=0.5)
+    res = run_rft(policy, tok, questions, demos, cfg, score, lambda: next(vals), seed=0, start_score=0.3, progress=False)
+    assert res["best_round"] == 1 and res["best_val"] == 0.5
+    assert [r["kept"] for r in res["rounds"]] == [2, 2]
+    for trained in seen:
+        kept, mixed = trained[:2], trained[2:]
+        assert {tuple(p) for p, _ in kept} == {(5, 6), (7, 8)}
+        assert len(mixed) == 1 and mixed[0] in demos  # round(0.5 * 2) demonstrations
+    for k, v in policy.state_dict().items():  # the weights of round 1: one +1 step from the start
+        assert torch.allclose(v, start[k] + 1.0)
+    assert res["tokens_trained"] == sum(sum(len(c) for _, c in t) for t in seen)
+    assert res["tokens_sampled"] > 0
+
+
+def test_run_rft_keeps_the_start_when_no_round_beats_it(tiny, monkeypatch):
+    tok, policy = tiny
+    monkeypatch.setattr(rft, "train_sft", lambda model, *a, **k: [{"loss": 1.0, "tokens": 1}] if [p.data.mul_(0) for p in model.parameters()] else [])
+    start = {k: v.clone() for k, v in policy.state_dict().items()}
+    res = run_rft(policy, tok, [[5, 6]], [], RFTConfig(rounds=1, samples=2, max_new_tokens=4), lambda p, s: [[1.0] * len(g) for g in s],
+                  lambda: 0.1, seed=0, start_score=0.9, progress=False)
+    assert res["best_round"] == 0
+    assert all(torch.equal(v, start[k]) for k, v in policy.state_dict().items())
+
+
+def test_rft_config_refuses_nonsense():
+    with pytest.raises(ValueError, match="rounds"):
+        RFTConfig(rounds=0)
+    with pytest.raises(ValueError, match="demo_mix"):
+        RFTConfig(demo_mix=-1)
