@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..metrics import bootstrap_ci, write_metrics
 from ..data.protocols import PROTOCOLS
+from ..metrics import bootstrap_ci, write_metrics
 from ..train.protocol import ARMS as PROTOCOL_ARMS
 from ..train.protocol import ProtocolConfig, quick_protocol_config, run_protocol_seed
 from ..train.run import (
@@ -94,7 +94,7 @@ class CompareConfig(RunConfig):
             raise ValueError("CompareConfig.seeds: give at least one seed")
         if not self.train.token_budget:
             raise ValueError("CompareConfig: train.token_budget must be > 0 (budgets are matched in policy tokens)")
-        fixed = {"method": "airl", "advantages": "step", "seed": 0}  # set per arm and seed: refuse a value that would be ignored
+        fixed = {"method": "airl", "advantages": "step", "seed": 0, "operator": "ppo"}  # set per arm and seed: refuse a value that would be ignored
         set_anyway = [f"train.{k}" for k, v in fixed.items() if getattr(self.train, k) != v]
         if set_anyway:
             raise ValueError(f"CompareConfig: {', '.join(set_anyway)} are set per arm and seed; choose arms with --methods, seeds with --seeds")

@@ -61,10 +61,11 @@ class GoldKey:
         return self.answers[question]
 
 
-def protocol_data(protocol: str, seed: int, cfg: SplitConfig, task: TaskConfig = TaskConfig(), n_test: int = 200
+def protocol_data(protocol: str, seed: int, cfg: SplitConfig, task: TaskConfig | None = None, n_test: int = 200
                   ) -> tuple[ProtocolData, GoldKey]:
     """The sets of `protocol` for `seed`, `n_test` test problems (`task` gives the value ranges and
     operators; its sizes, and with protocol length its step counts, are replaced), and U's gold answers apart."""
+    task = task or TaskConfig()
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol {protocol!r}; choose one of {PROTOCOLS}")
     if protocol == "scarce":

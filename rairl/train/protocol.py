@@ -25,27 +25,34 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..airl.discriminator import DiscRecord
 from ..airl.layout import step_rule
-from ..data import TaskConfig, answers_match, extract_answer
+from ..data import TaskConfig
 from ..data.protocols import GoldKey, ProtocolData, SplitConfig, protocol_data
 from ..eval.discriminator import evaluate_steps
 from ..eval.policy import evaluate_policy
 from ..metrics import write_metrics
-from ..models.batch import collate, encode_completions, encode_prompts
+from ..models.batch import encode_completions, encode_prompts
 from ..models.lm import build_tiny_lm, load_causal_lm, per_token_logprobs
 from ..models.tokenizer import format_prompt, load_tokenizer, train_bpe_tokenizer
-from ..score import SELECTORS, RewardScorer, ScorerSettings
-from .reward import RewardTrainConfig, train_reward
-from .rft import RFTConfig, majority_scores, run_rft
+from ..score import RewardScorer, ScorerSettings
+from .rft import (
+    RFTConfig,
+    ScoreFn,
+    adversarial_retrain,
+    by_gold,
+    by_logprob,
+    by_majority,
+    by_reward,
+    run_rft,
+)
 from .sft import SFTConfig, train_sft_es
 from .warm_start import WarmStart, WarmStartConfig, build_warm_start, load_warm_start, timed_log
 
@@ -73,18 +80,14 @@ class ProtocolConfig:
     val_samples: int = 4  # samples per V problem of every checkpoint choice (pass@1 at temperature 1)
     unlabelled_negatives: int = 500  # U questions whose SFT-ES samples are also reward negatives
     rft: RFTConfig = field(default_factory=RFTConfig)  # the rounds of every rft_* arm and airl_adversarial
-    reward_selector: str = "token_mean"  # how the learned reward's step scores rank a sample: mean | min | last | sum | token_mean
-    adversarial_steps: int = 20  # airl_adversarial: reward optimiser steps per round, against that round's samples
     temperatures: tuple[float, ...] = (0.3, 0.6, 1.0)  # evaluation temperatures; the best on V is reported beside T = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "temperatures", tuple(float(t) for t in self.temperatures))
-        if self.patience < 1 or self.val_samples < 1 or self.unlabelled_negatives < 0 or self.adversarial_steps < 1:
-            raise ValueError("ProtocolConfig: patience, val_samples and adversarial_steps must be >= 1, unlabelled_negatives >= 0")
+        if self.patience < 1 or self.val_samples < 1 or self.unlabelled_negatives < 0:
+            raise ValueError("ProtocolConfig: patience and val_samples must be >= 1, unlabelled_negatives >= 0")
         if self.sft.check_every < 1:
             raise ValueError("ProtocolConfig.sft.check_every must be >= 1 (SFT-ES is stopped on validation)")
-        if self.reward_selector not in SELECTORS:
-            raise ValueError(f"ProtocolConfig.reward_selector={self.reward_selector!r}; choose one of {SELECTORS}")
         if not self.temperatures or 1.0 not in self.temperatures or any(t <= 0 for t in self.temperatures):
             raise ValueError(f"ProtocolConfig.temperatures={self.temperatures}; positive values, 1.0 among them")
 
@@ -94,8 +97,8 @@ def quick_protocol_config() -> ProtocolConfig:
     return ProtocolConfig(
         split=SplitConfig(n_demos=40, n_val=8, n_unlabelled=40), patience=2, val_samples=2, unlabelled_negatives=8,
         sft=SFTConfig(steps=20, batch_size=16, lr=3e-3, warmup=2, log_every=10, check_every=10),
-        rft=RFTConfig(rounds=2, prompts_per_round=8, samples=3, max_new_tokens=40, steps_per_round=3, batch_size=8),
-        adversarial_steps=2, temperatures=(0.5, 1.0),
+        rft=RFTConfig(rounds=2, prompts_per_round=8, samples=3, max_new_tokens=40, steps_per_round=3, batch_size=8, adversarial_steps=2),
+        temperatures=(0.5, 1.0),
     )
 
 
@@ -216,59 +219,24 @@ def _train_arm(arm: str, cfg: ProtocolConfig, shared: Shared, policy: PreTrained
 
 
 def _scorer(by: str, shared: Shared, policy: PreTrainedModel, gold: GoldKey | None, device, dtype, adversarial: bool,
-            cfg: ProtocolConfig, seed: int) -> Callable[[list[list[int]], list[list[list[int]]]], list[list[float | None]]]:
-    """score(prompt ids, samples per prompt) -> one score per sample, ranked by `by`."""
+            cfg: ProtocolConfig, seed: int) -> ScoreFn:
+    """How an arm ranks its samples (`by`: reward | majority | logprob | gold)."""
     tok = shared.tokenizer
     if by == "majority":
-        return lambda prompts, samples: majority_scores([[extract_answer(t) for t in tok.batch_decode(g, skip_special_tokens=True)]
-                                                         for g in samples])
+        return by_majority(tok)
+    if by == "logprob":
+        return by_logprob(policy, tok.pad_token_id)
     if by == "gold":
         if gold is None:
             raise ValueError("ranking by the gold answer needs the GoldKey (only rft_gold reads it)")
-
-        def by_gold(prompts, samples):
-            return [[float(answers_match(extract_answer(t), gold.answer(shared.question_text[tuple(p)])))
-                     for t in tok.batch_decode(g, skip_special_tokens=True)] for p, g in zip(prompts, samples, strict=True)]
-        return by_gold
-    if by == "logprob":
-        return lambda prompts, samples: _grouped(partial(_mean_logprob, policy, tok.pad_token_id), prompts, samples)
+        return by_gold(tok, lambda prompt_ids: gold.answer(shared.question_text[tuple(prompt_ids)]))
     warm = load_warm_start(shared.warm_dir, device, dtype)  # a fresh copy: airl_adversarial trains it
-    scorer = RewardScorer(warm.reward_model, tok, ScorerSettings(selector=cfg.reward_selector))
-    experts_and_perturbed = [r for r in warm.train_records if r.label == 1 or r.negative_from > 0]
-    round_no = [0]
-
-    def by_reward(prompts, samples):
-        if adversarial:  # AIRL: the discriminator learns against this round's samples, ℓ under the current policy
-            round_no[0] += 1
-            fresh = [DiscRecord(list(p), list(c), label=0) for p, g in zip(prompts, samples, strict=True) for c in g if c]
-            rt = RewardTrainConfig(steps=cfg.adversarial_steps, eval_every=cfg.adversarial_steps, warmup=1, seed=seed * 100 + round_no[0])
-            train_reward(warm.reward_model, policy, experts_and_perturbed + fresh, warm.val_records, tok.pad_token_id,
-                         step_rule(warm.reward_model.cfg, tok), rt, progress=False)
-            warm.reward_model.eval()
-        return _grouped(partial(scorer.solution_scores_ids, selector=cfg.reward_selector), prompts, samples)
-    return by_reward
-
-
-def _grouped(score_flat: Callable[[list[list[int]], list[list[int]]], list[float]], prompts: list[list[int]],
-             samples: list[list[list[int]]]) -> list[list[float | None]]:
-    """`score_flat` over every (prompt, sample) pair at once, regrouped per prompt; empty samples score None."""
-    pairs = [(p, c) for p, g in zip(prompts, samples, strict=True) for c in g if c]
-    flat = iter(score_flat([p for p, _ in pairs], [c for _, c in pairs]) if pairs else [])
-    return [[next(flat) if c else None for c in g] for g in samples]
-
-
-@torch.no_grad()
-def _mean_logprob(policy: PreTrainedModel, pad_id: int, prompt_ids: list[list[int]], completion_ids: list[list[int]],
-                  batch_size: int = 64) -> list[float]:
-    """The policy's mean log-prob per completion token of each pair (nats/token)."""
-    out = []
-    device = next(policy.parameters()).device
-    for i in range(0, len(prompt_ids), batch_size):
-        batch = collate(prompt_ids[i : i + batch_size], completion_ids[i : i + batch_size], pad_id).to(device)
-        mask = batch.completion_mask()
-        logp = per_token_logprobs(policy, batch.input_ids, batch.attention_mask, score_mask=mask)
-        out += ((logp * mask).sum(1) / mask.sum(1).clamp(min=1)).tolist()
-    return out
+    scorer = RewardScorer(warm.reward_model, tok, ScorerSettings(selector=cfg.rft.reward_selector))
+    retrain = None
+    if adversarial:
+        fixed = [r for r in warm.train_records if r.label == 1 or r.negative_from > 0]  # experts and perturbed experts
+        retrain = adversarial_retrain(scorer, policy, fixed, warm.val_records, cfg.rft.adversarial_steps, seed)
+    return by_reward(scorer, cfg.rft.reward_selector, retrain)
 
 
 def _val_pass1(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data: ProtocolData, cfg: ProtocolConfig, seed: int,

@@ -20,11 +20,20 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
+import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..airl.discriminator import DiscRecord
+from ..airl.layout import step_rule
+from ..data import answer_kind, answers_match, extract_answer
+from ..models.batch import collate
+from ..models.lm import per_token_logprobs
 from ..models.sampling import sample_completions
+from ..score import SELECTORS, RewardScorer
+from .reward import RewardTrainConfig, train_reward
 from .sft import SFTConfig, train_sft
 
 # score(question prompt ids, samples per question) -> one score per sample (None: no score, never kept)
@@ -44,9 +53,13 @@ class RFTConfig:
     steps_per_round: int = 40  # SFT steps per round
     batch_size: int = 64  # sequences per SFT step
     lr: float = 1e-3  # peak SFT learning rate of a round (warm-up, cosine decay)
+    reward_selector: str = "token_mean"  # ranking by a learned reward: how step scores combine (mean | min | last | sum | token_mean)
+    adversarial_steps: int = 20  # a re-trained (adversarial) reward: its optimiser steps per round, against that round's samples
 
     def __post_init__(self) -> None:
-        for name in ("rounds", "prompts_per_round", "samples", "max_new_tokens", "steps_per_round", "batch_size"):
+        if self.reward_selector not in SELECTORS:
+            raise ValueError(f"RFTConfig.reward_selector={self.reward_selector!r}; choose one of {SELECTORS}")
+        for name in ("rounds", "prompts_per_round", "samples", "max_new_tokens", "steps_per_round", "batch_size", "adversarial_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"RFTConfig.{name}={getattr(self, name)}; must be >= 1")
         if self.demo_mix < 0 or self.lr <= 0:
@@ -80,6 +93,77 @@ def majority_scores(answers: Sequence[Sequence[str | None]]) -> list[list[float]
     return out
 
 
+def by_majority(tokenizer: PreTrainedTokenizerBase) -> ScoreFn:
+    """Rank samples by majority vote over their group's final answers (reads no gold)."""
+    def score(prompts, samples):
+        return majority_scores([[extract_answer(t) for t in tokenizer.batch_decode(g, skip_special_tokens=True)] for g in samples])
+    return score
+
+
+def by_gold(tokenizer: PreTrainedTokenizerBase, answer_of: Callable[[list[int]], str]) -> ScoreFn:
+    """1 for a sample whose final answer matches `answer_of(prompt ids)`, else 0 (reads gold)."""
+    def score(prompts, samples):
+        out = []
+        for p, g in zip(prompts, samples, strict=True):
+            gold = answer_of(p)
+            out.append([float(answers_match(extract_answer(t, kind=answer_kind(gold)), gold))
+                        for t in tokenizer.batch_decode(g, skip_special_tokens=True)])
+        return out
+    return score
+
+
+def by_logprob(policy: PreTrainedModel, pad_id: int) -> ScoreFn:
+    """Rank samples by the (current) policy's mean log-prob per completion token."""
+    return lambda prompts, samples: _grouped(partial(_mean_logprob, policy, pad_id), prompts, samples)
+
+
+def by_reward(scorer: RewardScorer, selector: str, retrain: Callable[[list[DiscRecord]], None] | None = None) -> ScoreFn:
+    """Rank samples by the learned reward (step scores combined by `selector`). With `retrain`, the
+    reward is first trained against the round's samples (`retrain(negatives)`: adversarial, AIRL proper)."""
+    def score(prompts, samples):
+        if retrain is not None:
+            retrain([DiscRecord(list(p), list(c), label=0) for p, g in zip(prompts, samples, strict=True) for c in g if c])
+            scorer.reward_model.eval()
+        return _grouped(partial(scorer.solution_scores_ids, selector=selector), prompts, samples)
+    return score
+
+
+def adversarial_retrain(scorer: RewardScorer, policy: PreTrainedModel, records: list[DiscRecord], val_records: list[DiscRecord],
+                        steps: int, seed: int) -> Callable[[list[DiscRecord]], None]:
+    """`retrain(negatives)` for `by_reward`: `steps` discriminator steps on `records` (experts, perturbed
+    experts) plus the round's samples, ℓ under the current `policy`; a new batch draw each round."""
+    rounds = [0]
+
+    def retrain(negatives: list[DiscRecord]) -> None:
+        rounds[0] += 1
+        cfg = RewardTrainConfig(steps=steps, eval_every=steps, warmup=1, seed=seed * 100 + rounds[0])
+        train_reward(scorer.reward_model, policy, records + negatives, val_records, scorer.tokenizer.pad_token_id,
+                     step_rule(scorer.reward_model.cfg, scorer.tokenizer), cfg, progress=False)
+    return retrain
+
+
+def _grouped(score_flat: Callable[[list[list[int]], list[list[int]]], list[float]], prompts: list[list[int]],
+             samples: list[list[list[int]]]) -> list[list[float | None]]:
+    """`score_flat` over every (prompt, sample) pair at once, regrouped per prompt; empty samples score None."""
+    pairs = [(p, c) for p, g in zip(prompts, samples, strict=True) for c in g if c]
+    flat = iter(score_flat([p for p, _ in pairs], [c for _, c in pairs]) if pairs else [])
+    return [[next(flat) if c else None for c in g] for g in samples]
+
+
+@torch.no_grad()
+def _mean_logprob(policy: PreTrainedModel, pad_id: int, prompt_ids: list[list[int]], completion_ids: list[list[int]],
+                  batch_size: int = 64) -> list[float]:
+    """The policy's mean log-prob per completion token of each pair (nats/token)."""
+    out = []
+    device = next(policy.parameters()).device
+    for i in range(0, len(prompt_ids), batch_size):
+        batch = collate(prompt_ids[i : i + batch_size], completion_ids[i : i + batch_size], pad_id).to(device)
+        mask = batch.completion_mask()
+        logp = per_token_logprobs(policy, batch.input_ids, batch.attention_mask, score_mask=mask)
+        out += ((logp * mask).sum(1) / mask.sum(1).clamp(min=1)).tolist()
+    return out
+
+
 def mix_with_demos(kept: Sequence[tuple[list[int], list[int]]], demos: Sequence[tuple[list[int], list[int]]], demo_mix: float,
                    rng: random.Random) -> list[tuple[list[int], list[int]]]:
     """The kept (prompt ids, completion ids) pairs and round(`demo_mix` · len(kept)) distinct
@@ -95,18 +179,22 @@ def run_rft(
     demos: Sequence[tuple[list[int], list[int]]],
     cfg: RFTConfig,
     score: ScoreFn,
-    validate: Callable[[], float],
+    validate: Callable[[], float] | None,
     seed: int,
     start_score: float | None = None,
     log_path: str | Path | None = None,
     progress: bool = True,
 ) -> dict:
     """R rounds on `questions` (prompt ids, no answers); `policy` is trained in place and ends with the
-    weights of its best validated round (round 0: as given, scored `start_score` or `validate()`).
+    weights of its best validated round (round 0: as given, scored `start_score` or `validate()`), or
+    without `validate` (no labelled validation data) with the last round's.
 
     Returns {"best_round", "best_val", "tokens_sampled", "tokens_trained", "rounds": [one row per round]}.
     """
     rng = random.Random(seed)
+    if validate is None:  # no checkpoint choice: every round scores its number, so the last one is kept
+        rounds_done = iter(range(1, cfg.rounds + 1))
+        validate, start_score = (lambda: float(next(rounds_done))), 0.0
     best_val = validate() if start_score is None else start_score
     best_round, best_state = 0, copy.deepcopy(policy.state_dict())
     rows, tokens_sampled, tokens_trained = [], 0, 0

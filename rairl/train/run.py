@@ -35,6 +35,8 @@ from ..models.device import OnDevice
 from ..models.lm import load_causal_lm, looks_local, per_token_logprobs
 from ..models.modelset import ModelSet
 from ..models.reward import RewardModel
+from ..score import RewardScorer, ScorerSettings
+from .rft import RFTConfig, adversarial_retrain, by_gold, by_reward, run_rft
 from .sft import SFTConfig, train_sft
 from .trainer import AIRLTrainer, TrainConfig
 from .warm_start import (
@@ -63,9 +65,13 @@ class RunConfig(OnDevice):
     # not from the warm start's full-weight reward: give it train.disc_warmup_iters.
     lora: bool = False
     adapters: AdapterConfig = field(default_factory=AdapterConfig)  # the shared base and its adapters (with lora)
+    rft: RFTConfig = field(default_factory=RFTConfig)  # train.operator='rft': rounds of reward-ranked fine-tuning
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.train.operator == "rft" and (self.lora or self.train.method == "sft"):
+            raise ValueError("train.operator='rft' fine-tunes the full policy of method airl, frozen or outcome; "
+                             "it does not run with lora=True or method='sft'")
         if self.train.method == "sft" and not self.train.token_budget:
             raise ValueError("train.method='sft' needs train.token_budget > 0 (the matched budget)")
         if self.lora and self.train.method == "sft":
@@ -193,6 +199,10 @@ def post_train(cfg: RunConfig, seed: int, out: Path, warm_dir: Path | None = Non
     tokenizer, policy, reward, method = warm.tokenizer, warm.policy, warm.reward_model, cfg.train.method
     if method == "sft":
         tokens = continue_sft(cfg, seed, policy, tokenizer, rd.demos, out, progress)[-1]["tokens"]
+    elif cfg.train.operator == "rft":
+        if resume:
+            raise ValueError(f"{out}: a train.operator='rft' run has no checkpoints to resume; start it again in a new --out")
+        tokens = improve_by_rft(cfg, seed, warm, rd, out, progress)
     else:
         if cfg.lora:
             models = SharedBaseModels(load_base(warm.policy_path, cfg.adapters, cfg.torch_device()), reward.cfg, cfg.adapters)
@@ -223,6 +233,28 @@ def post_train(cfg: RunConfig, seed: int, out: Path, warm_dir: Path | None = Non
     metrics["seconds"] = time.time() - t0
     write_metrics(out / "metrics.json", metrics)
     return metrics
+
+
+def improve_by_rft(cfg: RunConfig, seed: int, warm: WarmStart, rd: RunData, out: Path, progress: bool) -> int:
+    """`cfg.rft` rounds of reward-ranked fine-tuning of `warm.policy` on the run's prompts, mixed with its
+    demonstrations; samples ranked by the warm start's reward (re-trained each round for method airl)
+    or, for method outcome, by their gold answers. No labelled validation: the last round is kept.
+    Returns the tokens trained on."""
+    tok, method = warm.tokenizer, cfg.train.method
+    prompts = encode_prompts(tok, rd.prompts, max_prompt_tokens=cfg.warm.max_prompt_tokens)
+    demos = list(zip(encode_prompts(tok, [e.prompt for e in rd.demos], cfg.warm.max_prompt_tokens),
+                     encode_completions(tok, [e.completion for e in rd.demos], cfg.warm.max_completion_tokens), strict=True))
+    if method == "outcome":
+        gold = {tuple(p): a for p, a in zip(prompts, rd.answers, strict=True)}
+        score = by_gold(tok, lambda p: gold[tuple(p)])
+    else:
+        scorer = RewardScorer(warm.reward_model, tok, ScorerSettings(selector=cfg.rft.reward_selector, template=cfg.warm.template))
+        fixed = [r for r in warm.train_records if r.label == 1 or r.negative_from > 0]  # experts and perturbed experts
+        retrain = (adversarial_retrain(scorer, warm.policy, fixed, warm.val_records, cfg.rft.adversarial_steps, seed)
+                   if method == "airl" else None)
+        score = by_reward(scorer, cfg.rft.reward_selector, retrain)
+    res = run_rft(warm.policy, tok, prompts, demos, cfg.rft, score, None, seed, log_path=out / "train_log.jsonl", progress=progress)
+    return res["tokens_trained"]
 
 
 def evaluate_held_out(cfg: RunConfig, seed: int, rd: RunData, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,

@@ -59,6 +59,7 @@ from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 # Every post-training method; `sft` is continued SFT (`rairl.train.sft`), the others run this loop.
 METHODS = ("sft", "airl", "frozen", "outcome")
 ADVANTAGES = ("step", "sequence")
+OPERATORS = ("ppo", "rft")
 # Fields a resumed run may change: how long it runs and how often it saves, never what it computes.
 RESUMABLE_CHANGES = ("iterations", "token_budget", "checkpoint_every", "keep_checkpoints", "eval_every")
 
@@ -70,6 +71,10 @@ class TrainConfig:
     # airl | frozen (reward fixed) | outcome (gold-answer reward, reads answers) | sft (more SFT on the
     # demonstrations to the same token budget, with `sft_lr`; run by `rairl.train.run`, not this loop)
     method: str = "airl"
+    # ppo: this loop (clipped PPO; advantages="sequence" is GRPO); rft: reward-ranked fine-tuning (expert
+    # iteration, `rairl.train.rft`, set by the `rft` options): airl re-trains the reward each round, frozen
+    # keeps it, outcome keeps samples with the gold answer
+    operator: str = "ppo"
     iterations: int = 40  # upper bound on iterations
     token_budget: int = 0  # stop once this many policy tokens were trained on (0: iterations only)
     prompts_per_iter: int = 16  # B
@@ -105,6 +110,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"TrainConfig.method={self.method!r}; choose one of {METHODS}")
+        if self.operator not in OPERATORS:
+            raise ValueError(f"TrainConfig.operator={self.operator!r}; choose one of {OPERATORS}")
         if self.policy_reward not in ("ell", "f"):
             raise ValueError(f"TrainConfig.policy_reward={self.policy_reward!r}; choose 'ell' or 'f'")
         if self.advantages not in ADVANTAGES:
@@ -149,8 +156,8 @@ class AIRLTrainer:
         out_dir: str | Path | None = None,
         progress: bool = True,
     ):
-        if cfg.method == "sft":
-            raise ValueError("method='sft' is continued SFT (rairl.train.sft), not this loop")
+        if cfg.method == "sft" or cfg.operator != "ppo":
+            raise ValueError(f"method={cfg.method!r}, operator={cfg.operator!r}: continued SFT and rft run in rairl.train.run, not this loop")
         if cfg.method == "outcome" and (answers is None or len(answers) != len(prompts)):
             raise ValueError("method='outcome' needs one gold answer per prompt")
         if cfg.method == "airl" and not any(r.label == 1 for r in disc_records):

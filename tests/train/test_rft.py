@@ -95,3 +95,31 @@ def test_rft_config_refuses_nonsense():
         RFTConfig(rounds=0)
     with pytest.raises(ValueError, match="demo_mix"):
         RFTConfig(demo_mix=-1)
+
+
+def test_by_majority_and_by_gold_score_decoded_answers(tiny):
+    from rairl.train.rft import by_gold, by_majority
+
+    tok, _ = tiny
+    enc = lambda text: tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]  # noqa: E731
+    samples = [[enc("1 + 2 = 3\n#### 3"), enc("#### 4"), enc("#### 3"), enc("no answer")]]
+    assert by_majority(tok)([[1]], samples) == [[0.5, 0.25, 0.5, 0.0]]
+    assert by_gold(tok, lambda p: "4")([[1]], samples) == [[0.0, 1.0, 0.0, 0.0]]
+
+
+def test_run_rft_without_validation_keeps_the_last_round(tiny, monkeypatch):
+    tok, policy = tiny
+
+    def fake_sft(model, *a, **k):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(1.0)
+        return [{"loss": 1.0, "tokens": 1}]
+
+    monkeypatch.setattr(rft, "train_sft", fake_sft)
+    start = {k: v.clone() for k, v in policy.state_dict().items()}
+    res = run_rft(policy, tok, [[5, 6]], [], RFTConfig(rounds=3, samples=2, max_new_tokens=4), lambda p, s: [[1.0] * len(g) for g in s],
+                  None, seed=0, progress=False)
+    assert res["best_round"] == 3
+    assert all(torch.allclose(v, start[k] + 3.0) for k, v in policy.state_dict().items())
+

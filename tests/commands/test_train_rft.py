@@ -1,0 +1,16 @@
+"""`rairl train --train.operator rft`: reward-ranked fine-tuning from the command line."""
+
+import json
+
+
+def test_rairl_train_runs_the_rft_operator(rairl, tmp_path):
+    out = tmp_path / "rft"
+    rairl("train", "--quick", "--train.operator", "rft", "--train.method", "frozen", "--rft.rounds", "2", "--rft.prompts_per_round", "4",
+          "--rft.samples", "2", "--rft.steps_per_round", "2", "--rft.batch_size", "4", "--out", str(out), "--no-progress")
+    rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [1, 2] and all(r["questions"] == 4 for r in rows)
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["tokens_trained"] == rows[-1]["tokens_trained"] > 0 and "pass1" in m
+    assert (out / "policy" / "config.json").exists()
+    bad = rairl("train", "--quick", "--train.operator", "rft", "--lora", "true", "--out", str(tmp_path / "x"), check=False)
+    assert bad.returncode != 0 and "operator='rft'" in bad.stderr
