@@ -81,3 +81,9 @@ def test_evaluate_steps_counts_steps_up_to_the_first_wrong_one(tiny):
     aurocs = out["step_auroc"]
     assert abs(aurocs["g"] - aurocs["log_pi"]) < 1e-9 and abs(aurocs["f"] - aurocs["log_pi"]) < 1e-9
     assert 0.0 <= aurocs["ell"] <= 1.0  # ℓ = 0 up to rounding here: its order is arbitrary
+    # from line 1 on: the first lines of every sample drop out (wrong-at-0 samples count nothing)
+    late = evaluate_steps(rm, partial(per_token_logprobs, lm), records, references, tokenizer, step_rule(rm.cfg, tokenizer),
+                          batch_size=5, min_step=1)
+    late_ok = sum(len(x.solution_steps()) - 1 for x in problems)  # exact samples, lines 1.. (wrong-at-1 ones: none correct from 1)
+    late_bad = len(problems)  # the wrong-at-1 samples' first wrong line
+    assert (late["correct_steps"], late["first_wrong_steps"]) == (late_ok, late_bad)
