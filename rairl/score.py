@@ -238,7 +238,7 @@ class RewardScorer:
             ids = enc["input_ids"] + [self.tokenizer.eos_token_id]
             if len(ids) > self.max_completion_tokens:
                 raise ValueError(f"{name}: {len(ids)} tokens > max_completion_tokens={self.max_completion_tokens}; "
-                                 "its last steps would be cut: raise the limit")
+                                 "its last steps would be cut: raise --max_completion_tokens")
             starts = [a for a, _ in sp]
             steps = [max(0, bisect.bisect_right(starts, max(a, b - 1)) - 1) for a, b in enc["offset_mapping"]] + [len(sp) - 1]
             missing = sorted(set(range(len(sp))) - set(steps))

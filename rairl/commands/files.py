@@ -90,8 +90,27 @@ def train_reward_command(cfg: TrainRewardConfig, out: Path, progress: bool = Tru
     return metrics
 
 
+@dataclass(frozen=True, kw_only=True)
+class Scoring(OnDevice):
+    """The reward scorer's device, precision and limits (score, rerank, localise)."""
+
+    max_prompt_tokens: int = 1024  # longest prompt in tokens; a longer one is an error naming its item (raise it for long problems)
+    max_completion_tokens: int = 1024  # longest completion or step list in tokens; a longer one is an error naming its item
+    batch_size: int = 64  # sequences per scoring pass (lower it if long traces run out of memory)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("max_prompt_tokens", "max_completion_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} {getattr(self, name)}: must be >= 1")
+
+    def scorer(self, reward: str) -> RewardScorer:
+        return RewardScorer.from_pretrained(reward, self.device, self.dtype, batch_size=self.batch_size,
+                                            max_prompt_tokens=self.max_prompt_tokens, max_completion_tokens=self.max_completion_tokens)
+
+
 @dataclass(frozen=True)
-class ScoreConfig(OnDevice):
+class ScoreConfig(Scoring):
     """`rairl score`: per-step rewards of (prompt, completion) pairs from a file."""
 
     reward: str  # reward model directory (written by `rairl demo` or `rairl train-reward`)
@@ -108,7 +127,7 @@ class ScoreConfig(OnDevice):
 def score_command(cfg: ScoreConfig, out: Path, progress: bool = True) -> dict:
     """Per-step scores of every completion in `cfg.data`, each with its step texts."""
     examples = load_examples(cfg.data, fields=parse_fields(cfg.fields))
-    scorer = RewardScorer.from_pretrained(cfg.reward, cfg.device, cfg.dtype)
+    scorer = cfg.scorer(cfg.reward)
     scores = scorer.score([e.prompt for e in examples], [e.completion for e in examples], cfg.step_delimiter, progress=progress)
     sep = step_separator(cfg.step_delimiter)
     rows = [{"source": e.source, "steps": split_steps(e.completion, sep), "step_scores": s} for e, s in zip(examples, scores, strict=True)]
@@ -118,7 +137,7 @@ def score_command(cfg: ScoreConfig, out: Path, progress: bool = True) -> dict:
 
 
 @dataclass(frozen=True)
-class RerankConfig(OnDevice):
+class RerankConfig(Scoring):
     """`rairl rerank`: best-of-N over candidate pools from a file."""
 
     reward: str  # reward model directory
@@ -135,14 +154,16 @@ class RerankConfig(OnDevice):
 def rerank_command(cfg: RerankConfig, out: Path, progress: bool = True) -> dict:
     """Best-of-N over candidate pools; with `policy`, also the policy's mean log-prob selector."""
     pools = load_candidate_pools(cfg.pools)
-    scorer = RewardScorer.from_pretrained(cfg.reward, cfg.device, cfg.dtype)
+    scorer = cfg.scorer(cfg.reward)
     selector = cfg.selector or scorer.settings.selector
     if any(c is None for p in pools for c in p.is_correct):
         raise ValueError(f"{cfg.pools}: every candidate needs 'is_correct' (or the pool an 'answer') to be evaluated")
     device = cfg.torch_device()
     policy = load_causal_lm(cfg.policy, cfg.torch_dtype(), attn_implementation(device), device) if cfg.policy else None
     same_format = ScorerSettings(template=scorer.settings.template)
-    baseline = RewardScorer(RewardModel(policy, RewardConfig()).to(device), scorer.tokenizer, same_format) if policy is not None else None
+    baseline = (RewardScorer(RewardModel(policy, RewardConfig()).to(device), scorer.tokenizer, same_format, batch_size=cfg.batch_size,
+                             max_prompt_tokens=cfg.max_prompt_tokens, max_completion_tokens=cfg.max_completion_tokens)
+                if policy is not None else None)
     reward_scores, logprob_scores, answers = [], [], []
     for p in tqdm(pools, desc="rerank", disable=not progress):
         p_ids, c_ids = scorer.encode([p.question] * len(p.solutions), p.solutions)
@@ -160,7 +181,7 @@ def rerank_command(cfg: RerankConfig, out: Path, progress: bool = True) -> dict:
 
 
 @dataclass(frozen=True)
-class LocaliseConfig(OnDevice):
+class LocaliseConfig(Scoring):
     """`rairl localise`: the first wrong step of ProcessBench-style items from a file."""
 
     reward: str  # reward model directory
@@ -170,7 +191,7 @@ class LocaliseConfig(OnDevice):
 
 def localise_command(cfg: LocaliseConfig, out: Path, progress: bool = True) -> dict:
     items = load_localise_items(cfg.items)
-    scorer = RewardScorer.from_pretrained(cfg.reward, cfg.device, cfg.dtype)
+    scorer = cfg.scorer(cfg.reward)
     if cfg.threshold is not None:
         scorer.settings.threshold = cfg.threshold
     scores = item_step_scores(scorer, items, progress=progress)

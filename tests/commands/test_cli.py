@@ -148,3 +148,9 @@ def test_localise_and_score_take_paragraph_steps(rairl, quick_demo, tmp_path):
     assert row["steps"] == ["Step 1: 3 + 2 = 5\nso 5.", "Step 2: 5 * 2 = 10\n#### 10"] and len(row["step_scores"]) == 2
     proc = rairl("score", "--reward", str(out / "reward"), "--data", str(data), "--step_delimiter", "(", check=False)
     assert proc.returncode == 2 and "step delimiter" in proc.stderr
+    # a trace longer than the scorer's limit: an error naming the item and the option, then scored once raised
+    rairl("localise", "--reward", str(out / "reward"), "--items", str(items), "--out", str(tmp_path / "loc2"), "--batch_size", "2")
+    proc = rairl("localise", "--reward", str(out / "reward"), "--items", str(items), "--max_completion_tokens", "8",
+                 "--out", str(tmp_path / "loc3"), check=False)
+    assert proc.returncode != 0 and "p0" in proc.stderr and "--max_completion_tokens" in proc.stderr
+    assert not (tmp_path / "loc3" / "metrics.json").exists()

@@ -101,16 +101,17 @@ class _SpyKey:
         return self.key.answer(question)
 
 
-def test_protocol_scarce_arms_never_read_unlabelled_gold_unless_they_say_so(tmp_path):
+@pytest.mark.parametrize("protocol", ["scarce", "length"])
+def test_protocol_arms_never_read_unlabelled_gold_unless_they_say_so(tmp_path, protocol):
     from rairl.commands.compare import quick_compare_config
     from rairl.data.protocols import protocol_data
     from rairl.train.protocol import ARMS, READS_GOLD, run_protocol_seed
     from rairl.train.warm_start import load_warm_start
 
-    cfg = quick_compare_config(seeds=(1,), protocol="scarce")
-    data, key = protocol_data("scarce", 1, cfg.scarce.split, cfg.task, cfg.eval.problems)
+    cfg = quick_compare_config(seeds=(1,), protocol=protocol)
+    data, key = protocol_data(protocol, 1, cfg.scarce.split, cfg.task, cfg.eval.problems)
     spy = _SpyKey(key)
-    run = lambda arms: run_protocol_seed("scarce", cfg.scarce, cfg.task, cfg.warm, cfg.eval.problems, cfg.eval.samples, 1, arms,  # noqa: E731
+    run = lambda arms: run_protocol_seed(protocol, cfg.scarce, cfg.task, cfg.warm, cfg.eval.problems, cfg.eval.samples, 1, arms,  # noqa: E731
                                          tmp_path / "seed1", cfg.torch_device(), cfg.torch_dtype(), progress=False, gold=spy)
     summary, results = run([a for a in ARMS if a not in READS_GOLD])
     assert spy.reads == 0, "an arm that claims not to read gold read an unlabelled question's answer"
