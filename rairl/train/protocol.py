@@ -76,7 +76,7 @@ class ProtocolConfig:
     split: SplitConfig = field(default_factory=SplitConfig)  # sizes of D, V and U (T: eval.problems)
     # SFT-ES on D: up to `steps`, checked on V every `check_every` steps, stopped after `patience` checks without gain
     sft: SFTConfig = field(default_factory=lambda: SFTConfig(steps=3000, batch_size=32, lr=3e-3, warmup=50, log_every=50, check_every=50))
-    patience: int = 4  # SFT-ES: checks without a better V score before stopping
+    patience: int = 6  # SFT-ES: checks without a better V score before stopping (from scratch, V plateaus for a while first)
     val_samples: int = 4  # samples per V problem of every checkpoint choice (pass@1 at temperature 1)
     unlabelled_negatives: int = 500  # U questions whose SFT-ES samples are also reward negatives
     rft: RFTConfig = field(default_factory=lambda: RFTConfig(rounds=3, batch_size=32))  # the rounds of every rft_* arm and airl_adversarial
