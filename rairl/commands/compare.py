@@ -132,14 +132,19 @@ def run_compare(cfg: CompareConfig, out: str | Path, progress: bool = True) -> d
     metrics = {"protocol": "unlimited", "seeds": list(cfg.seeds), "methods": summarise(per_seed), "config": asdict(cfg),
                "seconds": time.time() - t0}
     metrics["methods"] = {k: {**v, **_curve_summary(out, cfg.seeds, k)} for k, v in metrics["methods"].items()}
+    _write_results(out, cfg, metrics)
+    plot_curves(out, cfg.seeds, cfg.arms, out / "curves.png")
+    return metrics
+
+
+def _write_results(out: Path, cfg: CompareConfig, metrics: dict) -> None:
+    """`out/metrics.json`, `out/results.md`, and the table appended to `cfg.results_md` when set."""
     write_metrics(out / "metrics.json", metrics)
     table = results_markdown(metrics)
     (out / "results.md").write_text(table)
     if cfg.results_md:
         with open(cfg.results_md, "a") as f:
             f.write("\n" + table)
-    plot_curves(out, cfg.seeds, cfg.arms, out / "curves.png")
-    return metrics
 
 
 def _claim(out: Path, cfg: CompareConfig) -> None:
@@ -177,12 +182,7 @@ def run_protocol(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
             "reward_step_auroc": {k: _mean_defined([s["reward_steps"]["step_auroc"][k] for s in shared.values()])
                                   for k in ("log_pi", "g", "f", "ell")},
         }
-    write_metrics(out / "metrics.json", metrics)
-    table = protocol_markdown(metrics)
-    (out / "results.md").write_text(table)
-    if cfg.results_md:
-        with open(cfg.results_md, "a") as f:
-            f.write("\n" + table)
+    _write_results(out, cfg, metrics)
     plot_protocol_curves(out, cfg.seeds, cfg.arms, out / "curves.png")
     return metrics
 
