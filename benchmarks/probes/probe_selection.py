@@ -1,0 +1,72 @@
+"""How good is each RFT ranking at picking a correct sample? The first round of every rft arm, measured.
+
+    python benchmarks/probes/probe_selection.py --run runs/scarce --seed 1 --json runs/probe_selection_seed1.json
+
+From a `rairl compare --protocol scarce|length` seed folder (its SFT-ES policy and its reward), N
+samples for each of B unlabelled questions, as an rft round draws them; then, for each ranking
+(the learned reward, majority vote, the policy's mean log-prob, a uniform random pick), the share of
+questions whose kept sample is correct ("precision": what the round fine-tunes on) and the share
+of questions with any correct sample (the ceiling, what ranking by the gold answer keeps). Gold
+answers are read here to measure, never to train.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import provenance, write_json
+
+from rairl.configs import config_from_dict
+from rairl.data import answers_match, extract_answer
+from rairl.data.protocols import protocol_data
+from rairl.models.batch import encode_prompts
+from rairl.models.lm import load_causal_lm
+from rairl.models.sampling import sample_completions
+from rairl.score import RewardScorer, ScorerSettings
+from rairl.train.rft import by_logprob, by_majority, by_reward, pick_best
+from rairl.train.warm_start import load_warm_start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True, help="rairl compare --protocol scarce|length output folder")
+    ap.add_argument("--seed", type=int, required=True)
+    ap.add_argument("--questions", type=int, default=256, help="unlabelled questions drawn (B)")
+    ap.add_argument("--samples", type=int, default=8, help="samples per question (N)")
+    ap.add_argument("--json", default="", help="also write the numbers here")
+    args = ap.parse_args()
+    from rairl.commands.compare import CompareConfig
+
+    cfg = config_from_dict(CompareConfig, json.loads((Path(args.run) / "config.json").read_text()))
+    seed_dir = Path(args.run) / f"seed{args.seed}"
+    data, gold = protocol_data(cfg.protocol, args.seed, cfg.scarce.split, cfg.task, cfg.eval.problems)
+    warm = load_warm_start(seed_dir / "reward")
+    policy = load_causal_lm(seed_dir / "sft_es" / "policy")
+    tok = warm.tokenizer
+    questions = random.Random(args.seed).sample(list(data.unlabelled), min(args.questions, len(data.unlabelled)))
+    prompts = encode_prompts(tok, questions, cfg.warm.max_prompt_tokens)
+    samples = sample_completions(policy, prompts, n_samples=args.samples, max_new_tokens=cfg.scarce.rft.max_new_tokens,
+                                 eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, seed=args.seed * 1000 + 1, progress=False)
+    correct = [[answers_match(extract_answer(t), gold.answer(q)) for t in tok.batch_decode(g, skip_special_tokens=True)]
+               for q, g in zip(questions, samples, strict=True)]
+    scorer = RewardScorer(warm.reward_model, tok, ScorerSettings(selector=cfg.scarce.rft.reward_selector))
+    rankings = {"reward": by_reward(scorer, cfg.scarce.rft.reward_selector), "majority": by_majority(tok),
+                "logprob": by_logprob(policy, tok.pad_token_id), "random": lambda p, s: [[0.0] * len(g) for g in s]}
+    out = {"seed": args.seed, "questions": len(questions), "samples": args.samples,
+           "sample_accuracy": sum(map(sum, correct)) / sum(map(len, correct)), "any_correct": sum(map(any, correct)) / len(correct),
+           "precision": {}, "provenance": provenance("cpu")}
+    for name, score in rankings.items():
+        picks = pick_best(score(prompts, samples), random.Random(0))
+        kept = [c[k] for c, k in zip(correct, picks, strict=True) if k is not None]
+        out["precision"][name] = sum(kept) / max(len(kept), 1)
+    print(json.dumps({k: v for k, v in out.items() if k != "provenance"}, indent=1))
+    if args.json:
+        write_json(args.json, out)
+
+
+if __name__ == "__main__":
+    main()
