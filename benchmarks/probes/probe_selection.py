@@ -5,8 +5,9 @@
 From a `rairl compare --protocol scarce|length` seed folder (its SFT-ES policy and its reward), N
 samples for each of B unlabelled questions, as an rft round draws them; then, for each ranking
 (the learned reward, majority vote, the policy's mean log-prob, a uniform random pick), the share of
-questions whose kept sample is correct ("precision": what the round fine-tunes on) and the share
-of questions with any correct sample (the ceiling, what ranking by the gold answer keeps). Gold
+questions whose kept sample is correct ("precision": what the round fine-tunes on), the same on the
+contested questions only (some samples right, some wrong: where a ranking decides anything), and
+the share of questions with any correct sample (the ceiling, what ranking by the gold answer keeps). Gold
 answers are read here to measure, never to train.
 """
 from __future__ import annotations
@@ -59,10 +60,14 @@ def main() -> None:
     out = {"seed": args.seed, "questions": len(questions), "samples": args.samples,
            "sample_accuracy": sum(map(sum, correct)) / sum(map(len, correct)), "any_correct": sum(map(any, correct)) / len(correct),
            "precision": {}, "provenance": provenance("cpu")}
+    contested = [i for i, c in enumerate(correct) if any(c) and not all(c)]  # where the ranking decides
+    out["contested"] = len(contested) / len(correct)
+    out["precision_contested"] = {}
     for name, score in rankings.items():
         picks = pick_best(score(prompts, samples), random.Random(0))
         kept = [c[k] for c, k in zip(correct, picks, strict=True) if k is not None]
         out["precision"][name] = sum(kept) / max(len(kept), 1)
+        out["precision_contested"][name] = sum(correct[i][picks[i]] for i in contested if picks[i] is not None) / max(len(contested), 1)
     print(json.dumps({k: v for k, v in out.items() if k != "provenance"}, indent=1))
     if args.json:
         write_json(args.json, out)

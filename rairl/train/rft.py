@@ -101,12 +101,13 @@ def by_majority(tokenizer: PreTrainedTokenizerBase) -> ScoreFn:
 
 
 def by_gold(tokenizer: PreTrainedTokenizerBase, answer_of: Callable[[list[int]], str]) -> ScoreFn:
-    """1 for a sample whose final answer matches `answer_of(prompt ids)`, else 0 (reads gold)."""
+    """1 for a sample whose final answer matches `answer_of(prompt ids)`, None (never kept) for the others:
+    a question with no correct sample keeps nothing (reads gold)."""
     def score(prompts, samples):
         out = []
         for p, g in zip(prompts, samples, strict=True):
             gold = answer_of(p)
-            out.append([float(answers_match(extract_answer(t, kind=answer_kind(gold)), gold))
+            out.append([1.0 if answers_match(extract_answer(t, kind=answer_kind(gold)), gold) else None
                         for t in tokenizer.batch_decode(g, skip_special_tokens=True)])
         return out
     return score

@@ -104,7 +104,8 @@ def test_by_majority_and_by_gold_score_decoded_answers(tiny):
     enc = lambda text: tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]  # noqa: E731
     samples = [[enc("1 + 2 = 3\n#### 3"), enc("#### 4"), enc("#### 3"), enc("no answer")]]
     assert by_majority(tok)([[1]], samples) == [[0.5, 0.25, 0.5, 0.0]]
-    assert by_gold(tok, lambda p: "4")([[1]], samples) == [[0.0, 1.0, 0.0, 0.0]]
+    assert by_gold(tok, lambda p: "4")([[1]], samples) == [[None, 1.0, None, None]]
+    assert pick_best(by_gold(tok, lambda p: "9")([[1]], samples), random.Random(0)) == [None]  # no correct sample: none kept
 
 
 def test_run_rft_without_validation_keeps_the_last_round(tiny, monkeypatch):
