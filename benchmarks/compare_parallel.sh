@@ -12,7 +12,7 @@ mkdir -p "$out"
 IFS=, read -ra list <<< "$seeds"
 pids=()
 for s in "${list[@]}"; do
-  OMP_NUM_THREADS=1 "$rairl" compare --seeds "$s" --out "$out" --no-progress "$@" > "$out/seed$s.log" 2>&1 &
+  OMP_NUM_THREADS=1 "$rairl" compare --seeds "$s" --out "$out" "$@" > "$out/seed$s.log" 2>&1 &
   pids+=($!)
 done
 status=0

@@ -220,7 +220,8 @@ def summarise_protocol(per_arm: dict[str, list[dict]]) -> dict[str, dict]:
 def protocol_markdown(metrics: dict) -> str:
     seeds = ",".join(map(str, metrics["seeds"]))
     lines = [
-        f"### rairl compare --protocol {metrics['protocol']}, seeds {seeds} ({metrics['seconds'] / 60:.1f} min)", "",
+        f"### rairl compare --protocol {metrics['protocol']}, seeds {seeds} ({metrics['seconds'] / 60:.1f} min in this invocation; "
+        "finished stages are reused, not re-timed)", "",
         "| arm | pass@1, V-tuned T [95% CI] | Δ vs sft_es, tuned T [95% CI] | pass@1, T = 1 [95% CI] | Δ vs sft_es, T = 1 | tuned T per seed "
         "| demos | policy tokens sampled / trained | seconds | reads gold | checkpoint per seed |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
