@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -125,7 +125,7 @@ def run_protocol_seed(protocol: str, cfg: ProtocolConfig, task: TaskConfig, warm
     log = timed_log(f"{protocol} seed {seed} ", progress)
     data, key = protocol_data(protocol, seed, cfg.split, task, eval_problems)
     key = gold or key
-    shared = _shared(protocol, cfg, warm_cfg, data, seed, out, device, dtype, eval_samples, log, progress)
+    shared = _shared(protocol, cfg, warm_cfg, data, seed, out, device, dtype, log, progress)
     results: dict[str, dict] = {}
     for arm in [a for a in ARMS if a in methods]:  # ARMS order: rft_reward before sft_more, whose wall-clock it sets
         done = out / arm / "metrics.json"
@@ -154,12 +154,13 @@ def run_protocol_seed(protocol: str, cfg: ProtocolConfig, task: TaskConfig, warm
 
 
 def _shared(protocol: str, cfg: ProtocolConfig, warm_cfg: WarmStartConfig, data: ProtocolData, seed: int, out: Path,
-            device: torch.device, dtype: torch.dtype, eval_samples: int, log, progress: bool) -> Shared:
+            device: torch.device, dtype: torch.dtype, log: Callable[[str], None], progress: bool) -> Shared:
     """SFT-ES (`out/sft_es/policy`) and the reward trained against it (`out/reward`), built once per seed."""
     es_dir = out / "sft_es"
     policy_dir = es_dir / "policy"
     if not (es_dir / "es.json").exists():
         t0 = time.time()
+        (es_dir / "sft_log.jsonl").unlink(missing_ok=True)  # a stopped SFT-ES starts again
         corpus = [format_prompt(e.prompt) + e.completion for e in data.demos]
         train_bpe_tokenizer(corpus, warm_cfg.vocab_size).save_pretrained(policy_dir)
         tokenizer = load_tokenizer(policy_dir)
