@@ -34,6 +34,7 @@ from ..data.protocols import PROTOCOLS
 from ..metrics import bootstrap_ci, write_metrics
 from ..train.protocol import ARMS as PROTOCOL_ARMS
 from ..train.protocol import ProtocolConfig, quick_protocol_config, run_protocol_seed
+from ..train.rft import RFTConfig
 from ..train.run import (
     RunConfig,
     UserData,
@@ -96,6 +97,8 @@ class CompareConfig(RunConfig):
             raise ValueError("CompareConfig: train.token_budget must be > 0 (budgets are matched in policy tokens)")
         fixed = {"method": "airl", "advantages": "step", "seed": 0, "operator": "ppo"}  # set per arm and seed: refuse a value that would be ignored
         set_anyway = [f"train.{k}" for k, v in fixed.items() if getattr(self.train, k) != v]
+        if self.rft != RFTConfig():  # rairl train's operator options would be ignored here
+            raise ValueError("CompareConfig: rft.* is rairl train's; the scarce and length protocols take --scarce.rft.*")
         if set_anyway:
             raise ValueError(f"CompareConfig: {', '.join(set_anyway)} are set per arm and seed; choose arms with --methods, seeds with --seeds")
 

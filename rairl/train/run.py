@@ -49,6 +49,7 @@ from .warm_start import (
     quick_warm_config,
     timed_log,
     warm_start_from_file,
+    within_limits,
 )
 
 
@@ -242,8 +243,9 @@ def improve_by_rft(cfg: RunConfig, seed: int, warm: WarmStart, rd: RunData, out:
     Returns the tokens trained on."""
     tok, method = warm.tokenizer, cfg.train.method
     prompts = encode_prompts(tok, rd.prompts, max_prompt_tokens=cfg.warm.max_prompt_tokens)
-    demos = list(zip(encode_prompts(tok, [e.prompt for e in rd.demos], cfg.warm.max_prompt_tokens),
-                     encode_completions(tok, [e.completion for e in rd.demos], cfg.warm.max_completion_tokens), strict=True))
+    kept = within_limits(tok, rd.demos, cfg.warm, "demos")  # as in the warm start: over-long ones left out, with a warning
+    demos = list(zip(encode_prompts(tok, [e.prompt for e in kept], cfg.warm.max_prompt_tokens),
+                     encode_completions(tok, [e.completion for e in kept], cfg.warm.max_completion_tokens), strict=True))
     if method == "outcome":
         gold = {tuple(p): a for p, a in zip(prompts, rd.answers, strict=True)}
         score = by_gold(tok, lambda p: gold[tuple(p)])

@@ -157,3 +157,7 @@ def test_compare_refuses_an_arm_of_another_protocol_and_sft_more_alone():
         CompareConfig(protocol="scarce", methods=("sft_es", "sft_more"))
     with pytest.raises(ValueError, match="protocol"):
         CompareConfig(protocol="plenty")
+    from rairl.train.rft import RFTConfig
+
+    with pytest.raises(ValueError, match="scarce.rft"):
+        CompareConfig(protocol="scarce", rft=RFTConfig(rounds=9))
