@@ -21,6 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import provenance, write_json
 
+from rairl.airl.discriminator import DiscRecord
+from rairl.airl.layout import step_rule
 from rairl.configs import config_from_dict
 from rairl.data import answers_match, extract_answer
 from rairl.data.protocols import protocol_data
@@ -28,6 +30,7 @@ from rairl.models.batch import encode_prompts
 from rairl.models.lm import load_causal_lm
 from rairl.models.sampling import sample_completions
 from rairl.score import RewardScorer, ScorerSettings
+from rairl.train.reward import RewardTrainConfig, train_reward
 from rairl.train.rft import by_logprob, by_majority, by_reward, pick_best
 from rairl.train.warm_start import load_warm_start
 
@@ -38,6 +41,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, required=True)
     ap.add_argument("--questions", type=int, default=256, help="unlabelled questions drawn (B)")
     ap.add_argument("--samples", type=int, default=8, help="samples per question (N)")
+    ap.add_argument("--retrain-steps", type=int, default=0, help="then train the reward on minority-answer negatives (0: no)")
     ap.add_argument("--json", default="", help="also write the numbers here")
     args = ap.parse_args()
     from rairl.commands.compare import CompareConfig
@@ -68,6 +72,23 @@ def main() -> None:
         kept = [c[k] for c, k in zip(correct, picks, strict=True) if k is not None]
         out["precision"][name] = sum(kept) / max(len(kept), 1)
         out["precision_contested"][name] = sum(correct[i][picks[i]] for i in contested if picks[i] is not None) / max(len(contested), 1)
+    if args.retrain_steps:
+        others = [q for q in data.unlabelled if q not in set(questions)][: len(questions)]
+        o_prompts = encode_prompts(tok, others, cfg.warm.max_prompt_tokens)
+        o_samples = sample_completions(policy, o_prompts, n_samples=args.samples, max_new_tokens=cfg.scarce.rft.max_new_tokens,
+                                       eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, seed=args.seed * 1000 + 2, progress=False)
+        shares = by_majority(tok)(o_prompts, o_samples)
+        minority = [DiscRecord(list(p), list(c), label=0) for p, g, sh in zip(o_prompts, o_samples, shares, strict=True)
+                    for c, v in zip(g, sh, strict=True) if c and v < 0.5]
+        fixed = [r for r in warm.train_records if r.label == 1 or r.negative_from > 0]
+        train_reward(warm.reward_model, policy, fixed + minority, warm.val_records, tok.pad_token_id, step_rule(warm.reward_model.cfg, tok),
+                     RewardTrainConfig(steps=args.retrain_steps, eval_every=args.retrain_steps), progress=False)
+        warm.reward_model.eval()
+        picks = pick_best(by_reward(scorer, cfg.scarce.rft.reward_selector)(prompts, samples), random.Random(0))
+        out["minority_negatives"] = len(minority)
+        out["precision"]["reward_minority"] = sum(c[k] for c, k in zip(correct, picks, strict=True) if k is not None) / len(correct)
+        out["precision_contested"]["reward_minority"] = (sum(correct[i][picks[i]] for i in contested if picks[i] is not None)
+                                                         / max(len(contested), 1))
     print(json.dumps({k: v for k, v in out.items() if k != "provenance"}, indent=1))
     if args.json:
         write_json(args.json, out)
