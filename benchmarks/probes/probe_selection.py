@@ -60,7 +60,7 @@ def main() -> None:
                for q, g in zip(questions, samples, strict=True)]
     scorer = RewardScorer(warm.reward_model, tok, ScorerSettings(selector=cfg.scarce.rft.reward_selector))
     rankings = {"reward": by_reward(scorer, cfg.scarce.rft.reward_selector), "majority": by_majority(tok),
-                "logprob": by_logprob(policy, tok.pad_token_id), "random": lambda p, s: [[0.0] * len(g) for g in s]}
+                "logprob": by_logprob(policy, tok), "random": lambda p, s: [[0.0] * len(g) for g in s]}
     out = {"seed": args.seed, "questions": len(questions), "samples": args.samples,
            "sample_accuracy": sum(map(sum, correct)) / sum(map(len, correct)), "any_correct": sum(map(any, correct)) / len(correct),
            "precision": {}, "provenance": provenance("cpu")}

@@ -42,17 +42,7 @@ from ..metrics import write_metrics
 from ..models.batch import encode_completions, encode_prompts
 from ..models.lm import build_tiny_lm, load_causal_lm, per_token_logprobs
 from ..models.tokenizer import format_prompt, load_tokenizer, train_bpe_tokenizer
-from ..score import RewardScorer, ScorerSettings
-from .rft import (
-    RFTConfig,
-    ScoreFn,
-    adversarial_retrain,
-    by_gold,
-    by_logprob,
-    by_majority,
-    by_reward,
-    run_rft,
-)
+from .rft import RFTConfig, ScoreFn, by_gold, by_logprob, by_majority, by_warm_reward, run_rft
 from .sft import SFTConfig, train_sft_es
 from .warm_start import WarmStart, WarmStartConfig, build_warm_start, load_warm_start, timed_log
 
@@ -226,18 +216,12 @@ def _scorer(by: str, shared: Shared, policy: PreTrainedModel, gold: GoldKey | No
     if by == "majority":
         return by_majority(tok)
     if by == "logprob":
-        return by_logprob(policy, tok.pad_token_id)
+        return by_logprob(policy, tok)
     if by == "gold":
         if gold is None:
             raise ValueError("ranking by the gold answer needs the GoldKey (only rft_gold reads it)")
         return by_gold(tok, lambda prompt_ids: gold.answer(shared.question_text[tuple(prompt_ids)]))
-    warm = load_warm_start(shared.warm_dir, device, dtype)  # a fresh copy: airl_adversarial trains it
-    scorer = RewardScorer(warm.reward_model, tok, ScorerSettings(selector=cfg.rft.reward_selector))
-    retrain = None
-    if adversarial:
-        fixed = [r for r in warm.train_records if r.label == 1 or r.negative_from > 0]  # experts and perturbed experts
-        retrain = adversarial_retrain(scorer, policy, fixed, warm.val_records, cfg.rft.adversarial_steps, seed)
-    return by_reward(scorer, cfg.rft.reward_selector, retrain)
+    return by_warm_reward(load_warm_start(shared.warm_dir, device, dtype), policy, cfg.rft, adversarial, seed)  # a fresh copy per arm
 
 
 def _val_pass1(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data: ProtocolData, cfg: ProtocolConfig, seed: int,

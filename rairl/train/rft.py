@@ -23,18 +23,17 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..airl.discriminator import DiscRecord
 from ..airl.layout import step_rule
 from ..data import answer_kind, answers_match, extract_answer
-from ..models.batch import collate
-from ..models.lm import per_token_logprobs
+from ..models.reward import RewardConfig, RewardModel
 from ..models.sampling import sample_completions
-from ..score import SELECTORS, RewardScorer
+from ..score import SELECTORS, RewardScorer, ScorerSettings
 from .reward import RewardTrainConfig, train_reward
 from .sft import SFTConfig, train_sft
+from .warm_start import WarmStart
 
 # score(question prompt ids, samples per question) -> one score per sample (None: no score, never kept)
 ScoreFn = Callable[[list[list[int]], list[list[list[int]]]], list[list[float | None]]]
@@ -113,9 +112,12 @@ def by_gold(tokenizer: PreTrainedTokenizerBase, answer_of: Callable[[list[int]],
     return score
 
 
-def by_logprob(policy: PreTrainedModel, pad_id: int) -> ScoreFn:
-    """Rank samples by the (current) policy's mean log-prob per completion token."""
-    return lambda prompts, samples: _grouped(partial(_mean_logprob, policy, pad_id), prompts, samples)
+def by_logprob(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, template: str = "plain") -> ScoreFn:
+    """Rank samples by the (current) policy's mean log-prob per completion token: the `rairl rerank`
+    baseline, a reward model over the live policy whose zero heads make g = log π (prompts in `template`)."""
+    device = next(policy.parameters()).device
+    baseline = RewardScorer(RewardModel(policy, RewardConfig()).to(device), tokenizer, ScorerSettings(template=template))
+    return lambda prompts, samples: _grouped(partial(baseline.solution_scores_ids, selector="token_mean"), prompts, samples)
 
 
 def by_reward(scorer: RewardScorer, selector: str, retrain: Callable[[list[DiscRecord]], None] | None = None) -> ScoreFn:
@@ -129,18 +131,21 @@ def by_reward(scorer: RewardScorer, selector: str, retrain: Callable[[list[DiscR
     return score
 
 
-def adversarial_retrain(scorer: RewardScorer, policy: PreTrainedModel, records: list[DiscRecord], val_records: list[DiscRecord],
-                        steps: int, seed: int) -> Callable[[list[DiscRecord]], None]:
-    """`retrain(negatives)` for `by_reward`: `steps` discriminator steps on `records` (experts, perturbed
-    experts) plus the round's samples, ℓ under the current `policy`; a new batch draw each round."""
-    rounds = [0]
+def by_warm_reward(warm: WarmStart, policy: PreTrainedModel, cfg: RFTConfig, adversarial: bool, seed: int) -> ScoreFn:
+    """`by_reward` with the warm start's reward (step scores combined by `cfg.reward_selector`). With
+    `adversarial`, each round first trains it `cfg.adversarial_steps` discriminator steps on the warm
+    start's experts and perturbed experts plus the round's samples, ℓ under the current `policy`."""
+    scorer = RewardScorer(warm.reward_model, warm.tokenizer, ScorerSettings(selector=cfg.reward_selector, template=warm.cfg.template))
+    if not adversarial:
+        return by_reward(scorer, cfg.reward_selector)
+    fixed = [r for r in warm.train_records if r.label == 1 or r.negative_from > 0]
+    rule, rounds = step_rule(warm.reward_model.cfg, warm.tokenizer), [0]
 
     def retrain(negatives: list[DiscRecord]) -> None:
         rounds[0] += 1
-        cfg = RewardTrainConfig(steps=steps, eval_every=steps, warmup=1, seed=seed * 100 + rounds[0])
-        train_reward(scorer.reward_model, policy, records + negatives, val_records, scorer.tokenizer.pad_token_id,
-                     step_rule(scorer.reward_model.cfg, scorer.tokenizer), cfg, progress=False)
-    return retrain
+        rt = RewardTrainConfig(steps=cfg.adversarial_steps, eval_every=cfg.adversarial_steps, warmup=1, seed=seed * 100 + rounds[0])
+        train_reward(warm.reward_model, policy, fixed + negatives, warm.val_records, warm.tokenizer.pad_token_id, rule, rt, progress=False)
+    return by_reward(scorer, cfg.reward_selector, retrain)
 
 
 def _grouped(score_flat: Callable[[list[list[int]], list[list[int]]], list[float]], prompts: list[list[int]],
@@ -149,20 +154,6 @@ def _grouped(score_flat: Callable[[list[list[int]], list[list[int]]], list[float
     pairs = [(p, c) for p, g in zip(prompts, samples, strict=True) for c in g if c]
     flat = iter(score_flat([p for p, _ in pairs], [c for _, c in pairs]) if pairs else [])
     return [[next(flat) if c else None for c in g] for g in samples]
-
-
-@torch.no_grad()
-def _mean_logprob(policy: PreTrainedModel, pad_id: int, prompt_ids: list[list[int]], completion_ids: list[list[int]],
-                  batch_size: int = 64) -> list[float]:
-    """The policy's mean log-prob per completion token of each pair (nats/token)."""
-    out = []
-    device = next(policy.parameters()).device
-    for i in range(0, len(prompt_ids), batch_size):
-        batch = collate(prompt_ids[i : i + batch_size], completion_ids[i : i + batch_size], pad_id).to(device)
-        mask = batch.completion_mask()
-        logp = per_token_logprobs(policy, batch.input_ids, batch.attention_mask, score_mask=mask)
-        out += ((logp * mask).sum(1) / mask.sum(1).clamp(min=1)).tolist()
-    return out
 
 
 def mix_with_demos(kept: Sequence[tuple[list[int], list[int]]], demos: Sequence[tuple[list[int], list[int]]], demo_mix: float,

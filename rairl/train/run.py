@@ -35,8 +35,7 @@ from ..models.device import OnDevice
 from ..models.lm import load_causal_lm, looks_local, per_token_logprobs
 from ..models.modelset import ModelSet
 from ..models.reward import RewardModel
-from ..score import RewardScorer, ScorerSettings
-from .rft import RFTConfig, adversarial_retrain, by_gold, by_reward, run_rft
+from .rft import RFTConfig, by_gold, by_warm_reward, run_rft
 from .sft import SFTConfig, train_sft
 from .trainer import AIRLTrainer, TrainConfig
 from .warm_start import (
@@ -250,11 +249,7 @@ def improve_by_rft(cfg: RunConfig, seed: int, warm: WarmStart, rd: RunData, out:
         gold = {tuple(p): a for p, a in zip(prompts, rd.answers, strict=True)}
         score = by_gold(tok, lambda p: gold[tuple(p)])
     else:
-        scorer = RewardScorer(warm.reward_model, tok, ScorerSettings(selector=cfg.rft.reward_selector, template=cfg.warm.template))
-        fixed = [r for r in warm.train_records if r.label == 1 or r.negative_from > 0]  # experts and perturbed experts
-        retrain = (adversarial_retrain(scorer, warm.policy, fixed, warm.val_records, cfg.rft.adversarial_steps, seed)
-                   if method == "airl" else None)
-        score = by_reward(scorer, cfg.rft.reward_selector, retrain)
+        score = by_warm_reward(warm, warm.policy, cfg.rft, adversarial=method == "airl", seed=seed)
     res = run_rft(warm.policy, tok, prompts, demos, cfg.rft, score, None, seed, log_path=out / "train_log.jsonl", progress=progress)
     return res["tokens_trained"]
 

@@ -124,3 +124,23 @@ def test_run_rft_without_validation_keeps_the_last_round(tiny, monkeypatch):
     assert res["best_round"] == 3
     assert all(torch.allclose(v, start[k] + 3.0) for k, v in policy.state_dict().items())
 
+
+
+def test_by_logprob_is_the_policys_mean_token_logprob(tiny):
+    from rairl.models.batch import collate
+    from rairl.models.lm import per_token_logprobs
+    from rairl.train.rft import by_logprob
+
+    tok, policy = tiny
+    g = torch.Generator().manual_seed(random.randrange(1000))
+    prompts = [torch.randint(3, len(tok), (n,), generator=g).tolist() for n in (4, 6)]
+    samples = [[torch.randint(3, len(tok), (n,), generator=g).tolist() for n in (3, 5)], [torch.randint(3, len(tok), (2,), generator=g).tolist(), []]]
+    got = by_logprob(policy, tok)(prompts, samples)
+    assert got[1][1] is None  # an empty sample has no score
+    for p, group, row in zip(prompts, samples, got, strict=True):
+        for c, score in zip(group, row, strict=True):
+            if c:
+                b = collate([p], [c], tok.pad_token_id)
+                m = b.completion_mask()
+                ref = float((per_token_logprobs(policy, b.input_ids, b.attention_mask) * m).sum() / m.sum())
+                assert abs(score - ref) < 1e-4
