@@ -137,7 +137,7 @@ def run_protocol_seed(protocol: str, cfg: ProtocolConfig, task: TaskConfig, warm
         metrics = {"arm": arm, "seed": seed, "protocol": protocol, "reads_gold": arm in READS_GOLD, "demos": len(data.demos),
                    "policy_tokens": {"sampled": trained["tokens_sampled"], "trained": trained["tokens"]}, "seconds": seconds,
                    "train": {k: v for k, v in trained.items() if k not in ("rounds",)},
-                   **_evaluate(policy, shared.tokenizer, data, cfg, eval_samples, seed, progress)}
+                   **_evaluate(policy, shared.tokenizer, data, cfg, eval_samples, seed, trained["best_val"], progress)}
         write_metrics(done, metrics)
         results[arm] = metrics
     return shared.summary, results
@@ -234,9 +234,10 @@ def _val_pass1(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data
 
 
 def _evaluate(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data: ProtocolData, cfg: ProtocolConfig, samples: int,
-              seed: int, progress: bool) -> dict:
-    """Pass@1 on T at temperature 1 and at the temperature best on V (ties: the higher one)."""
-    val = {t: _val_pass1(policy, tokenizer, data, cfg, seed, t) for t in cfg.temperatures}
+              seed: int, val_at_1: float, progress: bool) -> dict:
+    """Pass@1 on T at temperature 1 and at the temperature best on V (ties: the higher one); `val_at_1` is
+    the checkpoint's V score at T = 1, already measured when it was chosen."""
+    val = {t: val_at_1 if t == 1.0 else _val_pass1(policy, tokenizer, data, cfg, seed, t) for t in cfg.temperatures}
     tuned = max(sorted(val, reverse=True), key=lambda t: val[t])
     questions, answers = [e.prompt for e in data.test], [e.answer for e in data.test]
     at = {t: evaluate_policy(policy, tokenizer, questions, answers, samples, cfg.rft.max_new_tokens, seed=seed + 10_000,
