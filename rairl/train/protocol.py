@@ -174,11 +174,11 @@ def _shared(protocol: str, cfg: ProtocolConfig, warm_cfg: WarmStartConfig, data:
                                 policy_path=policy_dir, device=device, dtype=dtype, log=log, progress=progress,
                                 negative_questions=negatives)
         warm.save(warm_dir, seconds=time.time() - t0)
-    warm = load_warm_start(warm_dir, device, dtype)
     summary_file = out / "shared.json"
     if summary_file.exists():
         summary = json.loads(summary_file.read_text())
-    else:
+    else:  # the reward's numbers, once: a finished seed is not loaded again just to be summarised
+        warm = load_warm_start(warm_dir, device, dtype)
         summary = {"sft_es": json.loads((es_dir / "es.json").read_text()), "reward_best": warm.reward_best,
                    "reward_steps": _reward_steps(warm, data, 0), "reward_steps_late": _reward_steps(warm, data, 4),
                    "reward_seconds": json.loads((warm_dir / "warm.json").read_text())["seconds"]}
