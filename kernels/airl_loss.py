@@ -213,10 +213,10 @@ def _airl_terms_torch(g, h, lp, start, end, term, gamma: float) -> AirlTerms:
     return AirlTerms(g_sum, f, f - lp_sum)
 
 
-def _balanced_bce(ell, labels, valid) -> torch.Tensor:
+def _balanced_bce(ell, labels, valid, class_counts=None) -> torch.Tensor:
     pos = labels > 0.5
     use = torch.ones_like(pos) if valid is None else valid
-    n_pos, n_neg = (use & pos).sum(), (use & ~pos).sum()
+    n_pos, n_neg = ((use & pos).sum(), (use & ~pos).sum()) if class_counts is None else class_counts.to(ell.device).unbind()
     cw = _class_weights(n_pos, n_neg).to(ell.dtype)
     sp = torch.where(pos, F.softplus(-ell), F.softplus(ell))
     return (torch.where(use, sp, 0.0) * torch.where(pos, cw[0], cw[1])).sum()
@@ -246,15 +246,15 @@ def airl_terms_reference(g_tok, h_tok, logp_tok, action_start, action_end, actio
 
 def airl_loss_reference(g_tok, h_tok, logp_tok, action_start, action_end, action_terminal,
                         labels, *, gamma: float, valid=None, return_logits: bool = False,
-                        backend=None):
+                        class_counts=None, backend=None):
     """Oracle: per-class Python means of softplus (same signature as airl_loss)."""
     loss, ell = _airl_loss_reference(g_tok, h_tok, logp_tok, action_start, action_end,
-                                     action_terminal, labels, gamma, valid)
+                                     action_terminal, labels, gamma, valid, class_counts)
     return (loss, ell.detach()) if return_logits else loss
 
 
 def _airl_loss_reference(g_tok, h_tok, logp_tok, action_start, action_end, action_terminal,
-                         labels, gamma, valid):
+                         labels, gamma, valid, class_counts=None):
     ell = airl_terms_reference(g_tok, h_tok, logp_tok, action_start, action_end,
                                action_terminal, gamma=gamma).ell
     pos_terms, neg_terms = [], []
@@ -266,6 +266,14 @@ def _airl_loss_reference(g_tok, h_tok, logp_tok, action_start, action_end, actio
         else:
             neg_terms.append(F.softplus(ell[k]))
     zero = 0 * g_tok.sum() + 0 * h_tok.sum() + ell.sum() * 0  # keeps the graph connected
+    if class_counts is not None:  # sums over this batch, each class divided by its given count
+        n_pos, n_neg = (float(c) for c in class_counts)
+        loss = zero.to(ell.dtype)
+        if pos_terms:
+            loss = loss + (0.5 if n_neg > 0 else 1.0) / max(n_pos, 1.0) * torch.stack(pos_terms).sum()
+        if neg_terms:
+            loss = loss + (0.5 if n_pos > 0 else 1.0) / max(n_neg, 1.0) * torch.stack(neg_terms).sum()
+        return loss, ell
     if not pos_terms and not neg_terms:
         return zero.to(ell.dtype), ell
     w = 0.5 if (pos_terms and neg_terms) else 1.0
@@ -309,10 +317,11 @@ class AirlLossFunction(torch.autograd.Function):
     ell is returned for monitoring (accuracy, AUROC) and carries no gradient."""
 
     @staticmethod
-    def forward(ctx, g, h, lp, start, end, term, labels, valid, gamma):
+    def forward(ctx, g, h, lp, start, end, term, labels, valid, gamma, class_counts):
         _, _, ell, part = _airl_loss_fwd_triton(g, h, lp, start, end, term, labels, valid, gamma, True)
         tot = part.sum(0)                                           # (4,) fixed-order reduce
-        cw = _class_weights(tot[2], tot[3])                         # (2,)
+        counts = tot[2:] if class_counts is None else class_counts.to(tot)
+        cw = _class_weights(counts[0], counts[1])                   # (2,)
         loss = cw[0] * tot[0] + cw[1] * tot[1]
         ctx.save_for_backward(ell, labels, valid, cw, start, end, term)
         ctx.gamma, ctx.N, ctx.dtypes = gamma, g.numel(), (g.dtype, h.dtype)
@@ -325,7 +334,7 @@ class AirlLossFunction(torch.autograd.Function):
         dg, dh = _airl_loss_bwd_triton(start, end, term, ctx.N, ctx.gamma, *ctx.dtypes, ell=ell,
                                   labels=labels, valid=valid, cw=cw,
                                   gout=gout.float().reshape(1).contiguous())
-        return dg, dh, None, None, None, None, None, None, None
+        return dg, dh, None, None, None, None, None, None, None, None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,6 +412,7 @@ def airl_loss(g_tok: torch.Tensor, h_tok: torch.Tensor, logp_tok: torch.Tensor,
               action_start: torch.Tensor, action_end: torch.Tensor,
               action_terminal: torch.Tensor, labels: torch.Tensor, *, gamma: float,
               valid: torch.Tensor | None = None, return_logits: bool = False,
+              class_counts: torch.Tensor | None = None,
               backend: str | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Class-balanced BCE of the AIRL discriminator, a () fp32 scalar (nats).
 
@@ -411,23 +421,26 @@ def airl_loss(g_tok: torch.Tensor, h_tok: torch.Tensor, logp_tok: torch.Tensor,
     other gets weight 1; no valid action gives 0. Arguments as `airl_terms`, plus
     labels (A,) float (1 expert, 0 policy) and valid (A,) bool (False: ignored).
     With `return_logits`, returns `(loss, ell)`: the logits (A,) the loss was computed from,
-    detached (for accuracy and AUROC without a second forward).
+    detached (for accuracy and AUROC without a second forward). `class_counts` (2,): the
+    (expert, policy) action counts each class's sum is divided by instead of this batch's own;
+    several processes pass the global counts, so their losses add up to the global one.
     """
     _check(g_tok, h_tok, logp_tok, action_start, action_end, action_terminal, labels, valid)
     backend = resolve_backend(backend, g_tok.device)
     if backend == "reference":
         return airl_loss_reference(g_tok, h_tok, logp_tok, action_start, action_end,
                                    action_terminal, labels, gamma=gamma, valid=valid,
-                                   return_logits=return_logits)
+                                   return_logits=return_logits, class_counts=class_counts)
     if backend == "torch":
         ell = _airl_terms_torch(g_tok, h_tok, logp_tok, action_start, action_end,
                                 action_terminal, float(gamma)).ell
-        loss = _balanced_bce(ell, labels, valid)
+        loss = _balanced_bce(ell, labels, valid, class_counts)
     else:
         _check_triton(g_tok, h_tok)
         loss, ell = AirlLossFunction.apply(
             g_tok.contiguous(), h_tok.contiguous(), logp_tok.detach().contiguous(),
             action_start.contiguous(), action_end.contiguous(),
             action_terminal.contiguous().view(torch.uint8), labels.contiguous(),
-            None if valid is None else valid.contiguous().view(torch.uint8), float(gamma))
+            None if valid is None else valid.contiguous().view(torch.uint8), float(gamma),
+            None if class_counts is None else class_counts.float())
     return (loss, ell.detach()) if return_logits else loss

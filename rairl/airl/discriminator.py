@@ -62,17 +62,19 @@ def discriminator_loss(
     policy_logp: torch.Tensor,
     labels: torch.Tensor,
     valid: torch.Tensor,
+    class_counts: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Class-balanced BCE on ℓ and the (detached) ℓ it read, from one reward forward.
 
     `labels`, `valid` `(A,)` (1 expert / 0 policy or perturbed; False: ignored). Returns
-    `(loss () fp32, ell (A,) fp32)`.
+    `(loss () fp32, ell (A,) fp32)`. `class_counts` (2,): the global (expert, policy) action
+    counts under several processes (`rairl.kernels.airl_loss`).
     """
     terms = reward_model.token_terms(batch, layout.end_mask)
     return airl_loss(
         terms.g_tok.reshape(-1), terms.h_tok.reshape(-1), policy_logp.detach().reshape(-1).float(),
         layout.start, layout.end, layout.terminal, labels.float(), gamma=reward_model.cfg.gamma, valid=valid,
-        return_logits=True,
+        return_logits=True, class_counts=class_counts,
     )
 
 

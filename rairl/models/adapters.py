@@ -11,7 +11,8 @@ so it never knows which one it has. A reward backbone separate from the policy's
 smaller model with the same tokenizer) stays possible through `ModelSet`, whose reward
 model may wrap any causal LM, this module's `load_base` output included.
 
-The fused log-prob path (`rairl.kernels.token_logprobs`) reads
+Every trained pass goes through `engine` (`rairl.models.engine.TrainModule`, wrapped by DDP
+under a launcher). The fused log-prob path (`rairl.kernels.token_logprobs`) reads
 `model.get_output_embeddings().weight` directly, bypassing the module's forward: a LoRA
 adapter there would silently never train, so `AdapterConfig` and `SharedBaseModels` refuse it.
 """
@@ -31,6 +32,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
+from ..dist import Dist
+from .engine import RoutedReward, TrainModule, wrap
 from .lm import check_attn_implementation, load_causal_lm, per_token_logprobs
 from .lora import LINEAR_NAMES, QUANTIZATIONS, active_adapter, lora_parameters
 from .reward import FORMAT_VERSION, RewardConfig, RewardModel
@@ -189,13 +192,24 @@ class SharedBaseModels:
             raise ValueError(f"AdapterConfig.target_modules {cfg.target_modules} matched no module of the base model")
         for p in (*self._policy.values(), *self._reward.values()):
             p.requires_grad_(True)
+        self.module = TrainModule(self.model, self.reward, adapter=POLICY)
+        self.engine: nn.Module = self.module
+
+    def parallelize(self, dist: Dist) -> None:
+        """Wrap the trained module for `dist`: DDP (a frozen, possibly 4-bit, base is not sharded)."""
+        if dist.on and dist.engine != "ddp":
+            raise ValueError(f"SharedBaseModels: parallel engine {dist.engine!r}; LoRA adapters on a shared base use ddp")
+        self.engine = wrap(self.module, dist)
+
+    def routed_reward(self) -> RoutedReward:
+        """The reward model whose `token_terms` run through the engine (what the trainer trains and reads)."""
+        return RoutedReward(self.engine, self.reward)
 
     def policy_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                         score_mask: torch.Tensor | None = None) -> torch.Tensor:
         """`(B, T)` fp32 log-probs of each token under base + policy adapter (with grad when
         enabled); with `score_mask` only of the tokens it marks (0 elsewhere)."""
-        with active_adapter(self.model, POLICY):
-            return per_token_logprobs(self.model, input_ids, attention_mask, score_mask=score_mask)
+        return self.engine("policy", input_ids, attention_mask, score_mask)
 
     @torch.no_grad()
     def reference_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,

@@ -10,6 +10,7 @@ A device that does not exist is an error when the command starts, never a silent
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 def resolve_device(spec: str) -> torch.device:
     """The torch device of `auto`, `cpu`, `cuda` or `cuda:N`; an unknown or absent device is refused."""
     if spec == "auto":
-        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+        return torch.device("cuda", _local_gpu()) if torch.cuda.is_available() else torch.device("cpu")
     if spec == "cpu":
         return torch.device("cpu")
     match = re.fullmatch(r"cuda(?::(\d+))?", spec)
@@ -29,10 +30,15 @@ def resolve_device(spec: str) -> torch.device:
         raise ValueError(f"device {spec!r}: use auto, cpu, cuda or cuda:N")
     if not torch.cuda.is_available():
         raise ValueError(f"device {spec!r}: no CUDA device here (torch {torch.__version__}, cuda available: False); use --device cpu")
-    index = int(match.group(1)) if match.group(1) is not None else torch.cuda.current_device()
+    index = int(match.group(1)) if match.group(1) is not None else _local_gpu()
     if index >= torch.cuda.device_count():
         raise ValueError(f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s) here")
     return torch.device("cuda", index)
+
+
+def _local_gpu() -> int:
+    """The GPU of this process: its launcher's `LOCAL_RANK` (torchrun, accelerate), else the current one."""
+    return int(os.environ["LOCAL_RANK"]) if "LOCAL_RANK" in os.environ else torch.cuda.current_device()
 
 
 def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:

@@ -4,7 +4,8 @@
 as the reference (made only when a KL term needs one) and a `RewardModel` with
 its own backbone. `rairl.models.adapters.SharedBaseModels` offers the same
 methods over one frozen base with two LoRA adapters. The trainer calls only
-these methods, so it never knows which one it has.
+these methods, so it never knows which one it has. Every trained pass goes through
+`engine`, the `TrainModule` of policy and reward as `parallelize` wrapped it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from ..dist import Dist
+from .engine import RoutedReward, TrainModule, gathered, wrap
 from .lm import per_token_logprobs
 from .reward import RewardModel
 from .sampling import sample_completions
@@ -31,12 +34,22 @@ class ModelSet:
         self.reference: PreTrainedModel | None = None
         if with_reference:  # a frozen snapshot of the policy as it is now
             self.reference = copy.deepcopy(policy).eval().requires_grad_(False)
+        self.module = TrainModule(policy, reward)
+        self.engine: nn.Module = self.module
+
+    def parallelize(self, dist: Dist) -> None:
+        """Wrap the trained module for `dist` (DDP or FSDP2); before any optimiser is built."""
+        self.engine = wrap(self.module, dist)
 
     def policy_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                         score_mask: torch.Tensor | None = None) -> torch.Tensor:
         """`(B, T)` fp32 log-probs of each token under the policy (with grad when enabled);
         with `score_mask` only of the tokens it marks (0 elsewhere)."""
-        return per_token_logprobs(self.policy, input_ids, attention_mask, score_mask=score_mask)
+        return self.engine("policy", input_ids, attention_mask, score_mask)
+
+    def routed_reward(self) -> RoutedReward:
+        """The reward model whose `token_terms` run through the engine (what the trainer trains and reads)."""
+        return RoutedReward(self.engine, self.reward)
 
     @torch.no_grad()
     def reference_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -48,7 +61,8 @@ class ModelSet:
 
     def sample(self, prompt_ids: Sequence[Sequence[int]], **kwargs) -> list[list[list[int]]]:
         """`rairl.models.sampling.sample_completions` with the policy; kwargs pass through."""
-        return sample_completions(self.policy, prompt_ids, **kwargs)
+        with gathered(self.module):
+            return sample_completions(self.policy, prompt_ids, **kwargs)
 
     def policy_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.policy.parameters() if p.requires_grad]

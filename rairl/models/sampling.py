@@ -1,4 +1,11 @@
-"""Rollouts: sample completions from the policy as token ids (the ids are what gets scored)."""
+"""Rollouts: sample completions from the policy as token ids (the ids are what gets scored).
+
+Each sample has its own random stream: token t of sample j of a prompt with seed s is
+`argmax(logits / T + Gumbel)`, the Gumbel noise a counter-based hash (splitmix64) of
+(s, j, t, token id). A sample therefore depends only on its prompt's seed and its index,
+never on the batch it was drawn in, the batch size or how many processes share the work
+(DESIGN.md §7), and the Gumbel-max draw is an exact sample of the full softmax.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,51 @@ from collections.abc import Sequence
 
 import torch
 from tqdm.auto import tqdm
-from transformers import GenerationConfig, PreTrainedModel
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, PreTrainedModel
+
+_MASK = (1 << 64) - 1
+_GOLDEN, _M1, _M2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+
+
+def _signed(x: int) -> int:
+    """A 64-bit pattern as the int64 torch stores it."""
+    x &= _MASK
+    return x - (1 << 64) if x >> 63 else x
+
+
+def _srl(z: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch's `>>` is arithmetic)."""
+    return (z >> k) & ((1 << (64 - k)) - 1)
+
+
+def _mix(z: torch.Tensor) -> torch.Tensor:
+    """splitmix64's finaliser on int64 tensors (products wrap, as in uint64)."""
+    z = (z ^ _srl(z, 30)) * _signed(_M1)
+    z = (z ^ _srl(z, 27)) * _signed(_M2)
+    return z ^ _srl(z, 31)
+
+
+def mix_seed(*parts: int) -> int:
+    """One 63-bit seed from integers (e.g. run seed, iteration, prompt index); order matters."""
+    z = torch.tensor(0, dtype=torch.int64)
+    for part in parts:
+        z = _mix(z + _signed((int(part) + 1) * _GOLDEN))
+    return int(z) & ((1 << 63) - 1)
+
+
+class GumbelNoise(LogitsProcessor):
+    """Adds each row's counter-based Gumbel noise to `logits / temperature`; generate then takes the argmax."""
+
+    def __init__(self, row_keys: torch.Tensor, prompt_width: int, temperature: float):
+        self.keys, self.width, self.temperature = row_keys, prompt_width, temperature  # keys (R,) int64
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        rows, vocab = scores.shape
+        step = input_ids.shape[1] - self.width
+        counter = step * vocab + torch.arange(vocab, device=scores.device) + 1  # (V,)
+        z = _mix(self.keys.to(scores.device)[:, None] + counter[None, :] * _signed(_GOLDEN))  # (R, V)
+        u = (_srl(z, 11).double() + 0.5) * 2.0**-53  # uniform in (0, 1)
+        return scores.float() / self.temperature - torch.log(-torch.log(u)).float()
 
 
 @torch.no_grad()
@@ -21,26 +72,29 @@ def sample_completions(
     temperature: float = 1.0,
     batch_size: int = 256,
     seed: int = 0,
+    seeds: Sequence[int] | None = None,
     greedy: bool = False,
     progress: bool = True,
 ) -> list[list[list[int]]]:
     """`n_samples` completions per prompt, `out[i][j]` the ids of prompt i's j-th sample.
 
     A completion ends with EOS when the policy stopped, and has no EOS when it
-    hit `max_new_tokens`; nothing after EOS is kept.
+    hit `max_new_tokens`; nothing after EOS is kept. `seeds`: one per prompt (default:
+    derived from `seed` and the prompt's position); sample j of prompt i depends only on
+    `seeds[i]`, j and the model.
     """
+    if seeds is None:
+        seeds = [mix_seed(seed, i) for i in range(len(prompt_ids))]
+    if len(seeds) != len(prompt_ids):
+        raise ValueError(f"sample_completions: {len(seeds)} seeds for {len(prompt_ids)} prompts")
     model.eval()
     device = next(model.parameters()).device
     jobs = [(i, j) for i in range(len(prompt_ids)) for j in range(n_samples)]
     out: list[list[list[int]]] = [[[] for _ in range(n_samples)] for _ in prompt_ids]
-    gen = torch.Generator().manual_seed(seed)
-    # An explicit config with top-k and top-p off: a checkpoint's defaults, or generate's own
-    # top_k=50, would sample from a truncated distribution while every log-prob (PPO ratios,
-    # ℓ = f − log π) is taken over the full softmax.
-    gen_cfg = GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=not greedy, temperature=None if greedy else temperature,
-        top_k=None if greedy else 0, top_p=None if greedy else 1.0, eos_token_id=eos_id, pad_token_id=pad_id,
-    )
+    # Top-k and top-p off: a checkpoint's defaults, or generate's own top_k=50, would sample from a
+    # truncated distribution while every log-prob (PPO ratios, ℓ = f − log π) is over the full softmax.
+    gen_cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_k=None, top_p=None,
+                               eos_token_id=eos_id, pad_token_id=pad_id)
     bar = tqdm(total=len(jobs), desc="sampling", disable=not progress, leave=False)
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start : start + batch_size]
@@ -51,9 +105,11 @@ def sample_completions(
         for r, p in enumerate(prompts):  # left padding: every row's prompt ends at column T-1
             input_ids[r, T - len(p) :] = torch.tensor(p)
             attention_mask[r, T - len(p) :] = 1
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+        keys = torch.tensor([mix_seed(seeds[i], j) for i, j in chunk], dtype=torch.int64)
+        noise = LogitsProcessorList() if greedy else LogitsProcessorList([GumbelNoise(keys, T, temperature)])
         seqs = model.generate(
-            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=gen_cfg
+            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=gen_cfg,
+            logits_processor=noise,
         )[:, T:].tolist()
         for (i, j), ids in zip(chunk, seqs, strict=True):
             out[i][j] = ids[: ids.index(eos_id) + 1] if eos_id in ids else ids

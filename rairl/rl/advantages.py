@@ -20,15 +20,21 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
 
-def masked_mean(values: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
+def masked_mean(values: Tensor, mask: Tensor, dim: int | None = None, count: Tensor | None = None) -> Tensor:
     """Mean of `values` where `mask` is True; 0 where nothing is selected.
 
     `values` and `mask` (bool, or 0/1) broadcast to one shape. Unselected entries are
     replaced, not multiplied, so NaN/inf in padding never leaks in. `dim=None`
-    reduces to a scalar, else over `dim` only.
+    reduces to a scalar, else over `dim` only. `count` (a scalar, `dim=None` only): the
+    number to divide the masked sum by instead of the mask's own count; several processes
+    pass the global count (`Dist.all_sum`), so their shares add up to the global mean.
     """
     mask = mask.bool()
     total = torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device))
+    if count is not None:
+        if dim is not None:
+            raise ValueError("masked_mean: count is for dim=None (one scalar mean)")
+        return total.sum() / count.to(total).clamp(min=1)
     count = mask.expand_as(total)
     if dim is None:
         return total.sum() / count.sum().clamp(min=1)

@@ -19,7 +19,7 @@ from .advantages import masked_mean
 
 
 def ppo_clip_loss(
-    logp_new: Tensor, logp_old: Tensor, advantages: Tensor, mask: Tensor, clip_eps: float = 0.2
+    logp_new: Tensor, logp_old: Tensor, advantages: Tensor, mask: Tensor, clip_eps: float = 0.2, count: Tensor | None = None
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The clipped surrogate loss, a scalar, and stats `{clipfrac, approx_kl}`.
 
@@ -31,24 +31,25 @@ def ppo_clip_loss(
     `clipfrac`: fraction of valid tokens where the clipped term is the active one
     (ratio > 1+ε with A > 0, or ratio < 1−ε with A < 0), i.e. tokens with zero
     gradient. `approx_kl`: masked mean of `(ratio − 1) − log ratio` (k3 of old to
-    new). Stats are detached 0-dim tensors.
+    new). Stats are detached 0-dim tensors. `count`: the token count every mean divides by
+    instead of the mask's (the global one under several processes; `masked_mean`).
     """
     log_ratio = logp_new - logp_old.detach()  # (B, T)
     ratio = log_ratio.exp()  # (B, T)
     adv = advantages.detach()
     surr = ratio * adv
     surr_clipped = ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * adv
-    loss = masked_mean(-torch.minimum(surr, surr_clipped), mask)
+    loss = masked_mean(-torch.minimum(surr, surr_clipped), mask, count=count)
     with torch.no_grad():
         clipped = ((ratio > 1.0 + clip_eps) & (adv > 0)) | ((ratio < 1.0 - clip_eps) & (adv < 0))
         stats = {
-            "clipfrac": masked_mean(clipped.float(), mask),
-            "approx_kl": masked_mean((ratio - 1.0) - log_ratio, mask),
+            "clipfrac": masked_mean(clipped.float(), mask, count=count),
+            "approx_kl": masked_mean((ratio - 1.0) - log_ratio, mask, count=count),
         }
     return loss, stats
 
 
-def kl_k3(logp: Tensor, logp_ref: Tensor, mask: Tensor) -> Tensor:
+def kl_k3(logp: Tensor, logp_ref: Tensor, mask: Tensor, count: Tensor | None = None) -> Tensor:
     """k3 estimate of KL(π ‖ π_ref) from sampled tokens, a scalar ≥ 0.
 
     `logp`, `logp_ref` `(B, T)` float log-probs of the sampled tokens under the
@@ -56,7 +57,7 @@ def kl_k3(logp: Tensor, logp_ref: Tensor, mask: Tensor) -> Tensor:
     `exp(ref − logp) − (ref − logp) − 1`; the gradient flows through `logp`.
     """
     d = logp_ref.detach() - logp  # (B, T)
-    return masked_mean(d.exp() - d - 1.0, mask)
+    return masked_mean(d.exp() - d - 1.0, mask, count=count)
 
 
 def sampled_entropy(logp: Tensor) -> Tensor:
@@ -82,27 +83,28 @@ def policy_loss(
     logp_ref: Tensor | None = None,
     entropy: Tensor | None = None,
     entropy_coef: float = 0.0,
+    count: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """`ppo_clip_loss + kl_coef·kl_k3 − entropy_coef·mean entropy`, and detached stats.
 
     Shapes as in `ppo_clip_loss`; `logp_ref` `(B, T)` reference-policy log-probs,
     needed when `kl_coef > 0`; `entropy` `(B, T)` per-token entropy in nats,
     needed when `entropy_coef > 0`. Stats: `loss`, `pg_loss`, `clipfrac`,
-    `approx_kl`, and `kl` / `entropy` when given.
+    `approx_kl`, and `kl` / `entropy` when given. `count`: as in `ppo_clip_loss`.
     """
     if kl_coef > 0 and logp_ref is None:
         raise ValueError(f"kl_coef={kl_coef} needs logp_ref (reference log-probs), got None")
     if entropy_coef > 0 and entropy is None:
         raise ValueError(f"entropy_coef={entropy_coef} needs entropy (per-token), got None")
-    pg_loss, stats = ppo_clip_loss(logp_new, logp_old, advantages, mask, clip_eps=clip_eps)
+    pg_loss, stats = ppo_clip_loss(logp_new, logp_old, advantages, mask, clip_eps=clip_eps, count=count)
     loss = pg_loss
     stats["pg_loss"] = pg_loss.detach()
     if logp_ref is not None:
-        kl = kl_k3(logp_new, logp_ref, mask)
+        kl = kl_k3(logp_new, logp_ref, mask, count=count)
         loss = loss + kl_coef * kl
         stats["kl"] = kl.detach()
     if entropy is not None:
-        ent = masked_mean(entropy, mask)
+        ent = masked_mean(entropy, mask, count=count)
         loss = loss - entropy_coef * ent
         stats["entropy"] = ent.detach()
     stats["loss"] = loss.detach()

@@ -20,6 +20,11 @@ answer, else 0, one action per completion: the verifier reference; it reads
 answers, the others never do). The SFT baseline is `rairl.train.sft` run to the
 same token budget.
 
+Several processes (`torchrun`, `accelerate launch`; `dist`): every rank samples whole prompt
+groups with per-group seeds and the rollout is gathered, so every rank holds all of it; each
+discriminator batch and PPO minibatch (one global draw) is split over the ranks, and every
+loss divides by global counts. The rows it logs are those of one process, to rounding.
+
 Departures from the paper: the discriminator's negatives also include
 perturbed expert traces (negative from their first wrong step on); every loss
 is a token-level masked mean over the minibatch; the entropy bonus uses the
@@ -29,6 +34,7 @@ sampled estimate of `rairl.rl.ppo.sampled_entropy`.
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from collections.abc import Sequence
@@ -41,17 +47,18 @@ from transformers import PreTrainedTokenizerBase
 
 from ..airl.discriminator import (
     DiscRecord,
-    balanced_accuracy,
     discriminator_batch,
     discriminator_loss,
     discriminator_terms,
 )
 from ..airl.layout import ActionLayout, action_layout, step_rule
 from ..data import answer_kind, answers_match, extract_answer
+from ..dist import Dist
 from ..eval.discriminator import evaluate_discriminator
 from ..kernels.segments import StepRule
 from ..models.batch import TokenBatch, collate
 from ..models.modelset import ModelSet
+from ..models.sampling import mix_seed
 from ..rl.advantages import broadcast_to_tokens, masked_mean, sequence_advantages, step_advantages
 from ..rl.ppo import policy_loss, sampled_entropy
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -141,6 +148,12 @@ class Rollout:
     ref_logp: torch.Tensor | None  # (B·G, T) reference log-probs when kl_coef > 0
 
 
+def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> float:
+    """Clip the gradients' global norm to `max_norm`; returns the norm before clipping (whole, under FSDP2 too)."""
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+
+
 class AIRLTrainer:
     """The loop over a `ModelSet` (or `SharedBaseModels`); `train()` runs it, `iteration()` does one."""
 
@@ -155,6 +168,7 @@ class AIRLTrainer:
         val_records: Sequence[DiscRecord] = (),
         out_dir: str | Path | None = None,
         progress: bool = True,
+        dist: Dist = Dist(),
     ):
         if cfg.method == "sft" or cfg.operator != "ppo":
             raise ValueError(f"method={cfg.method!r}, operator={cfg.operator!r}: continued SFT and rft run in rairl.train.run, not this loop")
@@ -169,13 +183,20 @@ class AIRLTrainer:
         self.fixed_negatives = [r for r in disc_records if r.label == 0]
         self.val_records = list(val_records)
         self.out_dir = Path(out_dir) if out_dir else None
-        self.progress = progress
+        self.dist = dist
+        self.progress = progress and dist.main
+        if dist.world_size > min(cfg.minibatch_size, cfg.disc_batch_size):
+            raise ValueError(f"{dist.world_size} processes: minibatch_size={cfg.minibatch_size} and disc_batch_size="
+                             f"{cfg.disc_batch_size} must each be at least the number of processes")
         self.pad_id, self.eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
         if cfg.method != "outcome" and models.reward is None:
             raise ValueError(f"method={cfg.method!r} needs a reward model; only method='outcome' runs without one")
         self.rule: StepRule = StepRule("whole") if cfg.method == "outcome" else step_rule(models.reward.cfg, tokenizer)
-        self.policy_opt = torch.optim.AdamW(models.policy_parameters(), lr=cfg.lr, weight_decay=0.0, fused=True)
-        self.reward_opt = (torch.optim.AdamW(models.reward_parameters(), lr=cfg.disc_lr, weight_decay=0.0, fused=True)
+        models.parallelize(dist)  # before the optimisers: FSDP2 replaces the parameters by shards
+        self.reward = models.routed_reward() if models.reward is not None else None
+        fused = not (dist.on and dist.engine == "fsdp2")  # the fused CPU AdamW takes plain tensors, not DTensor shards
+        self.policy_opt = torch.optim.AdamW(models.policy_parameters(), lr=cfg.lr, weight_decay=0.0, fused=fused)
+        self.reward_opt = (torch.optim.AdamW(models.reward_parameters(), lr=cfg.disc_lr, weight_decay=0.0, fused=fused)
                            if cfg.method == "airl" else None)
         self.device = models.policy_parameters()[0].device  # batches go where the policy is
         elsewhere = {str(p.device) for p in models.reward_parameters()} - {str(self.device)}
@@ -188,46 +209,72 @@ class AIRLTrainer:
     def rollout(self) -> Rollout:
         cfg = self.cfg
         chosen = self.rng.sample(range(len(self.prompts)), min(cfg.prompts_per_iter, len(self.prompts)))
+        mine = [chosen[k] for k in self.dist.share(len(chosen))]  # this rank's whole groups, seeded per group
         samples = self.models.sample(
-            [self.prompts[i] for i in chosen], n_samples=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
-            eos_id=self.eos_id, pad_id=self.pad_id,
-            seed=cfg.seed * 1_000_003 + self.iteration_done, progress=False,
-        )
+            [self.prompts[i] for i in mine], n_samples=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
+            eos_id=self.eos_id, pad_id=self.pad_id, seeds=[mix_seed(cfg.seed, self.iteration_done, i) for i in mine], progress=False,
+        )  # called with no prompts too: FSDP2 gathers the weights on every rank together
         prompt_index = [i for i in chosen for _ in range(cfg.group_size)]
-        completions = [c for group in samples for c in group]
+        return self.make_rollout(prompt_index, [c for group in self.dist.gather(samples) for c in group])
+
+    def make_rollout(self, prompt_index: list[int], completions: list[list[int]]) -> Rollout:
+        """The rollout of these completions (G consecutive per prompt), with their log-probs at sampling time."""
+        cfg = self.cfg
         batch = collate([self.prompts[i] for i in prompt_index], completions, self.pad_id).to(self.device)
         # One epoch of one minibatch with no reward reading log π: the update's own forward gives
         # the old log-probs (ratio 1, as in GRPO with one iteration), so skip a second forward.
         single_pass = cfg.method == "outcome" and cfg.ppo_epochs == 1 and cfg.minibatch_size >= len(completions)
         with torch.no_grad():
-            old_logp = None if single_pass else self._chunked(self.models.policy_logprobs, batch)
-            ref_logp = self._chunked(self.models.reference_logprobs, batch) if cfg.kl_coef > 0 else None
+            old_logp = None if single_pass else self._by_rows(self.models.policy_logprobs, batch)
+            ref_logp = self._by_rows(self.models.reference_logprobs, batch) if cfg.kl_coef > 0 else None
         return Rollout(prompt_index, completions, batch, action_layout(batch, self.rule), old_logp, ref_logp)
 
-    def _chunked(self, logprobs, batch: TokenBatch) -> torch.Tensor:
-        """`logprobs(ids, mask, completion mask)` over the batch in minibatch-sized row chunks: the peak stays one minibatch's."""
-        size, scored = self.cfg.minibatch_size, batch.completion_mask()
-        return torch.cat([logprobs(batch.input_ids[i : i + size], batch.attention_mask[i : i + size], score_mask=scored[i : i + size])
-                          for i in range(0, batch.input_ids.shape[0], size)])
+    def _by_rows(self, logprobs, batch: TokenBatch) -> torch.Tensor:
+        """`logprobs(ids, mask, completion mask)` of every row, `(rows, T)`: each rank scores its share in
+        minibatch-sized chunks (the peak stays one minibatch's), then the shares are gathered."""
+        scored = batch.completion_mask()
+        return self._gather_rows(lambda a, b: logprobs(batch.input_ids[a:b], batch.attention_mask[a:b], score_mask=scored[a:b]),
+                                 batch.input_ids.shape[0])
+
+    def _gather_rows(self, fn, n: int) -> torch.Tensor:
+        """`fn(start, stop)` -> a tensor whose first dim runs over rows or their actions, for this rank's share of
+        `n` rows in minibatch-sized chunks; every rank's results concatenated in row order, on every rank."""
+        size, mine = self.cfg.minibatch_size, self.dist.share(n)
+        parts = []
+        for k in range(math.ceil(math.ceil(n / self.dist.world_size) / size)):  # as many passes on every rank:
+            a, b = mine.start + k * size, min(mine.start + (k + 1) * size, mine.stop)  # FSDP2 gathers in each
+            part = fn(a, b) if a < b else fn(0, 1)[:0]
+            parts.append(part.cpu() if self.dist.on else part)
+        local = torch.cat(parts) if parts else torch.zeros(0)
+        return torch.cat(self.dist.gather([local])).to(self.device) if self.dist.on else local
 
     # 2. discriminator ---------------------------------------------------------------------
     def discriminator_step(self, rollout: Rollout) -> dict[str, float]:
-        """One class-balanced BCE step: experts vs this rollout's samples and perturbed experts."""
+        """One class-balanced BCE step: experts vs this rollout's samples and perturbed experts.
+
+        The batch is drawn once (the same on every rank); each rank takes its share of it, and
+        each class's loss divides by that class's global action count.
+        """
         half = self.cfg.disc_batch_size // 2
         negatives = [DiscRecord(self.prompts[i], c, label=0) for i, c in zip(rollout.prompt_index, rollout.completions, strict=True)]
         n_pert = min(half // 2, len(self.fixed_negatives))
         records = (self.rng.sample(self.experts, min(half, len(self.experts)))
                    + self.rng.sample(negatives, min(half - n_pert, len(negatives))) + self.rng.sample(self.fixed_negatives, n_pert))
+        records = [records[k] for k in self.dist.share(len(records))]
         batch, layout, labels, valid = discriminator_batch(records, self.pad_id, self.rule, self.device)
+        pos = labels > 0.5
+        counts = self.dist.all_sum(torch.stack([(valid & pos).sum(), (valid & ~pos).sum()]).double())  # (2,) global
         with torch.no_grad():
             policy_logp = self.models.policy_logprobs(batch.input_ids, batch.attention_mask, score_mask=batch.completion_mask())
         self.models.train()
-        loss, ell = discriminator_loss(self.models.reward, batch, layout, policy_logp, labels, valid)
+        loss, ell = discriminator_loss(self.reward, batch, layout, policy_logp, labels, valid, class_counts=counts)
         self.reward_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.models.reward_parameters(), self.cfg.grad_clip)
+        self.dist.scale_loss(loss).backward()
+        clip_grad_norm(self.models.reward_parameters(), self.cfg.grad_clip)
         self.reward_opt.step()
-        return {"disc_loss": loss.item(), "disc_acc": balanced_accuracy(ell[valid], labels[valid])}  # ℓ before the step
+        hits = torch.stack([((ell > 0) & valid & pos).sum(), ((ell <= 0) & valid & ~pos).sum()]).double()
+        acc = self.dist.all_sum(hits) / counts.clamp(min=1)  # ℓ before the step
+        return {"disc_loss": float(self.dist.all_sum(loss.detach().double())), "disc_acc": float(acc.mean())}
 
     # 3. rewards ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -238,14 +285,13 @@ class AIRLTrainer:
             golds = [self.answers[i] for i in rollout.prompt_index]
             correct = [answers_match(extract_answer(t, kind=answer_kind(g)), g) for t, g in zip(texts, golds, strict=True)]
             return torch.tensor(correct, dtype=torch.float32, device=self.device)[rollout.layout.seq]  # one action per completion
-        self.models.reward.eval()
-        size, rewards = self.cfg.minibatch_size, []
-        for start in range(0, len(rollout.completions), size):  # actions are ordered by sequence: chunks concatenate
-            stop = min(start + size, len(rollout.completions))
-            terms = discriminator_terms(self.models.reward, rollout.batch.rows(start, stop), rollout.layout.rows(start, stop),
+        self.reward.eval()
+
+        def rows(start: int, stop: int) -> torch.Tensor:  # actions are ordered by sequence: row chunks concatenate
+            terms = discriminator_terms(self.reward, rollout.batch.rows(start, stop), rollout.layout.rows(start, stop),
                                         rollout.old_logp[start:stop])
-            rewards.append(terms.ell if self.cfg.policy_reward == "ell" else terms.f)
-        return torch.cat(rewards)
+            return terms.ell if self.cfg.policy_reward == "ell" else terms.f
+        return self._gather_rows(rows, len(rollout.completions))
 
     # 4. advantages -------------------------------------------------------------------------
     def token_advantages(self, rollout: Rollout, rewards: torch.Tensor) -> torch.Tensor:
@@ -268,27 +314,32 @@ class AIRLTrainer:
         stats: dict[str, list[float]] = {}
         order_rng = torch.Generator().manual_seed(cfg.seed * 7919 + self.iteration_done)
         for _ in range(cfg.ppo_epochs):
-            order = torch.randperm(len(rollout.completions), generator=order_rng)
+            order = torch.randperm(len(rollout.completions), generator=order_rng)  # one global permutation
             for start in range(0, len(order), cfg.minibatch_size):
-                idx = order[start : start + cfg.minibatch_size]
+                minibatch = order[start : start + cfg.minibatch_size]
+                share = self.dist.share(len(minibatch))
+                # A rank whose share is empty still steps with the others: one row, no token counted.
+                idx = minibatch[share.start : share.stop] if len(share) else minibatch[:1]
                 T = int(batch.seq_lens[idx].max())  # trim the minibatch's padding
-                ids, attn, m = batch.input_ids[idx, :T], batch.attention_mask[idx, :T], mask[idx, :T]
+                ids, attn, m = batch.input_ids[idx, :T], batch.attention_mask[idx, :T], mask[idx, :T] & (len(share) > 0)
+                count = self.dist.all_sum(m.sum().double())  # the minibatch's tokens on every rank
                 logp = self.models.policy_logprobs(ids, attn, score_mask=m)
                 old = logp.detach() if rollout.old_logp is None else rollout.old_logp[idx, :T]
                 loss, st = policy_loss(
                     logp, old, advantages[idx, :T], m, clip_eps=cfg.clip_eps,
                     kl_coef=cfg.kl_coef, logp_ref=None if rollout.ref_logp is None else rollout.ref_logp[idx, :T],
-                    entropy=sampled_entropy(logp), entropy_coef=cfg.entropy_coef,
+                    entropy=sampled_entropy(logp), entropy_coef=cfg.entropy_coef, count=count,
                 )
                 self.policy_opt.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.models.policy_parameters(), cfg.grad_clip)
+                self.dist.scale_loss(loss).backward()
+                grad_norm = clip_grad_norm(self.models.policy_parameters(), cfg.grad_clip)
                 for group in self.policy_opt.param_groups:
                     group["lr"] = self.policy_lr()
                 self.policy_opt.step()
                 self.policy_steps += 1
-                self.tokens_trained += int(m.sum())
-                for k, v in {**st, "grad_norm": grad_norm}.items():
+                self.tokens_trained += int(count)
+                summed = self.dist.all_sum(torch.stack(list(st.values())).double())  # shares of global means
+                for k, v in {**dict(zip(st, summed.tolist(), strict=True)), "grad_norm": grad_norm}.items():
                     stats.setdefault(k, []).append(float(v))
         return {k: sum(v) / len(v) for k, v in stats.items()}
 
@@ -319,7 +370,7 @@ class AIRLTrainer:
             row |= self.policy_update(rollout, self.token_advantages(rollout, rewards))
         self.iteration_done += 1
         if self.val_records and self.models.reward is not None and self.cfg.eval_every and self.iteration_done % self.cfg.eval_every == 0:
-            val = evaluate_discriminator(self.models.reward, self.models.policy_logprobs, self.val_records, self.pad_id, self.rule)
+            val = evaluate_discriminator(self.reward, self.models.policy_logprobs, self.val_records, self.pad_id, self.rule)
             row |= {"val_auroc": val["auroc"], "val_acc": val["acc"]}
         return {"iteration": self.iteration_done, "tokens": self.tokens_trained, **row, "seconds": time.time() - t0}
 
@@ -330,9 +381,9 @@ class AIRLTrainer:
     def train(self) -> list[dict]:
         """Run (or, after `resume()`, continue) to the budget; log JSONL rows and checkpoints under `out_dir`."""
         rows = []
-        if self.out_dir:
+        if self.out_dir and self.dist.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.out_dir / "train_log.jsonl" if self.out_dir else None
+        log_path = self.out_dir / "train_log.jsonl" if self.out_dir and self.dist.main else None
         bar = tqdm(total=self.cfg.iterations, initial=self.iteration_done, desc=f"train[{self.cfg.method}]", disable=not self.progress)
         while not self.done():
             row = self.iteration()

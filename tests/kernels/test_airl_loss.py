@@ -256,3 +256,28 @@ def test_validation_errors():
     with pytest.raises(ValueError, match="labels"):
         airl_loss(**kw, labels=batch["labels"][:-1], gamma=GAMMA)
 
+
+
+@pytest.mark.parametrize("backend", [*BACKENDS, "reference"])
+@pytest.mark.parametrize("labels", ["mixed", "pos"])
+def test_loss_shares_with_global_counts_add_up_to_the_whole(backend, labels):
+    """Two ranks' shares of the actions, each divided by the global class counts, sum to the loss of all of them."""
+    batch = make_batch(seed=random.randrange(10_000), n_seq=6, labels=labels)
+    cut = random.randrange(1, batch["action_start"].numel())
+    pos, valid = batch["labels"] > 0.5, batch["valid"]
+    counts = torch.stack([(valid & pos).sum(), (valid & ~pos).sum()]).double()
+
+    def share(part: slice, class_counts):
+        def fn(**b):
+            act = {k: b[k][part] for k in ("action_start", "action_end", "action_terminal", "labels", "valid")}
+            return airl_loss(**{**b, **act}, gamma=GAMMA, class_counts=class_counts, backend=backend)
+        return fn
+
+    whole, dg, dh = grads(share(slice(None), None), batch)
+    first, dg1, dh1 = grads(share(slice(0, cut), counts), batch)
+    second, dg2, dh2 = grads(share(slice(cut, None), counts), batch)
+    assert_close(first + second, whole, "loss")
+    assert_close(dg1 + dg2, dg, "d g_tok")
+    assert_close(dh1 + dh2, dh, "d h_tok")
+    alone, _, _ = grads(share(slice(0, cut), None), batch)  # its own counts: not a share of the whole
+    assert (alone - first).abs() > 1e-4

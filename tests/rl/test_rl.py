@@ -282,3 +282,12 @@ def test_policy_loss_missing_inputs() -> None:
         policy_loss(logp_new, logp_old, adv, mask, clip_eps=0.2, kl_coef=0.1)
     with pytest.raises(ValueError, match="entropy"):
         policy_loss(logp_new, logp_old, adv, mask, clip_eps=0.2, entropy_coef=0.1)
+
+
+def test_masked_mean_with_a_global_count_sums_shares_to_the_global_mean():
+    v, m = torch.randn(6, 5), torch.rand(6, 5) > 0.4
+    count = m.sum()
+    shares = masked_mean(v[:2], m[:2], count=count) + masked_mean(v[2:], m[2:], count=count)
+    torch.testing.assert_close(shares, masked_mean(v, m))
+    with pytest.raises(ValueError, match="dim=None"):
+        masked_mean(v, m, dim=0, count=count)
