@@ -148,6 +148,8 @@ def _train(args: argparse.Namespace) -> int:
     else:
         cfg = build_config(TrainRunConfig, quick_train_config() if args.quick else None, args)
     m = run_train(cfg, out, Path(args.warm) if args.warm else None, resume=bool(args.resume), progress=not args.no_progress)
+    if not m:  # a rank other than 0 of a launched run: rank 0 reports
+        return 0
     held_out = (f"pass@1 {m['pass1']:.3f}  pass@{m['k']} {m['passk']:.3f}  mean length {m['mean_len']:.1f}  "
                 f"format-valid {m['format_valid']:.3f}" if "pass1" in m else "no held-out evaluation (give --eval_data)")
     print(f"{m['method']} on {m['device']} ({m['dtype']}): {held_out}  ({m['tokens_trained']} policy tokens trained on)\n"

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..data.protocols import PROTOCOLS
 from ..metrics import bootstrap_ci, write_metrics
+from ..train.checkpoint import latest_checkpoint
 from ..train.protocol import ARMS as PROTOCOL_ARMS
 from ..train.protocol import ProtocolConfig, quick_protocol_config, run_protocol_seed
 from ..train.rft import RFTConfig
@@ -128,7 +129,7 @@ def run_compare(cfg: CompareConfig, out: str | Path, progress: bool = True) -> d
             if done.exists():
                 per_seed[name].append(json.loads(done.read_text()))
                 continue
-            resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("iter_*.pt"))
+            resume = latest_checkpoint(run_dir / "checkpoints") is not None
             if progress:
                 print(f"[compare {time.time() - t0:7.1f}s] seed {seed}: {name}{' (resumed)' if resume else ''}", flush=True)
             per_seed[name].append(post_train(run_cfg, seed, run_dir, warm_dir, resume=resume, progress=progress))

@@ -201,6 +201,12 @@ class SharedBaseModels:
             raise ValueError(f"SharedBaseModels: parallel engine {dist.engine!r}; LoRA adapters on a shared base use ddp")
         self.engine = wrap(self.module, dist)
 
+    def whole(self) -> None:
+        """The weights are whole already (DDP replicates them)."""
+
+    def reshard(self) -> None:
+        """Nothing is sharded (DDP replicates the adapters)."""
+
     def routed_reward(self) -> RoutedReward:
         """The reward model whose `token_terms` run through the engine (what the trainer trains and reads)."""
         return RoutedReward(self.engine, self.reward)

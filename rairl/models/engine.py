@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import torch
 from torch import nn
+from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from ..dist import Dist
 from .batch import TokenBatch
@@ -57,23 +58,53 @@ def wrap(module: TrainModule, dist: Dist) -> nn.Module:
                                                    find_unused_parameters=True, broadcast_buffers=False)
     if dist.engine == "fsdp2":
         from torch.distributed.fsdp import fully_shard
+        # One unit for the whole module. Per-layer units would lower the peak, but each rank generates its own
+        # prompts (different numbers of decoding steps), and a layer unit gathers in every forward: out of step.
         fully_shard(module)
         return module
     raise ValueError(f"Dist.engine={dist.engine!r}; use 'ddp' or 'fsdp2'")
 
 
+def _fsdp_units(module: nn.Module) -> list[nn.Module]:
+    return [m for m in module.modules() if hasattr(m, "unshard") and hasattr(m, "reshard")]
+
+
+def is_sharded(module: nn.Module) -> bool:
+    return bool(_fsdp_units(module))
+
+
+def plain_lm(like: PreTrainedModel, state: dict[str, torch.Tensor]) -> PreTrainedModel:
+    """A new, unwrapped causal LM of `like`'s config, dtype and device holding the whole weights `state`."""
+    lm = AutoModelForCausalLM.from_config(like.config, dtype=like.dtype, attn_implementation=like.config._attn_implementation)
+    missing, unexpected = lm.load_state_dict(state, strict=False)
+    tied = {k for k in missing if like.config.get_text_config().tie_word_embeddings and k.endswith("lm_head.weight")}
+    if set(missing) - tied or unexpected:
+        raise ValueError(f"plain_lm: state does not fit {type(lm).__name__}: missing {sorted(set(missing) - tied)[:3]}, "
+                         f"unexpected {unexpected[:3]}")
+    lm.tie_weights()
+    return lm.to(state[next(iter(state))].device)
+
+
+def unshard(module: nn.Module) -> None:
+    """Every FSDP2 unit of `module` holds whole weights (until `reshard`); a no-op without FSDP2."""
+    for m in _fsdp_units(module):
+        m.unshard()
+
+
+def reshard(module: nn.Module) -> None:
+    """Every FSDP2 unit back to its shard: the root keeps whole weights after a forward without backward."""
+    for m in _fsdp_units(module):
+        m.reshard()
+
+
 @contextlib.contextmanager
 def gathered(module: nn.Module) -> Iterator[None]:
-    """Whole weights inside the block (FSDP2 shards are gathered), e.g. to generate or save; a no-op otherwise."""
-    unshard = getattr(module, "unshard", None)
-    if unshard is None:
-        yield
-        return
-    unshard()
+    """Whole weights inside the block (FSDP2 shards are gathered), e.g. to generate; a no-op otherwise."""
+    unshard(module)
     try:
         yield
     finally:
-        module.reshard()
+        reshard(module)
 
 
 class RoutedReward:

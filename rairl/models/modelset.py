@@ -19,7 +19,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from ..dist import Dist
-from .engine import RoutedReward, TrainModule, gathered, wrap
+from .engine import RoutedReward, TrainModule, gathered, is_sharded, plain_lm, reshard, wrap
 from .lm import per_token_logprobs
 from .reward import RewardModel
 from .sampling import sample_completions
@@ -40,6 +40,28 @@ class ModelSet:
     def parallelize(self, dist: Dist) -> None:
         """Wrap the trained module for `dist` (DDP or FSDP2); before any optimiser is built."""
         self.engine = wrap(self.module, dist)
+
+    def whole(self) -> None:
+        """After training under FSDP2 (every rank together): plain, whole copies of the policy and the reward
+        replace the sharded ones, to evaluate or save; a no-op otherwise."""
+        if not is_sharded(self.module):
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+        full = get_model_state_dict(self.module, options=StateDictOptions(full_state_dict=True))
+
+        def part(prefix: str) -> dict[str, torch.Tensor]:
+            return {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}
+
+        self.policy = plain_lm(self.policy, part("policy."))
+        if self.reward is not None:
+            reward = RewardModel(plain_lm(self.reward.lm, part("reward.lm.")), self.reward.cfg)
+            reward.load_state_dict(part("reward."))
+            self.reward = reward.to(next(self.policy.parameters()).device)
+        self.module = self.engine = TrainModule(self.policy, self.reward)
+
+    def reshard(self) -> None:
+        """FSDP2: back to shards after passes without backward (to free memory, or to checkpoint); a no-op otherwise."""
+        reshard(self.module)
 
     def policy_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                         score_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,60 +1,105 @@
-"""Atomic training checkpoints: write to a temporary file, fsync, then rename.
+"""Training checkpoints: one folder per saved iteration, written by every rank, committed by rank 0.
 
-A run killed at any moment leaves either the previous complete checkpoint or
-the new one, never a half-written file under a checkpoint's name; leftover
-temporary files are ignored (and removed at the next save).
+    checkpoints/iter_000010/
+        .metadata, *.distcp   tensors: models and optimisers (`torch.distributed.checkpoint`: each rank
+                              writes its FSDP2 shards, replicated tensors once; loads at any world size)
+        trainer.json          the loop's counters and config, the world size that wrote it
+        rng_rank{r}.pt        each rank's RNG states
+        COMMITTED             written last, after every rank finished: the folder is complete
+
+A run killed at any moment leaves the previous committed folder intact; a folder without
+COMMITTED is ignored, and removed at the next save.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 
 import torch
+import torch.distributed.checkpoint as dcp
 
-FORMAT_VERSION = 2  # 2: the trainer state holds policy_steps (lr warm-up)
-_PREFIX, _SUFFIX = "iter_", ".pt"
+from ..dist import Dist
+
+FORMAT_VERSION = 3  # 3: a folder (distributed checkpoint) with a commit marker
+_PREFIX, _MARKER = "iter_", "COMMITTED"
 
 
-def save_checkpoint(directory: str | Path, iteration: int, state: dict, keep: int = 2) -> Path:
-    """Write `state` as `directory/iter_{iteration:06d}.pt` atomically; keep the newest `keep` checkpoints."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    final = directory / f"{_PREFIX}{iteration:06d}{_SUFFIX}"
-    tmp = final.with_name(final.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save({"format_version": FORMAT_VERSION, **state}, f)
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, final)
-    dir_fd = os.open(directory, os.O_RDONLY)  # make the rename itself durable
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-    for old in _complete(directory)[:-keep]:
-        old.unlink()
-    for stale in directory.glob(f"{_PREFIX}*{_SUFFIX}.tmp"):
-        stale.unlink()
-    return final
 
 
-def _complete(directory: Path) -> list[Path]:
-    return sorted(directory.glob(f"{_PREFIX}*{_SUFFIX}"))  # zero-padded: name order is iteration order
+def save_checkpoint(directory: str | Path, iteration: int, tensors: dict, meta: dict, rng: dict, dist: Dist = Dist(),
+                    keep: int = 2) -> Path:
+    """Write `directory/iter_{iteration:06d}/` on every rank; rank 0 commits it and keeps the newest `keep`.
+
+    `tensors`: nested dicts of tensors (DTensor shards included); `meta`: JSON-able; `rng`: this rank's
+    RNG states (torch-saveable). Every rank calls this together.
+    """
+    directory = Path(directory)
+    path = directory / f"{_PREFIX}{iteration:06d}"
+    if dist.main:
+        if path.exists():  # an uncommitted folder of a killed save, or a checkpoint being redone
+            shutil.rmtree(path)
+        path.mkdir(parents=True)
+    dist.barrier()
+    dcp.save(tensors, checkpoint_id=str(path), no_dist=not dist.on)
+    torch.save(rng, path / f"rng_rank{dist.rank}.pt")
+    dist.barrier()  # every rank's shards are on disk
+    if dist.main:
+        (path / "trainer.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "world_size": dist.world_size, **meta}, indent=2))
+        _write_atomic(path / _MARKER, f"{iteration}\n")
+        for old in _committed(directory)[:-keep]:
+            shutil.rmtree(old)
+        for stale in directory.glob(f"{_PREFIX}*"):
+            if stale.is_dir() and not (stale / _MARKER).exists():
+                shutil.rmtree(stale)
+    dist.barrier()
+    return path
+
+
+def _committed(directory: Path) -> list[Path]:
+    found = [p for p in directory.glob(f"{_PREFIX}*") if (p / _MARKER).exists()] if directory.is_dir() else []
+    return sorted(found)  # zero-padded: name order is iteration order
 
 
 def latest_checkpoint(directory: str | Path) -> Path | None:
-    """The newest complete checkpoint in `directory`, or None."""
-    directory = Path(directory)
-    found = _complete(directory) if directory.is_dir() else []
+    """The newest committed checkpoint folder in `directory`, or None."""
+    found = _committed(Path(directory))
     return found[-1] if found else None
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """The state saved by `save_checkpoint`; refuses another format version, naming the file."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    version = state.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ValueError(f"{path}: field 'format_version' is {version!r}, this rairl reads {FORMAT_VERSION}; "
-                         "finish the run with the rairl version that wrote it")
-    return state
+def read_meta(path: str | Path) -> dict:
+    """A checkpoint's `trainer.json`; refuses another format version, naming the file."""
+    meta_file = Path(path) / "trainer.json"
+    if not meta_file.exists():
+        raise ValueError(f"{meta_file}: missing; {path} is not a checkpoint folder written by this rairl "
+                         "(older ones were single .pt files: finish that run with the rairl version that wrote it)")
+    meta = json.loads(meta_file.read_text())
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{meta_file}: field 'format_version' is {meta.get('format_version')!r}, this rairl reads "
+                         f"{FORMAT_VERSION}; finish the run with the rairl version that wrote it")
+    return meta
+
+
+def load_checkpoint(path: str | Path, tensors: dict, dist: Dist = Dist()) -> tuple[dict, dict]:
+    """Fill `tensors` (laid out as at save time, for this world size) in place from `path`; returns
+    `(meta, rng)`, rng being this rank's states (rank 0's when the writing run had fewer ranks)."""
+    path = Path(path)
+    meta = read_meta(path)
+    dcp.load(tensors, checkpoint_id=str(path), no_dist=not dist.on)
+    rng_file = path / f"rng_rank{dist.rank}.pt"
+    rng = torch.load(rng_file if rng_file.exists() else path / "rng_rank0.pt", weights_only=True)
+    return meta, rng

@@ -26,6 +26,7 @@ from ..airl.discriminator import DiscRecord
 from ..airl.layout import step_rule
 from ..data import Example, TaskConfig, load_examples, load_prompts, make_splits, parse_fields
 from ..data.task import quick_task_config
+from ..dist import ENGINES, init_dist
 from ..eval.discriminator import evaluate_steps
 from ..eval.policy import PolicyEvalConfig, evaluate_policy
 from ..metrics import write_metrics
@@ -35,6 +36,7 @@ from ..models.device import OnDevice
 from ..models.lm import load_causal_lm, looks_local, per_token_logprobs
 from ..models.modelset import ModelSet
 from ..models.reward import RewardModel
+from .checkpoint import latest_checkpoint
 from .rft import RFTConfig, by_gold, by_warm_reward, run_rft
 from .sft import SFTConfig, train_sft
 from .trainer import AIRLTrainer, TrainConfig
@@ -66,6 +68,9 @@ class RunConfig(OnDevice):
     lora: bool = False
     adapters: AdapterConfig = field(default_factory=AdapterConfig)  # the shared base and its adapters (with lora)
     rft: RFTConfig = field(default_factory=RFTConfig)  # train.operator='rft': rounds of reward-ranked fine-tuning
+    # Under torchrun / accelerate launch: ddp | fsdp2 | auto (FSDP2 when accelerate is configured for it,
+    # else DDP with lora, FSDP2 for full weights). One process (no launcher) ignores it.
+    parallel: str = "auto"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -76,6 +81,10 @@ class RunConfig(OnDevice):
             raise ValueError("train.method='sft' needs train.token_budget > 0 (the matched budget)")
         if self.lora and self.train.method == "sft":
             raise ValueError("lora=True applies to the RL methods; train.method='sft' trains the full model")
+        if self.parallel not in ENGINES:
+            raise ValueError(f"parallel={self.parallel!r}; choose one of {ENGINES}")
+        if self.parallel == "fsdp2" and self.lora:
+            raise ValueError("parallel='fsdp2' shards full weights; lora=True runs under parallel='ddp'")
         for name in ("negative_prompts", "disc_experts"):
             if getattr(self.warm, name) > self.task.n_train:
                 raise ValueError(f"warm.{name}={getattr(self.warm, name)} > task.n_train={self.task.n_train}")
@@ -184,18 +193,31 @@ def post_train(cfg: RunConfig, seed: int, out: Path, warm_dir: Path | None = Non
     On the embedded task, or with `data.policy` on the user's policy and files. Writes `out/config.json`
     (the run's `seed`, `cfg` and `data`), `out/train_log.jsonl` or `out/sft_log.jsonl`, checkpoints,
     the trained models and `out/metrics.json`; returns the metrics.
+
+    Under a launcher (several processes): rank 0 builds the warm start while the others wait, then every
+    rank trains its share of each batch (`AIRLTrainer`); rank 0 alone writes, evaluates and returns the
+    metrics (the other ranks return `{}`).
     """
     t0 = time.time()
-    if not resume and ((out / "metrics.json").exists() or any((out / "checkpoints").glob("iter_*.pt"))):
+    dist = init_dist(cfg.parallel, cfg.lora)
+    if dist.on and (cfg.train.method == "sft" or cfg.train.operator == "rft"):
+        raise ValueError(f"train.method={cfg.train.method!r}, train.operator={cfg.train.operator!r} run in one process; "
+                         "launch it without torchrun / accelerate launch")
+    if not resume and ((out / "metrics.json").exists() or latest_checkpoint(out / "checkpoints") is not None):
         raise ValueError(f"{out} already holds a run (metrics.json or checkpoints); continue it with --resume {out} "
                          "or choose another --out")
     rd = run_data(cfg, seed, data)  # files are read (and refused) before anything is written
-    out.mkdir(parents=True, exist_ok=True)
+    dist.barrier()  # every rank checked the folder before rank 0 writes into it
     warm_dir = warm_dir or out / "warm"
-    warm = warm_start_for(cfg, seed, warm_dir, progress, data)
-    if not resume:
-        (out / "config.json").write_text(json.dumps({"seed": seed, **asdict(cfg), **asdict(data)}, indent=2))
-        (out / "train_log.jsonl").unlink(missing_ok=True)
+    if dist.main:
+        out.mkdir(parents=True, exist_ok=True)
+        warm = warm_start_for(cfg, seed, warm_dir, progress, data)
+        if not resume:
+            (out / "config.json").write_text(json.dumps({"seed": seed, **asdict(cfg), **asdict(data)}, indent=2))
+            (out / "train_log.jsonl").unlink(missing_ok=True)
+    dist.barrier()
+    if not dist.main:
+        warm = warm_start_for(cfg, seed, warm_dir, False, data)  # rank 0's, read back
     tokenizer, policy, reward, method = warm.tokenizer, warm.policy, warm.reward_model, cfg.train.method
     if method == "sft":
         tokens = continue_sft(cfg, seed, policy, tokenizer, rd.demos, out, progress)[-1]["tokens"]
@@ -211,11 +233,16 @@ def post_train(cfg: RunConfig, seed: int, out: Path, warm_dir: Path | None = Non
             models = ModelSet(policy, reward, with_reference=cfg.train.kl_coef > 0)
         prompts = encode_prompts(tokenizer, rd.prompts, max_prompt_tokens=cfg.warm.max_prompt_tokens)
         trainer = AIRLTrainer(models, tokenizer, prompts, warm.train_records, cfg.train, answers=rd.answers,
-                              val_records=warm.val_records, out_dir=out, progress=progress)
+                              val_records=warm.val_records, out_dir=out, progress=progress, dist=dist)
         if resume:
             trainer.resume()
         trainer.train()
         tokens = trainer.tokens_trained
+        models.whole()  # FSDP2: plain, whole copies from here on
+        if not cfg.lora:
+            policy, reward = models.policy, models.reward
+        if not dist.main:
+            return {}
     if cfg.lora:
         models.save_pretrained(out / "adapters")  # adapters/policy, adapters/reward over the warm start's base policy
     else:

@@ -42,6 +42,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from torch.distributed.checkpoint.state_dict import (
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
@@ -61,7 +65,7 @@ from ..models.modelset import ModelSet
 from ..models.sampling import mix_seed
 from ..rl.advantages import broadcast_to_tokens, masked_mean, sequence_advantages, step_advantages
 from ..rl.ppo import policy_loss, sampled_entropy
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import latest_checkpoint, load_checkpoint, read_meta, save_checkpoint
 
 # Every post-training method; `sft` is continued SFT (`rairl.train.sft`), the others run this loop.
 METHODS = ("sft", "airl", "frozen", "outcome")
@@ -109,6 +113,9 @@ class TrainConfig:
     kl_coef: float = 0.0  # k3 KL to the reference policy; > 0 keeps a reference
     entropy_coef: float = 0.0  # weight of the sampled entropy bonus
     grad_clip: float = 1.0  # max gradient norm (policy and discriminator)
+    # AdamW eps of both optimisers. A weight whose true gradient is ~0 moves by lr·sign(rounding noise)
+    # at 1e-8: runs that differ only in rounding (another world size) drift apart by ~lr there.
+    adam_eps: float = 1e-8
     # bookkeeping
     checkpoint_every: int = 5  # iterations between checkpoints (0: never)
     keep_checkpoints: int = 2  # newest checkpoints kept on disk
@@ -132,6 +139,8 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)}; must be >= 0")
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"TrainConfig.gamma={self.gamma}; must be in [0, 1]")
+        if self.adam_eps <= 0:
+            raise ValueError(f"TrainConfig.adam_eps={self.adam_eps}; must be > 0")
         if self.lr <= 0 or self.sft_lr <= 0:
             raise ValueError(f"TrainConfig: lr={self.lr} and sft_lr={self.sft_lr} must be > 0")
 
@@ -195,8 +204,8 @@ class AIRLTrainer:
         models.parallelize(dist)  # before the optimisers: FSDP2 replaces the parameters by shards
         self.reward = models.routed_reward() if models.reward is not None else None
         fused = not (dist.on and dist.engine == "fsdp2")  # the fused CPU AdamW takes plain tensors, not DTensor shards
-        self.policy_opt = torch.optim.AdamW(models.policy_parameters(), lr=cfg.lr, weight_decay=0.0, fused=fused)
-        self.reward_opt = (torch.optim.AdamW(models.reward_parameters(), lr=cfg.disc_lr, weight_decay=0.0, fused=fused)
+        self.policy_opt = torch.optim.AdamW(models.policy_parameters(), lr=cfg.lr, eps=cfg.adam_eps, weight_decay=0.0, fused=fused)
+        self.reward_opt = (torch.optim.AdamW(models.reward_parameters(), lr=cfg.disc_lr, eps=cfg.adam_eps, weight_decay=0.0, fused=fused)
                            if cfg.method == "airl" else None)
         self.device = models.policy_parameters()[0].device  # batches go where the policy is
         elsewhere = {str(p.device) for p in models.reward_parameters()} - {str(self.device)}
@@ -246,6 +255,7 @@ class AIRLTrainer:
             part = fn(a, b) if a < b else fn(0, 1)[:0]
             parts.append(part.cpu() if self.dist.on else part)
         local = torch.cat(parts) if parts else torch.zeros(0)
+        self.models.reshard()
         return torch.cat(self.dist.gather([local])).to(self.device) if self.dist.on else local
 
     # 2. discriminator ---------------------------------------------------------------------
@@ -372,6 +382,7 @@ class AIRLTrainer:
         if self.val_records and self.models.reward is not None and self.cfg.eval_every and self.iteration_done % self.cfg.eval_every == 0:
             val = evaluate_discriminator(self.reward, self.models.policy_logprobs, self.val_records, self.pad_id, self.rule)
             row |= {"val_auroc": val["auroc"], "val_acc": val["acc"]}
+            self.models.reshard()
         return {"iteration": self.iteration_done, "tokens": self.tokens_trained, **row, "seconds": time.time() - t0}
 
     def done(self) -> bool:
@@ -401,33 +412,45 @@ class AIRLTrainer:
         return rows
 
     # checkpoints ---------------------------------------------------------------------------
-    def state(self) -> dict:
-        return {
-            "iteration": self.iteration_done, "tokens": self.tokens_trained, "policy_steps": self.policy_steps, "config": asdict(self.cfg),
-            "models": self.models.state_dict(), "policy_opt": self.policy_opt.state_dict(),
-            "reward_opt": self.reward_opt.state_dict() if self.reward_opt else None, "python_rng": self.rng.getstate(), "torch_rng": torch.get_rng_state(),
-        }
+    def _tensors(self) -> dict:
+        """Everything a checkpoint restores that is a tensor: models and optimisers (FQN-keyed, so they
+        reshard to another world size)."""
+        self.models.reshard()  # the optimisers hold the shards
+        opts = {"policy_opt": get_optimizer_state_dict(self.models.module, self.policy_opt)}
+        if self.reward_opt:
+            opts["reward_opt"] = get_optimizer_state_dict(self.models.module, self.reward_opt)
+        return {"models": self.models.state_dict(), **opts}
 
     def save_checkpoint(self) -> Path:
-        return save_checkpoint(self.out_dir / "checkpoints", self.iteration_done, self.state(), keep=self.cfg.keep_checkpoints)
+        """Every rank together: a committed checkpoint folder under `out_dir/checkpoints`."""
+        meta = {"iteration": self.iteration_done, "tokens": self.tokens_trained, "policy_steps": self.policy_steps,
+                "config": asdict(self.cfg)}
+        rng = {"python": self.rng.getstate(), "torch": torch.get_rng_state()}
+        return save_checkpoint(self.out_dir / "checkpoints", self.iteration_done, self._tensors(), meta, rng, self.dist,
+                               keep=self.cfg.keep_checkpoints)
 
     def resume(self) -> int:
-        """Load the latest complete checkpoint under `out_dir`; drop log rows written after it. Returns its iteration."""
+        """Load the newest committed checkpoint under `out_dir` (written at any world size); drop log rows
+        written after it. Returns its iteration."""
         path = latest_checkpoint(self.out_dir / "checkpoints")
         if path is None:
-            raise FileNotFoundError(f"{self.out_dir / 'checkpoints'}: no complete checkpoint to resume from")
-        state = load_checkpoint(path)
-        saved = {**asdict(TrainConfig()), **state["config"]}  # fields added since the checkpoint: their defaults
+            raise FileNotFoundError(f"{self.out_dir / 'checkpoints'}: no committed checkpoint to resume from")
+        meta = read_meta(path)
+        saved = {**asdict(TrainConfig()), **meta["config"]}  # fields added since the checkpoint: their defaults
         diff = sorted(k for k, v in asdict(self.cfg).items() if saved[k] != v and k not in RESUMABLE_CHANGES)
         if diff:
             raise ValueError(f"{path}: written with another TrainConfig (fields {diff} differ); resume with the run's config.json")
-        self.models.load_state_dict(state["models"])
-        self.policy_opt.load_state_dict(state["policy_opt"])
+        tensors = self._tensors()
+        meta, rng = load_checkpoint(path, tensors, self.dist)
+        self.models.load_state_dict(tensors["models"])
+        set_optimizer_state_dict(self.models.module, self.policy_opt, tensors["policy_opt"])
         if self.reward_opt:
-            self.reward_opt.load_state_dict(state["reward_opt"])
-        self.rng.setstate(state["python_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        self.iteration_done, self.tokens_trained, self.policy_steps = state["iteration"], state["tokens"], state["policy_steps"]
+            set_optimizer_state_dict(self.models.module, self.reward_opt, tensors["reward_opt"])
+        self.rng.setstate(rng["python"])
+        torch.set_rng_state(rng["torch"])
+        self.iteration_done, self.tokens_trained, self.policy_steps = meta["iteration"], meta["tokens"], meta["policy_steps"]
+        if not self.dist.main:
+            return self.iteration_done
         log_path = self.out_dir / "train_log.jsonl"
         if log_path.exists():  # rows of iterations after the checkpoint are redone
             rows = [line for line in log_path.read_text().splitlines() if json.loads(line)["iteration"] <= self.iteration_done]

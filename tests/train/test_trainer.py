@@ -19,7 +19,7 @@ from rairl.models.batch import encode_completions, encode_prompts
 from rairl.models.modelset import ModelSet
 from rairl.models.reward import RewardConfig, RewardModel
 from rairl.rl.ppo import sampled_entropy
-from rairl.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from rairl.train.checkpoint import latest_checkpoint, load_checkpoint, read_meta, save_checkpoint
 from rairl.train.sft import SFTConfig, train_sft
 from rairl.train.trainer import AIRLTrainer, TrainConfig
 
@@ -192,20 +192,25 @@ def test_resume_reproduces_the_uninterrupted_run(tiny, tmp_path):
 def test_resume_refuses_another_config(tiny, tmp_path):
     _trainer(tiny, replace(SMALL, iterations=2, checkpoint_every=2), tmp_path, seed=3).train()
     other = _trainer(tiny, replace(SMALL, iterations=2, checkpoint_every=2, lr=5e-4), tmp_path, seed=3)
-    with pytest.raises(ValueError, match=r"iter_000002\.pt.*\['lr'\]"):
+    with pytest.raises(ValueError, match=r"iter_000002: .*\['lr'\]"):
         other.resume()
 
 
-def test_checkpoints_are_atomic_and_pruned(tmp_path):
+def test_checkpoints_are_committed_and_pruned(tmp_path):
     for it in (1, 2, 3):
-        save_checkpoint(tmp_path, it, {"x": torch.tensor([it])}, keep=2)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["iter_000002.pt", "iter_000003.pt"]
-    (tmp_path / "iter_000004.pt.tmp").write_bytes(b"half a checkpoint")  # a save killed mid-write
-    assert latest_checkpoint(tmp_path).name == "iter_000003.pt"
-    assert load_checkpoint(latest_checkpoint(tmp_path))["x"].item() == 3
-    torch.save({"format_version": 99}, tmp_path / "iter_000005.pt")
-    with pytest.raises(ValueError, match=r"iter_000005\.pt: field 'format_version' is 99"):
-        load_checkpoint(tmp_path / "iter_000005.pt")
+        save_checkpoint(tmp_path, it, {"x": torch.tensor([it])}, {"iteration": it}, {"state": it}, keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["iter_000002", "iter_000003"]
+    (tmp_path / "iter_000004").mkdir()  # a save killed before its commit
+    (tmp_path / "iter_000004" / "trainer.json").write_text("{}")
+    assert latest_checkpoint(tmp_path).name == "iter_000003"
+    x = {"x": torch.tensor([0])}
+    meta, rng = load_checkpoint(latest_checkpoint(tmp_path), x)
+    assert (x["x"].item(), meta["iteration"], rng) == (3, 3, {"state": 3})
+    save_checkpoint(tmp_path, 5, {"x": torch.tensor([5])}, {"iteration": 5}, {}, keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["iter_000003", "iter_000005"]  # the uncommitted one removed
+    (tmp_path / "iter_000005" / "trainer.json").write_text('{"format_version": 99}')
+    with pytest.raises(ValueError, match=r"iter_000005/trainer.json: field 'format_version' is 99"):
+        load_checkpoint(tmp_path / "iter_000005", x)
 
 
 def _rairl(*args: str) -> list[str]:
@@ -227,7 +232,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    stopped_at = load_checkpoint(latest_checkpoint(killed / "checkpoints"))["iteration"]
+    stopped_at = read_meta(latest_checkpoint(killed / "checkpoints"))["iteration"]
     assert stopped_at < 20, "the run finished before it could be killed; make it longer"
     subprocess.run(_rairl("train", "--resume", str(killed), "--warm", str(full / "warm"), "--no-progress"),
                    check=True, env=env, capture_output=True)
