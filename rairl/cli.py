@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import types
 import typing
@@ -35,6 +36,7 @@ from .commands.files import (
 )
 from .commands.train import TrainRunConfig, quick_train_config, resume_config, run_train
 from .configs import config_from_dict, defaults_tree, field_help, load_config_file, resolve_types
+from .dist import finish_dist
 from .plan import PRESETS, PlanConfig
 
 BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
@@ -240,11 +242,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     hf_logging.disable_progress_bar()  # per-file load/save bars would drown the commands' own
+    if int(os.environ.get("RANK", "0")) != 0:  # under a launcher rank 0 reports; the others print only errors
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
+        args.no_progress = True
     try:
-        return args.func(args)
+        code = args.func(args)
     except (ValueError, FileNotFoundError, ImportError) as e:
         print(f"rairl {args.command}: error: {e}", file=sys.stderr)
         return 2
+    finish_dist()  # every rank done: leave the process group together (a rank gone early aborts gloo's peers)
+    return code
 
 
 if __name__ == "__main__":

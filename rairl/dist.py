@@ -123,3 +123,10 @@ def init_dist(engine: str = "auto", lora: bool = False, timeout_s: float = 1800.
             torch.cuda.set_device(local)
         torch_dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
     return Dist(rank=rank, world_size=world, local_rank=local, engine=engine)
+
+
+def finish_dist() -> None:
+    """Every rank, once its work is done: wait for the others, then leave the process group (no-op without one)."""
+    if torch_dist.is_initialized():
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()

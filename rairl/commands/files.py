@@ -2,6 +2,8 @@
 
 Each command reads its inputs through `rairl.data` loaders (errors name the
 file, line and field), calls the library and writes `metrics.json` into `out`.
+Under a launcher (`torchrun`, `accelerate launch`), score, rerank and localise split
+the items between the processes and gather the results in order; rank 0 writes.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ..data import (
     split_steps,
 )
 from ..data.steps import step_separator
+from ..dist import Dist, init_dist
 from ..eval.localise import calibrate_localiser, evaluate_localise, item_step_scores
 from ..metrics import first_below, localisation_metrics, rerank_metrics, write_metrics
 from ..models.adapters import AdapterConfig
@@ -104,6 +107,10 @@ class Scoring(OnDevice):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} {getattr(self, name)}: must be >= 1")
 
+    def dist(self) -> Dist:
+        """The launched processes (scoring replicates the model: no engine wraps it)."""
+        return init_dist("ddp")
+
     def scorer(self, reward: str) -> RewardScorer:
         return RewardScorer.from_pretrained(reward, self.device, self.dtype, batch_size=self.batch_size,
                                             max_prompt_tokens=self.max_prompt_tokens, max_completion_tokens=self.max_completion_tokens)
@@ -126,13 +133,16 @@ class ScoreConfig(Scoring):
 
 def score_command(cfg: ScoreConfig, out: Path, progress: bool = True) -> dict:
     """Per-step scores of every completion in `cfg.data`, each with its step texts."""
-    examples = load_examples(cfg.data, fields=parse_fields(cfg.fields))
+    examples, dist = load_examples(cfg.data, fields=parse_fields(cfg.fields)), cfg.dist()
     scorer = cfg.scorer(cfg.reward)
-    scores = scorer.score([e.prompt for e in examples], [e.completion for e in examples], cfg.step_delimiter, progress=progress)
+    mine = [examples[k] for k in dist.share(len(examples))]
+    scores = dist.gather(scorer.score([e.prompt for e in mine], [e.completion for e in mine], cfg.step_delimiter,
+                                      progress=progress and dist.main))
     sep = step_separator(cfg.step_delimiter)
     rows = [{"source": e.source, "steps": split_steps(e.completion, sep), "step_scores": s} for e, s in zip(examples, scores, strict=True)]
     metrics = {"scored": len(rows), "rows": rows, **_placement(scorer)}
-    write_metrics(out / "metrics.json", metrics)
+    if dist.main:
+        write_metrics(out / "metrics.json", metrics)
     return metrics
 
 
@@ -164,19 +174,22 @@ def rerank_command(cfg: RerankConfig, out: Path, progress: bool = True) -> dict:
     baseline = (RewardScorer(RewardModel(policy, RewardConfig()).to(device), scorer.tokenizer, same_format, batch_size=cfg.batch_size,
                              max_prompt_tokens=cfg.max_prompt_tokens, max_completion_tokens=cfg.max_completion_tokens)
                 if policy is not None else None)
-    reward_scores, logprob_scores, answers = [], [], []
-    for p in tqdm(pools, desc="rerank", disable=not progress):
+    dist = cfg.dist()
+    scored = []  # (reward scores, log-prob scores, answers) of this rank's pools
+    for k in tqdm(dist.share(len(pools)), desc="rerank", disable=not (progress and dist.main)):
+        p = pools[k]
         p_ids, c_ids = scorer.encode([p.question] * len(p.solutions), p.solutions)
-        reward_scores.append(scorer.solution_scores_ids(p_ids, c_ids, selector))
-        if baseline:
-            logprob_scores.append(baseline.solution_scores_ids(p_ids, c_ids, "token_mean"))
-        answers.append([extract_answer(s) for s in p.solutions])
+        scored.append((scorer.solution_scores_ids(p_ids, c_ids, selector),
+                       baseline.solution_scores_ids(p_ids, c_ids, "token_mean") if baseline else None,
+                       [extract_answer(s) for s in p.solutions]))
+    reward_scores, logprob_scores, answers = (list(column) for column in zip(*dist.gather(scored), strict=True))
     correct = [list(p.is_correct) for p in pools]
     metrics = rerank_metrics(correct, reward_scores, logprob_scores if baseline else reward_scores, answers)
     if not baseline:
         metrics.pop("logprob_best_of_n")
     metrics["selector"] = selector
-    write_metrics(out / "metrics.json", {"rerank": metrics, **_placement(scorer)})
+    if dist.main:
+        write_metrics(out / "metrics.json", {"rerank": metrics, **_placement(scorer)})
     return metrics
 
 
@@ -190,14 +203,15 @@ class LocaliseConfig(Scoring):
 
 
 def localise_command(cfg: LocaliseConfig, out: Path, progress: bool = True) -> dict:
-    items = load_localise_items(cfg.items)
+    items, dist = load_localise_items(cfg.items), cfg.dist()
     scorer = cfg.scorer(cfg.reward)
     if cfg.threshold is not None:
         scorer.settings.threshold = cfg.threshold
-    scores = item_step_scores(scorer, items, progress=progress)
+    scores = dist.gather(item_step_scores(scorer, [items[k] for k in dist.share(len(items))], progress=progress and dist.main))
     predicted = [first_below(row, scorer.settings.threshold) for row in scores]
     metrics = {**localisation_metrics(predicted, [it.label for it in items]), "threshold": scorer.settings.threshold}
-    write_metrics(out / "metrics.json", {"localise": metrics, **_placement(scorer), "predictions": [{"id": it.id, "label": it.label, "predicted": p}
+    if dist.main:
+        write_metrics(out / "metrics.json", {"localise": metrics, **_placement(scorer), "predictions": [{"id": it.id, "label": it.label, "predicted": p}
                                                                               for it, p in zip(items, predicted, strict=True)]})
     return metrics
 
