@@ -76,20 +76,24 @@ def train_reward_command(cfg: TrainRewardConfig, out: Path, progress: bool = Tru
     """Warm start on the file's examples, the localiser calibrated on held-out ones; writes `out/reward` and metrics."""
     t0 = time.time()
     check_template(cfg.warm, cfg.policy or None)  # before anything is written
+    dist = init_dist("ddp", cfg.lora)  # under a launcher: SFT, sampling and reward training split over the ranks
     warm, val_ex, n_read = warm_start_from_file(cfg.warm, cfg.seed, cfg.data, out, cfg.policy or None, None, cfg.val_fraction, cfg.limit,
                                         cfg.torch_device(), cfg.torch_dtype(), progress, parse_fields(cfg.fields),
-                                        cfg.adapters if cfg.lora else None)
-    warm.save(out, seconds=time.time() - t0)
+                                        cfg.adapters if cfg.lora else None, dist)
+    if dist.main:
+        warm.save(out, seconds=time.time() - t0)
     scorer = RewardScorer(warm.reward_model, warm.tokenizer, ScorerSettings(template=cfg.warm.template),
                           max_prompt_tokens=cfg.warm.max_prompt_tokens,
                           max_completion_tokens=cfg.warm.max_completion_tokens)
-    calibrate_localiser(scorer, warm.val_items)
-    scorer.save_settings(out / "reward")  # the weights are there already (warm.save)
+    calibrate_localiser(scorer, warm.val_items)  # on every rank: the same validation items, the same threshold
+    if dist.main:
+        scorer.save_settings(out / "reward")  # the weights are there already (warm.save)
     best = warm.reward_best
     metrics = {"reward": {"val_auroc": best["auroc"], "val_acc": best["acc"], "best_step": best["step"]},
                "data": {"read": n_read, "train": sum(r.label == 1 for r in warm.train_records), "val": len(val_ex), "path": cfg.data},
                "localise_val": evaluate_localise(scorer, warm.val_items), "config": asdict(cfg), **_placement(scorer)}
-    write_metrics(out / "metrics.json", metrics)
+    if dist.main:
+        write_metrics(out / "metrics.json", metrics)
     return metrics
 
 

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data import answer_kind, answers_match, extract_answer
+from ..dist import Dist
 from ..metrics import pick_accuracy, rerank_metrics
 from ..models.batch import encode_prompts
-from ..models.sampling import sample_completions
+from ..models.sampling import mix_seed, sample_completions
 from ..score import SELECTORS, RewardScorer, select_all
 
 
@@ -35,12 +36,18 @@ class SampledPool:
 def sample_pools(
     policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, questions: Sequence[str], answers: Sequence[str | None],
     n: int, max_new_tokens: int, temperature: float, seed: int, max_prompt_tokens: int = 1024, progress: bool = True,
+    dist: Dist = Dist(),
 ) -> list[SampledPool]:
-    """`n` policy samples for each question, zipped by index with its gold answer (None: unknown)."""
+    """`n` policy samples for each question, zipped by index with its gold answer (None: unknown).
+
+    Under several processes each rank samples its share of the questions and every rank gets every
+    pool; a question's samples depend on `seed` and its index only, not on the split.
+    """
     prompt_ids = encode_prompts(tokenizer, questions, max_prompt_tokens=max_prompt_tokens)
-    samples = sample_completions(policy, prompt_ids, n_samples=n, max_new_tokens=max_new_tokens,
-                                 eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
-                                 temperature=temperature, seed=seed, progress=progress)
+    mine = dist.share(len(prompt_ids))
+    samples = dist.gather(sample_completions(policy, [prompt_ids[k] for k in mine], n_samples=n, max_new_tokens=max_new_tokens,
+                                             eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id, temperature=temperature,
+                                             seeds=[mix_seed(seed, k) for k in mine], progress=progress and dist.main))
     return [SampledPool(q, a, ids, s, tokenizer.batch_decode(s, skip_special_tokens=True))
             for q, a, ids, s in zip(questions, answers, prompt_ids, samples, strict=True)]
 

@@ -4,14 +4,16 @@ Positives are expert demonstrations; negatives are policy samples and
 perturbed expert traces. A perturbed trace is a negative only from its first
 wrong step on: its prefix is the expert's own and carries no signal. The
 policy is frozen here; its per-token log-probs are recomputed per batch (no
-grad) so the same code serves the alternating AIRL loop.
+grad) so the same code serves the alternating AIRL loop. Under several processes
+(`dist`) each batch is drawn once and split over the ranks, each class's loss
+divides by its global action count, and the reward trains under DDP.
 """
 
 from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -20,8 +22,10 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from ..airl.discriminator import DiscRecord, discriminator_batch, discriminator_loss
+from ..dist import Dist
 from ..eval.discriminator import evaluate_discriminator
 from ..kernels.segments import StepRule
+from ..models.engine import RoutedReward, TrainModule, wrap
 from ..models.lm import per_token_logprobs
 from ..models.reward import RewardModel
 from .sft import lr_schedule
@@ -58,13 +62,14 @@ def train_reward(
     metrics_path: str | Path | None = None,
     progress: bool = True,
     params: list[torch.nn.Parameter] | None = None,
+    dist: Dist = Dist(),
 ) -> dict[str, float]:
     """Train the discriminator in place; keeps the weights of the best validation AUROC.
 
     `params`: what trains (default: every parameter of `reward_model` that requires grad; a
     LoRA reward on a shared base passes its adapter and heads).
 
-    Writes one JSON line per evaluation to `metrics_path` when given. Returns
+    Writes one JSON line per evaluation to `metrics_path` when given (rank 0). Returns
     the best validation metrics.
     """
     experts = [r for r in train_records if r.label == 1]
@@ -77,30 +82,37 @@ def train_reward(
     device = params[0].device  # batches go where the reward model is; the policy must be there too
     if next(policy.parameters()).device != device:
         raise ValueError(f"train_reward: the policy is on {next(policy.parameters()).device}, the reward model on {device}")
+    if dist.world_size > cfg.batch_size:
+        raise ValueError(f"train_reward: {dist.world_size} processes for batches of {cfg.batch_size} sequences")
+    reward = RoutedReward(wrap(TrainModule(None, reward_model), replace(dist, engine="ddp")), reward_model)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     best: dict[str, float] = {"auroc": -1.0}
     best_state = None
-    log = open(metrics_path, "a") if metrics_path else None  # noqa: SIM115 (closed below)
-    bar = tqdm(range(cfg.steps), desc="reward", disable=not progress)
+    log = open(metrics_path, "a") if metrics_path and dist.main else None  # noqa: SIM115 (closed below)
+    bar = tqdm(range(cfg.steps), desc="reward", disable=not (progress and dist.main))
     try:
         for step in bar:
             reward_model.train()
             half = cfg.batch_size // 2
             records = rng.sample(experts, min(half, len(experts))) + rng.sample(negatives, min(cfg.batch_size - half, len(negatives)))
+            records = [records[k] for k in dist.share(len(records))]
             batch, layout, labels, valid = discriminator_batch(records, pad_id, rule, device)
+            pos = labels > 0.5
+            counts = dist.all_sum(torch.stack([(valid & pos).sum(), (valid & ~pos).sum()]).double())  # (2,) global
             with torch.no_grad():
                 policy_logp = per_token_logprobs(policy, batch.input_ids, batch.attention_mask, score_mask=batch.completion_mask())
-            loss, _ = discriminator_loss(reward_model, batch, layout, policy_logp, labels, valid)
+            loss, _ = discriminator_loss(reward, batch, layout, policy_logp, labels, valid, class_counts=counts)
             for group in opt.param_groups:
                 group["lr"] = lr_schedule(step, cfg.lr, cfg.warmup, cfg.steps)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            dist.scale_loss(loss).backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            loss_value = float(dist.all_sum(loss.detach().double()))
+            bar.set_postfix(loss=f"{loss_value:.3f}")
             if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
                 val = evaluate_discriminator(reward_model, partial(per_token_logprobs, policy), val_records, pad_id, rule, cfg.eval_batch_size)
-                row = {"step": step + 1, "loss": loss.item(), "val_acc": val["acc"], "val_auroc": val["auroc"]}
+                row = {"step": step + 1, "loss": loss_value, "val_acc": val["acc"], "val_auroc": val["auroc"]}
                 if log:
                     log.write(json.dumps(row) + "\n")
                     log.flush()

@@ -26,7 +26,7 @@ from ..airl.discriminator import DiscRecord
 from ..airl.layout import step_rule
 from ..data import Example, TaskConfig, load_examples, load_prompts, make_splits, parse_fields
 from ..data.task import quick_task_config
-from ..dist import ENGINES, init_dist
+from ..dist import ENGINES, Dist, init_dist
 from ..eval.discriminator import evaluate_steps
 from ..eval.policy import PolicyEvalConfig, evaluate_policy
 from ..metrics import write_metrics
@@ -138,9 +138,11 @@ class RunData:
     eval_answers: list[str]
 
 
-def warm_start_for(cfg: RunConfig, seed: int, warm_dir: Path, progress: bool = True, data: UserData = UserData()) -> WarmStart:
+def warm_start_for(cfg: RunConfig, seed: int, warm_dir: Path, progress: bool = True, data: UserData = UserData(),
+                   dist: Dist = Dist()) -> WarmStart:
     """The run's warm start: loaded from `warm_dir` when one is there (it must match the run's seed, data
-    and warm config), else built (from the task's splits, or `data.demos` with `data.policy`) and saved there."""
+    and warm config), else built (from the task's splits, or `data.demos` with `data.policy`) and saved there
+    (by rank 0; every launched rank builds it together)."""
     if data.policy:
         provenance = file_provenance(seed, data.demos, 0, data.val_fraction, data.policy, data.reward)
     else:
@@ -155,13 +157,15 @@ def warm_start_for(cfg: RunConfig, seed: int, warm_dir: Path, progress: bool = T
     t0 = time.time()
     if data.policy:
         warm, _, _ = warm_start_from_file(cfg.warm, seed, data.demos, warm_dir, data.policy, data.reward or None,
-                                          data.val_fraction, 0, device, dtype, progress, parse_fields(data.fields))
+                                          data.val_fraction, 0, device, dtype, progress, parse_fields(data.fields), dist=dist)
     else:
         splits = make_splits(seed, cfg.task)
         warm = build_warm_start(cfg.warm, seed, [p.example() for p in splits.train], [p.example() for p in splits.val], warm_dir,
-                                random.Random(seed), provenance, device=device, dtype=dtype, log=timed_log("warm ", progress),
-                                progress=progress)
-    warm.save(warm_dir, seconds=time.time() - t0)
+                                random.Random(seed), provenance, device=device, dtype=dtype, log=timed_log("warm ", progress and dist.main),
+                                progress=progress, dist=dist)
+    if dist.main:
+        warm.save(warm_dir, seconds=time.time() - t0)
+    dist.barrier()
     return warm
 
 
@@ -211,13 +215,10 @@ def post_train(cfg: RunConfig, seed: int, out: Path, warm_dir: Path | None = Non
     warm_dir = warm_dir or out / "warm"
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
-        warm = warm_start_for(cfg, seed, warm_dir, progress, data)
-        if not resume:
-            (out / "config.json").write_text(json.dumps({"seed": seed, **asdict(cfg), **asdict(data)}, indent=2))
-            (out / "train_log.jsonl").unlink(missing_ok=True)
-    dist.barrier()
-    if not dist.main:
-        warm = warm_start_for(cfg, seed, warm_dir, False, data)  # rank 0's, read back
+    warm = warm_start_for(cfg, seed, warm_dir, progress, data, dist)
+    if dist.main and not resume:
+        (out / "config.json").write_text(json.dumps({"seed": seed, **asdict(cfg), **asdict(data)}, indent=2))
+        (out / "train_log.jsonl").unlink(missing_ok=True)
     tokenizer, policy, reward, method = warm.tokenizer, warm.policy, warm.reward_model, cfg.train.method
     if method == "sft":
         tokens = continue_sft(cfg, seed, policy, tokenizer, rd.demos, out, progress)[-1]["tokens"]

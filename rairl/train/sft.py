@@ -1,4 +1,9 @@
-"""Supervised fine-tuning on expert traces: the policy warm start (loss on completion tokens only)."""
+"""Supervised fine-tuning on expert traces: the policy warm start (loss on completion tokens only).
+
+Under several processes (`dist`) each batch is drawn once, split over the ranks, and its loss
+divides by the batch's global token count; the policy trains under DDP (its replicas also
+serve the stop check's sampling on every rank).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from ..dist import Dist
 from ..models.batch import collate
+from ..models.engine import TrainModule, wrap
 from ..models.lm import per_token_logprobs
 
 
@@ -54,12 +61,20 @@ def lr_schedule(step: int, peak: float, warmup: int, total: int) -> float:
     return peak * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def completion_nll(model: PreTrainedModel, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
-    """Mean negative log-likelihood (nats/token) of the completion tokens."""
+def completion_nll(model: PreTrainedModel, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], pad_id: int,
+                   engine: torch.nn.Module | None = None, dist: Dist = Dist()) -> torch.Tensor:
+    """Mean negative log-likelihood (nats/token) of the completion tokens.
+
+    With `engine` (the `TrainModule` of `model`, possibly DDP-wrapped) the pass runs through it; with
+    several processes the sum divides by the token count of every rank's rows together.
+    """
     batch = collate(prompt_ids, completion_ids, pad_id).to(next(model.parameters()).device)
     mask = batch.completion_mask()
-    logp = per_token_logprobs(model, batch.input_ids, batch.attention_mask, score_mask=mask)  # (B, T)
-    return -(logp * mask).sum() / mask.sum().clamp(min=1)
+    if engine is None:
+        logp = per_token_logprobs(model, batch.input_ids, batch.attention_mask, score_mask=mask)  # (B, T)
+    else:
+        logp = engine("policy", batch.input_ids, batch.attention_mask, mask)
+    return -(logp * mask).sum() / dist.all_sum(mask.sum().double()).to(logp).clamp(min=1)
 
 
 def train_sft(
@@ -71,14 +86,20 @@ def train_sft(
     metrics_path: str | Path | None = None,
     progress: bool = True,
     stop_check: Callable[[int], bool] | None = None,
+    dist: Dist = Dist(),
 ) -> list[dict]:
-    """Train `model` in place on (prompt, completion) pairs; returns the logged rows.
+    """Train `model` in place on (prompt, completion) pairs; returns the logged rows (rank 0 writes them).
 
     With `cfg.check_every` and `stop_check`, training ends early the first time
-    `stop_check(step)` returns True (the model is put back in train mode after each check).
+    `stop_check(step)` returns True (the model is put back in train mode after each check); under
+    several processes every rank runs the check and must reach the same answer.
     """
     if len(prompt_ids) != len(completion_ids) or not prompt_ids:
         raise ValueError(f"train_sft: {len(prompt_ids)} prompts and {len(completion_ids)} completions")
+    if dist.world_size > min(cfg.batch_size, len(prompt_ids)):
+        raise ValueError(f"train_sft: {dist.world_size} processes for batches of {min(cfg.batch_size, len(prompt_ids))} sequences")
+    engine = wrap(TrainModule(model, None), replace(dist, engine="ddp"))
+    progress = progress and dist.main
     rng = random.Random(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     rows: list[dict] = []
@@ -89,16 +110,17 @@ def train_sft(
         if cfg.max_tokens and tokens >= cfg.max_tokens:
             rows.append({"step": step, "tokens": tokens, "budget_reached": True})
             break
-        idx = rng.sample(range(len(prompt_ids)), min(cfg.batch_size, len(prompt_ids)))
+        idx = rng.sample(range(len(prompt_ids)), min(cfg.batch_size, len(prompt_ids)))  # the same on every rank
         tokens += sum(len(completion_ids[i]) for i in idx)
-        loss = completion_nll(model, [prompt_ids[i] for i in idx], [completion_ids[i] for i in idx], pad_id)
+        mine = [idx[k] for k in dist.share(len(idx))]
+        loss = completion_nll(model, [prompt_ids[i] for i in mine], [completion_ids[i] for i in mine], pad_id, engine, dist)
         for group in opt.param_groups:
             group["lr"] = lr_schedule(step, cfg.lr, cfg.warmup, cfg.steps)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        dist.scale_loss(loss).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        running += loss.item()
+        running += float(dist.all_sum(loss.detach().double()))
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             n = (step % cfg.log_every) + 1
             rows.append({"step": step + 1, "loss": running / n, "lr": opt.param_groups[0]["lr"], "tokens": tokens})
@@ -110,7 +132,7 @@ def train_sft(
             if stop:
                 rows.append({"step": step + 1, "stopped_early": True, "tokens": tokens})
                 break
-    if metrics_path:
+    if metrics_path and dist.main:
         with open(metrics_path, "a") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
     model.eval()

@@ -32,6 +32,7 @@ from ..airl.layout import step_rule
 from ..airl.negatives import discriminator_records
 from ..configs import config_from_dict
 from ..data import Example, LocaliseItem, load_examples
+from ..dist import Dist
 from ..eval.discriminator import evaluate_discriminator
 from ..eval.localise import clean_items
 from ..eval.rerank import SampledPool, sample_pools
@@ -171,6 +172,7 @@ def build_warm_start(
     progress: bool = True,
     adapters: AdapterConfig | None = None,
     negative_questions: Sequence[str] = (),
+    dist: Dist = Dist(),
 ) -> WarmStart:
     """Tokenizer, policy, negatives and reward model from expert `train` / `val` examples.
 
@@ -183,39 +185,48 @@ def build_warm_start(
     add `cfg.negative_samples` policy samples each to the negatives. Models sit on `device` in `dtype` (heads in fp32). `rng` draws the negative prompts and the
     perturbations (the caller may keep drawing from it). Sampling seeds: `seed + 2` (negatives),
     `seed + 3` (validation pools).
+
+    Under several processes (`dist`) every rank calls this together: SFT, sampling and reward training
+    split their batches over the ranks; rank 0 writes the files (the caller saves the `WarmStart`).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     provenance = json.loads(json.dumps(provenance))  # as warm.json will hold it (tuples become lists)
     tiny = policy_path is None
     if tiny:
-        corpus = [format_prompt(e.prompt) + e.completion for e in train]
-        train_bpe_tokenizer(corpus, cfg.vocab_size).save_pretrained(out / "policy")
+        if dist.main:
+            corpus = [format_prompt(e.prompt) + e.completion for e in train]
+            train_bpe_tokenizer(corpus, cfg.vocab_size).save_pretrained(out / "policy")
+        dist.barrier()
         policy_path = out / "policy"
     tokenizer = set_template(load_tokenizer(policy_path), cfg.template)
     train, val = within_limits(tokenizer, train, cfg, "train"), within_limits(tokenizer, val, cfg, "val")
     p_ids = encode_prompts(tokenizer, [e.prompt for e in train], cfg.max_prompt_tokens)
     c_ids = encode_completions(tokenizer, [e.completion for e in train], cfg.max_completion_tokens)
-    if tiny:
+    if tiny and dist.main:
         build_tiny_lm(tokenizer, cfg.model, seed=seed).save_pretrained(out / "policy")
+    dist.barrier()
     if tiny or cfg.sft.steps:
         policy = load_causal_lm(policy_path, dtype, attn_implementation(torch.device(device)), device)
         log(f"tokenizer: {len(tokenizer)} tokens; policy: {sum(p.numel() for p in policy.parameters()) / 1e6:.2f}M parameters")
         if cfg.sft.steps:
             train_sft(policy, p_ids, c_ids, tokenizer.pad_token_id, cfg.sft, metrics_path=out / "sft_log.jsonl", progress=progress,
-                      stop_check=_sft_stop_check(cfg, policy, tokenizer, val, log) if cfg.sft_target_accuracy > 0 else None)
-            policy.save_pretrained(out / "policy")
-            tokenizer.save_pretrained(out / "policy")
+                      stop_check=_sft_stop_check(cfg, policy, tokenizer, val, log, dist) if cfg.sft_target_accuracy > 0 else None,
+                      dist=dist)
+            if dist.main:
+                policy.save_pretrained(out / "policy")
+                tokenizer.save_pretrained(out / "policy")
+            dist.barrier()
             policy_path = out / "policy"
     policy = load_causal_lm(policy_path, dtype, attn_implementation(torch.device(device)), device).eval()
 
     # negatives: policy samples on training prompts; validation pools for model selection
     negative = rng.sample(list(train), min(cfg.negative_prompts, len(train)))
-    neg_pools = _pools(cfg, policy, tokenizer, negative, cfg.negative_samples, seed + 2, progress)
+    neg_pools = _pools(cfg, policy, tokenizer, negative, cfg.negative_samples, seed + 2, progress, dist)
     if negative_questions:  # no answers: these pools are negatives only
         neg_pools += sample_pools(policy, tokenizer, list(negative_questions), [None] * len(negative_questions), cfg.negative_samples,
-                                  cfg.max_new_tokens, cfg.temperature, seed + 4, cfg.max_prompt_tokens, progress)
-    val_pools = _pools(cfg, policy, tokenizer, val, cfg.val_samples, seed + 3, progress)
+                                  cfg.max_new_tokens, cfg.temperature, seed + 4, cfg.max_prompt_tokens, progress, dist)
+    val_pools = _pools(cfg, policy, tokenizer, val, cfg.val_samples, seed + 3, progress, dist)
     n_exp = min(cfg.disc_experts, len(train))
     train_records, _ = discriminator_records(tokenizer, train[:n_exp], p_ids[:n_exp], c_ids[:n_exp],
                                              [(p.prompt_ids, p.completion_ids) for p in neg_pools], rng)
@@ -236,7 +247,7 @@ def build_warm_start(
         else:
             reward_model, logp_model, params = RewardModel(copy.deepcopy(policy), cfg.reward).to(device), policy, None
         best = train_reward(reward_model, logp_model, train_records, val_records, tokenizer.pad_token_id, step_rule(cfg.reward, tokenizer),
-                            cfg.reward_train, metrics_path=out / "reward_log.jsonl", progress=progress, params=params)
+                            cfg.reward_train, metrics_path=out / "reward_log.jsonl", progress=progress, params=params, dist=dist)
     log(f"reward model: best val AUROC {best['auroc']:.3f} (acc {best['acc']:.3f}) at step {best['step']}")
     return WarmStart(cfg, provenance, tokenizer, policy, Path(policy_path), reward_model, train_records, val_records,
                      val_pools, val_perturbed + clean_items(val), best)
@@ -260,7 +271,7 @@ def file_provenance(seed: int, demos: str, limit: int, val_fraction: float, poli
 def warm_start_from_file(
     cfg: WarmStartConfig, seed: int, demos: str, out: str | Path, policy_path: str | None = None, reward_path: str | None = None,
     val_fraction: float = 0.1, limit: int = 0, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-    progress: bool = True, fields: dict[str, str] | None = None, adapters: AdapterConfig | None = None,
+    progress: bool = True, fields: dict[str, str] | None = None, adapters: AdapterConfig | None = None, dist: Dist = Dist(),
 ) -> tuple[WarmStart, list[Example], int]:
     """`build_warm_start` on the expert demonstrations in `demos` (JSONL, GSM8K or a dataset), shuffled
     with `seed`, `val_fraction` of them held out (`fields` maps rairl's field names to the file's columns); returns the warm start, the held-out examples and
@@ -273,7 +284,8 @@ def warm_start_from_file(
         raise ValueError(f"{demos}: {len(examples)} demonstration(s); need at least 2 (one to train on, one to validate)")
     val, train = examples[:n_val], examples[n_val:]
     warm = build_warm_start(cfg, seed, train, val, out, rng, file_provenance(seed, demos, limit, val_fraction, policy_path, reward_path), policy_path=policy_path, reward_path=reward_path,
-                            device=device, dtype=dtype, log=timed_log("warm ", progress), progress=progress, adapters=adapters)
+                            device=device, dtype=dtype, log=timed_log("warm ", progress and dist.main), progress=progress, adapters=adapters,
+                            dist=dist)
     return warm, val, len(examples)
 
 
@@ -293,19 +305,21 @@ def within_limits(tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example
     return kept
 
 
-def _pools(cfg: WarmStartConfig, policy, tokenizer, examples: Sequence[Example], n: int, seed: int, progress: bool) -> list[SampledPool]:
+def _pools(cfg: WarmStartConfig, policy, tokenizer, examples: Sequence[Example], n: int, seed: int, progress: bool,
+           dist: Dist = Dist()) -> list[SampledPool]:
     return sample_pools(policy, tokenizer, [e.prompt for e in examples], [e.answer for e in examples], n, cfg.max_new_tokens,
-                        cfg.temperature, seed, cfg.max_prompt_tokens, progress)
+                        cfg.temperature, seed, cfg.max_prompt_tokens, progress, dist)
 
 
-def _sft_stop_check(cfg: WarmStartConfig, policy, tokenizer, val: Sequence[Example], log: Callable[[str], None]) -> Callable[[int], bool]:
+def _sft_stop_check(cfg: WarmStartConfig, policy, tokenizer, val: Sequence[Example], log: Callable[[str], None],
+                    dist: Dist = Dist()) -> Callable[[int], bool]:
     """`stop_check(step)`: the policy's sampled accuracy on the first validation examples reached the target."""
     check = list(val[: cfg.sft_check_problems])
     if any(e.answer is None for e in check):
         raise ValueError("warm.sft_target_accuracy > 0 needs validation examples with answers; set it to 0 to train all warm.sft.steps")
 
     def reached_target(step: int) -> bool:
-        acc = sum(p.correct()[0] for p in _pools(cfg, policy, tokenizer, check, 1, step, progress=False)) / len(check)
+        acc = sum(p.correct()[0] for p in _pools(cfg, policy, tokenizer, check, 1, step, False, dist)) / len(check)
         log(f"SFT step {step}: sampled validation accuracy {acc:.3f} (target {cfg.sft_target_accuracy})")
         return acc >= cfg.sft_target_accuracy
 
