@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.protocols import PROTOCOLS
+from ..dist import launched
 from ..metrics import bootstrap_ci, write_metrics
 from ..train.checkpoint import latest_checkpoint
 from ..train.protocol import ARMS as PROTOCOL_ARMS
@@ -110,6 +111,9 @@ def quick_compare_config(seeds: tuple[int, ...] = (1, 2), protocol: str = "unlim
 
 
 def run_compare(cfg: CompareConfig, out: str | Path, progress: bool = True) -> dict:
+    if launched():
+        raise ValueError("rairl compare runs its arms in one process; launch it without torchrun / accelerate launch "
+                         "(benchmarks/compare_parallel.sh runs seeds side by side)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _claim(out, cfg)

@@ -6,7 +6,9 @@
     -> test: best-of-N reranking and first-error localisation against the baselines
 
 Verifier-free: reward training never reads a gold answer; answers are read
-only to evaluate.
+only to evaluate. Under a launcher (`torchrun`, `accelerate launch`) the training
+stages and the sampling split their batches over the processes; every rank scores
+the evaluation sets and rank 0 writes.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from ..airl.negatives import perturbed_negatives
 from ..data import TaskConfig, make_splits
 from ..data.task import quick_task_config
+from ..dist import init_dist
 from ..eval.localise import (
     best_threshold,
     calibrate_localiser,
@@ -76,6 +79,8 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True) -> dic
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    dist = init_dist("ddp")
+    progress = progress and dist.main
     rng = random.Random(cfg.seed)
     log = timed_log("", progress)
     splits = make_splits(cfg.seed, cfg.task)
@@ -84,13 +89,14 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True) -> dic
     # 1-4. tokenizer, tiny policy, SFT warm start, reward model (AIRL discriminator)
     device = cfg.torch_device()
     warm = build_warm_start(cfg.warm, cfg.seed, train_ex, val_ex, out, rng, {"seed": cfg.seed, "task": asdict(cfg.task)},
-                            device=device, dtype=cfg.torch_dtype(), log=log, progress=progress)
-    warm.save(out, seconds=time.time() - t0)
+                            device=device, dtype=cfg.torch_dtype(), log=log, progress=progress, dist=dist)
+    if dist.main:
+        warm.save(out, seconds=time.time() - t0)
     tokenizer, policy, w = warm.tokenizer, warm.policy, cfg.warm
 
     def pools(examples, n: int, seed: int):
         return sample_pools(policy, tokenizer, [e.prompt for e in examples], [e.answer for e in examples], n, w.max_new_tokens,
-                            w.temperature, seed, w.max_prompt_tokens, progress)
+                            w.temperature, seed, w.max_prompt_tokens, progress, dist)
 
     single = pools(test_ex, 1, cfg.seed + 1)
     sft_pass1 = sum(p.correct()[0] for p in single) / len(single)
@@ -103,7 +109,8 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True) -> dic
     scorer.settings.selector, val_selector_acc = choose_selector(scorer, warm.val_pools)
     calibrate_localiser(scorer, warm.val_items)  # verifier-free: injected errors and clean experts; saved with the reward
     calibrate_localiser(logprob, warm.val_items)
-    scorer.save_settings(out / "reward")  # the weights are there already (warm.save)
+    if dist.main:
+        scorer.save_settings(out / "reward")  # the weights are there already (warm.save)
     # a second calibration on what the policy's traces look like: its own validation samples (gold solutions
     # read to label them) beside the injected errors
     own_val = warm.val_items + own_sample_items(warm.val_pools, [p.solution_steps() for p in splits.val])
@@ -145,7 +152,8 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True) -> dic
         "config": asdict(cfg),
         "seconds": time.time() - t0,
     }
-    write_metrics(out / "metrics.json", metrics)
+    if dist.main:
+        write_metrics(out / "metrics.json", metrics)
     return metrics
 
 
