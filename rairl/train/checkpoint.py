@@ -75,6 +75,12 @@ def _committed(directory: Path) -> list[Path]:
     return sorted(found)  # zero-padded: name order is iteration order
 
 
+def holds_checkpoints(directory: str | Path) -> bool:
+    """Anything a run left under `directory`: a checkpoint folder, committed or not, or an older `.pt` file."""
+    directory = Path(directory)
+    return directory.is_dir() and any(directory.glob(f"{_PREFIX}*"))
+
+
 def latest_checkpoint(directory: str | Path) -> Path | None:
     """The newest committed checkpoint folder in `directory`, or None."""
     found = _committed(Path(directory))

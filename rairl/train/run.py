@@ -36,7 +36,7 @@ from ..models.device import OnDevice
 from ..models.lm import load_causal_lm, looks_local, per_token_logprobs
 from ..models.modelset import ModelSet
 from ..models.reward import RewardModel
-from .checkpoint import latest_checkpoint
+from .checkpoint import holds_checkpoints
 from .rft import RFTConfig, by_gold, by_warm_reward, run_rft
 from .sft import SFTConfig, train_sft
 from .trainer import AIRLTrainer, TrainConfig
@@ -207,7 +207,7 @@ def post_train(cfg: RunConfig, seed: int, out: Path, warm_dir: Path | None = Non
     if dist.on and (cfg.train.method == "sft" or cfg.train.operator == "rft"):
         raise ValueError(f"train.method={cfg.train.method!r}, train.operator={cfg.train.operator!r} run in one process; "
                          "launch it without torchrun / accelerate launch")
-    if not resume and ((out / "metrics.json").exists() or latest_checkpoint(out / "checkpoints") is not None):
+    if not resume and ((out / "metrics.json").exists() or holds_checkpoints(out / "checkpoints")):
         raise ValueError(f"{out} already holds a run (metrics.json or checkpoints); continue it with --resume {out} "
                          "or choose another --out")
     rd = run_data(cfg, seed, data)  # files are read (and refused) before anything is written

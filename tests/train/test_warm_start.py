@@ -184,7 +184,7 @@ def test_post_train_refuses_a_folder_that_holds_a_run(tmp_path):
     """A second run never lands in a finished (or checkpointed) run's folder unless it resumes it."""
     from rairl.train.run import post_train, quick_run_config
 
-    for marker in ("metrics.json", "checkpoints/iter_2.pt"):
+    for marker in ("metrics.json", "checkpoints/iter_000002/COMMITTED", "checkpoints/iter_000003/trainer.json", "checkpoints/iter_2.pt"):
         out = tmp_path / marker.replace("/", "_")
         (out / marker).parent.mkdir(parents=True, exist_ok=True)
         (out / marker).write_text("{}")
