@@ -254,7 +254,8 @@ def post_train(cfg: RunConfig, seed: int, out: Path, warm_dir: Path | None = Non
     with active_adapter(policy, POLICY) if cfg.lora else contextlib.nullcontext():
         ev = evaluate_held_out(cfg, seed, rd, policy, tokenizer, progress)
     metrics = {"method": method, "seed": seed, "tokens_trained": tokens, "verifier_free": method != "outcome", **ev,
-               "device": str(next(policy.parameters()).device), "dtype": str(cfg.torch_dtype()).removeprefix("torch.")}
+               "device": str(next(policy.parameters()).device), "dtype": str(cfg.torch_dtype()).removeprefix("torch."),
+               "world_size": dist.world_size, "parallel": dist.engine if dist.on else "none"}
     if method in ("airl", "frozen") and not cfg.lora and not data.policy:  # the reward the policy was trained on, at the end
         warm_policy = load_causal_lm(warm.policy_path, cfg.torch_dtype(), device=cfg.torch_device())
         metrics["reward_steps"] = reward_step_metrics(cfg, seed, reward, warm_policy, tokenizer, warm.val_records)
