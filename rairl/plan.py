@@ -11,6 +11,10 @@ policy being the base with adapters disabled. An iteration has two phases that n
 Live throughout: base weights, both adapters with their fp32 grads and Adam states, and the
 CUDA context. Peak = shared parts + max(generation phase, update phase).
 
+The rollout engine (`--rollout.engine`) adds its own copy of the merged weights (bf16):
+`hf_merged` keeps it for the whole run; `vllm` holds it and its pre-allocated KV cache during
+generation only (sleep mode frees both for the update) and takes a fixed share of the GPU.
+
 Every quantity is an estimate in GiB (2**30 bytes); the approximations are cited where made.
 """
 
@@ -22,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from .models.lora import LINEAR_NAMES, QUANTIZATIONS
+
+ENGINES = ("hf", "hf_merged", "vllm")  # as rairl.models.rollout.ENGINES (kept import-free of torch here)
 
 GIB = float(2**30)
 # bitsandbytes NF4 with double quantization (QLoRA, Dettmers et al. 2023, sec. 3): 4 bits per
@@ -99,6 +105,8 @@ class PlanConfig:
     logprob_chunk_tokens: int = 1024  # tokens per chunk of the fused log-prob op
     minibatch_size: int = 8  # sequences per forward/backward
     reward_adapter: bool = True  # second LoRA adapter + 2 scalar heads on the same base
+    engine: str = "hf"  # rollout engine: hf | hf_merged (+ a bf16 merged copy) | vllm (+ copy and KV cache, generation only)
+    gpu_memory_share: float = 0.3  # vllm: the share of gpu_gb it reserves for weights + KV cache
 
     def __post_init__(self) -> None:
         path = Path(self.model)
@@ -122,6 +130,10 @@ class PlanConfig:
             raise ValueError(
                 f"quantization must be one of {QUANTIZATIONS}, got {self.quantization!r}"
             )
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
+        if not 0.0 < self.gpu_memory_share < 1.0:
+            raise ValueError(f"gpu_memory_share must be in (0, 1), got {self.gpu_memory_share}")
         unknown = set(self.target_modules) - set(LINEAR_NAMES)
         if not self.target_modules or unknown:
             raise ValueError(
@@ -237,9 +249,12 @@ def estimate(cfg: PlanConfig) -> dict[str, float]:
     """GiB per component of one R-AIRL iteration, and `total` = the peak.
 
     Keys: weights, adapters_and_optimizer, activations, logprob_chunks, kv_cache,
-    generation_transient, cuda_overhead, total. total = weights + adapters_and_optimizer +
-    cuda_overhead + max(kv_cache + generation_transient, activations + logprob_chunks):
-    the KV cache is freed before the update phase starts.
+    generation_transient, engine_weights, cuda_overhead, total. total = weights +
+    adapters_and_optimizer + cuda_overhead (+ engine_weights with hf_merged) + max(kv_cache +
+    generation_transient (+ engine_weights with vllm), activations + logprob_chunks): the KV cache
+    is freed before the update phase starts. With vllm, kv_cache is what the engine reserves:
+    its share of the GPU less its weights, at least what the rollout needs; `engine_share_needed`
+    is the smallest share that holds its weights and the rollout's KV cache.
     """
     shape = read_shape(cfg.model)
     act_bytes = 4 if cfg.quantization == "fp32" else 2
@@ -254,11 +269,16 @@ def estimate(cfg: PlanConfig) -> dict[str, float]:
         "logprob_chunks": cfg.logprob_chunk_tokens * shape.vocab * 4 * LOGPROB_FWD_BWD_COPIES / GIB,
         "kv_cache": _kv_cache_bytes(cfg, shape, act_bytes) / GIB,
         "generation_transient": _generation_transient_bytes(cfg, shape, act_bytes) / GIB,
+        "engine_weights": 0.0 if cfg.engine == "hf" else param_counts(shape)["total"] * 2 / GIB,
         "cuda_overhead": CUDA_OVERHEAD_GIB,
     }
-    generation = est["kv_cache"] + est["generation_transient"]
+    if cfg.engine == "vllm":
+        est["engine_share_needed"] = (est["engine_weights"] + est["kv_cache"]) / cfg.gpu_gb
+        est["kv_cache"] = max(est["kv_cache"], cfg.gpu_memory_share * cfg.gpu_gb - est["engine_weights"])
+    generation = est["kv_cache"] + est["generation_transient"] + (est["engine_weights"] if cfg.engine == "vllm" else 0.0)
     update = est["activations"] + est["logprob_chunks"]
     shared = est["weights"] + est["adapters_and_optimizer"] + est["cuda_overhead"]
+    shared += est["engine_weights"] if cfg.engine == "hf_merged" else 0.0
     est["total"] = shared + max(generation, update)
     return est
 
@@ -268,15 +288,22 @@ def format_plan(cfg: PlanConfig, est: dict[str, float]) -> str:
     phases = {
         "kv_cache": "generation",
         "generation_transient": "generation",
+        "engine_weights": "generation" if cfg.engine == "vllm" else "always",
         "activations": "update",
         "logprob_chunks": "update",
     }
     lines = [f"{'component':<24}{'GiB':>9}  phase", "-" * 45]
     for name, gib in est.items():
-        if name == "total":
+        if name in ("total", "engine_share_needed"):
             continue
         lines.append(f"{name:<24}{gib:>9.3f}  {phases.get(name, 'always')}")
     lines += ["-" * 45, f"{'total (peak)':<24}{est['total']:>9.3f}"]
+    if cfg.engine != "hf":
+        line = f"rollout engine {cfg.engine}: merged bf16 weights {est['engine_weights']:.3f} GiB"
+        if cfg.engine == "vllm":
+            line += (f" + KV cache {est['kv_cache']:.3f} GiB = share {(est['engine_weights'] + est['kv_cache']) / cfg.gpu_gb:.2f} of "
+                     f"{cfg.gpu_gb:g} GB (needs >= {est['engine_share_needed']:.2f}: --rollout.gpu_memory_share)")
+        lines.append(line)
     verdict = "fits in" if est["total"] <= cfg.gpu_gb else "does not fit in"
     lines.append(f"{verdict} {cfg.gpu_gb:g} GB")
     return "\n".join(lines)

@@ -167,3 +167,19 @@ def test_missing_model_named(tmp_path: Path) -> None:
 def test_write_config_roundtrip(tmp_path: Path) -> None:
     path = write_config(qwen25_0p5b_config(), tmp_path / "new")
     assert json.loads(path.read_text()) == qwen25_0p5b_config()
+
+
+def test_rollout_engines_add_their_merged_copy(qwen15: Path) -> None:
+    hf = estimate(PlanConfig(model=str(qwen15)))
+    merged = estimate(PlanConfig(model=str(qwen15), engine="hf_merged"))
+    vllm_cfg = PlanConfig(model=str(qwen15), engine="vllm", gpu_memory_share=0.3)
+    vllm = estimate(vllm_cfg)
+    copy = param_counts(read_shape(str(qwen15)))["total"] * 2 / 2**30  # bf16
+    assert hf["engine_weights"] == 0 and merged["engine_weights"] == pytest.approx(copy) == vllm["engine_weights"]
+    assert merged["total"] == pytest.approx(hf["total"] + copy)  # kept for the whole run
+    # vllm sleeps through the update: its weights and reserved KV cache count in the generation phase only
+    assert vllm["kv_cache"] == pytest.approx(max(hf["kv_cache"], 0.3 * 24 - copy))
+    assert vllm["engine_share_needed"] == pytest.approx((copy + hf["kv_cache"]) / 24)
+    assert "rollout engine vllm" in format_plan(vllm_cfg, vllm) and "rollout engine" not in format_plan(PlanConfig(model=str(qwen15)), hf)
+    with pytest.raises(ValueError, match="engine must be one of"):
+        PlanConfig(model=str(qwen15), engine="tgi")

@@ -158,8 +158,12 @@ class SharedBaseModels:
     weights and the two heads; the base never gets a gradient.
     """
 
-    def __init__(self, base: PreTrainedModel, reward_cfg: RewardConfig | None = None, cfg: AdapterConfig = AdapterConfig()):
-        """`base` from `load_base(path, cfg)`; `reward_cfg` defaults to `RewardConfig()`."""
+    policy_adapter = POLICY  # what a merged copy of the policy merges (rairl.models.rollout)
+
+    def __init__(self, base: PreTrainedModel, reward_cfg: RewardConfig | None = None, cfg: AdapterConfig = AdapterConfig(),
+                 seed: int = 0):
+        """`base` from `load_base(path, cfg)`; `reward_cfg` defaults to `RewardConfig()`. `seed` draws the LoRA A
+        matrices (B starts at 0): the same seed, the same adapters, whatever ran before in the process."""
         peft = _require("peft", "SharedBaseModels")
         _refuse_output_embedding(base, cfg.target_modules)
         _keep_cpu_4bit_differentiable(base)
@@ -169,8 +173,10 @@ class SharedBaseModels:
             target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM",
         )
         self.cfg = cfg
-        self.model = peft.get_peft_model(base, lora, adapter_name=POLICY)
-        self.model.add_adapter(REWARD, lora)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.model = peft.get_peft_model(base, lora, adapter_name=POLICY)
+            self.model.add_adapter(REWARD, lora)
         self.model.set_adapter(POLICY)
         if cfg.gradient_checkpointing:
             kwargs = {"use_reentrant": False, "context_fn": _checkpoint_context(self.model)}

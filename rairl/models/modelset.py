@@ -28,6 +28,8 @@ from .sampling import sample_completions
 class ModelSet:
     """Policy, reference and reward model as separate modules (the default on a CPU)."""
 
+    policy_adapter = None  # a full-weight policy: its own merged copy (rairl.models.rollout)
+
     def __init__(self, policy: PreTrainedModel, reward: RewardModel | None, with_reference: bool = False):
         """`reward=None` for trainers whose reward comes from elsewhere (e.g. answer checking)."""
         self.policy, self.reward = policy, reward

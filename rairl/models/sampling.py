@@ -75,13 +75,15 @@ def sample_completions(
     seeds: Sequence[int] | None = None,
     greedy: bool = False,
     progress: bool = True,
-) -> list[list[list[int]]]:
+    return_logprobs: bool = False,
+) -> list[list[list[int]]] | tuple[list[list[list[int]]], list[list[list[float]]]]:
     """`n_samples` completions per prompt, `out[i][j]` the ids of prompt i's j-th sample.
 
     A completion ends with EOS when the policy stopped, and has no EOS when it
     hit `max_new_tokens`; nothing after EOS is kept. `seeds`: one per prompt (default:
     derived from `seed` and the prompt's position); sample j of prompt i depends only on
-    `seeds[i]`, j and the model.
+    `seeds[i]`, j and the model. With `return_logprobs`, also the sampler's log-prob of
+    each sampled token under its full softmax at `temperature` (nats, fp32), laid out like `out`.
     """
     if seeds is None:
         seeds = [mix_seed(seed, i) for i in range(len(prompt_ids))]
@@ -91,6 +93,7 @@ def sample_completions(
     device = next(model.parameters()).device
     jobs = [(i, j) for i in range(len(prompt_ids)) for j in range(n_samples)]
     out: list[list[list[int]]] = [[[] for _ in range(n_samples)] for _ in prompt_ids]
+    logps: list[list[list[float]]] = [[[] for _ in range(n_samples)] for _ in prompt_ids]
     # Top-k and top-p off: a checkpoint's defaults, or generate's own top_k=50, would sample from a
     # truncated distribution while every log-prob (PPO ratios, ℓ = f − log π) is over the full softmax.
     gen_cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_k=None, top_p=None,
@@ -107,12 +110,19 @@ def sample_completions(
             attention_mask[r, T - len(p) :] = 1
         keys = torch.tensor([mix_seed(seeds[i], j) for i, j in chunk], dtype=torch.int64)
         noise = LogitsProcessorList() if greedy else LogitsProcessorList([GumbelNoise(keys, T, temperature)])
-        seqs = model.generate(
+        gen = model.generate(
             input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=gen_cfg,
-            logits_processor=noise,
-        )[:, T:].tolist()
-        for (i, j), ids in zip(chunk, seqs, strict=True):
+            logits_processor=noise, return_dict_in_generate=True, output_logits=return_logprobs,
+        )
+        new = gen.sequences[:, T:]
+        seqs = new.tolist()
+        if return_logprobs:  # the raw logits of each step, before the noise: the sampler's own distribution
+            logits = torch.stack(gen.logits, 1).float() / (1.0 if greedy else temperature)  # (R, steps, V)
+            chosen = torch.log_softmax(logits, -1).gather(-1, new[:, : logits.shape[1], None]).squeeze(-1).tolist()
+        for r, ((i, j), ids) in enumerate(zip(chunk, seqs, strict=True)):
             out[i][j] = ids[: ids.index(eos_id) + 1] if eos_id in ids else ids
+            if return_logprobs:
+                logps[i][j] = chosen[r][: len(out[i][j])]
         bar.update(len(chunk))
     bar.close()
-    return out
+    return (out, logps) if return_logprobs else out

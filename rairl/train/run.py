@@ -36,6 +36,7 @@ from ..models.device import OnDevice
 from ..models.lm import load_causal_lm, looks_local, per_token_logprobs
 from ..models.modelset import ModelSet
 from ..models.reward import RewardModel
+from ..models.rollout import RolloutConfig
 from .checkpoint import holds_checkpoints
 from .rft import RFTConfig, by_gold, by_warm_reward, run_rft
 from .sft import SFTConfig, train_sft
@@ -68,6 +69,7 @@ class RunConfig(OnDevice):
     lora: bool = False
     adapters: AdapterConfig = field(default_factory=AdapterConfig)  # the shared base and its adapters (with lora)
     rft: RFTConfig = field(default_factory=RFTConfig)  # train.operator='rft': rounds of reward-ranked fine-tuning
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)  # the engine that samples the rollouts: hf | hf_merged | vllm
     # Under torchrun / accelerate launch: ddp | fsdp2 | auto (FSDP2 when accelerate is configured for it,
     # else DDP with lora, FSDP2 for full weights). One process (no launcher) ignores it.
     parallel: str = "auto"
@@ -228,13 +230,13 @@ def post_train(cfg: RunConfig, seed: int, out: Path, warm_dir: Path | None = Non
         tokens = improve_by_rft(cfg, seed, warm, rd, out, progress)
     else:
         if cfg.lora:
-            models = SharedBaseModels(load_base(warm.policy_path, cfg.adapters, cfg.torch_device()), reward.cfg, cfg.adapters)
+            models = SharedBaseModels(load_base(warm.policy_path, cfg.adapters, cfg.torch_device()), reward.cfg, cfg.adapters, seed=seed)
             policy, reward = models.model, models.reward
         else:
             models = ModelSet(policy, reward, with_reference=cfg.train.kl_coef > 0)
         prompts = encode_prompts(tokenizer, rd.prompts, max_prompt_tokens=cfg.warm.max_prompt_tokens)
         trainer = AIRLTrainer(models, tokenizer, prompts, warm.train_records, cfg.train, answers=rd.answers,
-                              val_records=warm.val_records, out_dir=out, progress=progress, dist=dist)
+                              val_records=warm.val_records, out_dir=out, progress=progress, dist=dist, rollout=cfg.rollout)
         if resume:
             trainer.resume()
         trainer.train()

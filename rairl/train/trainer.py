@@ -62,6 +62,7 @@ from ..eval.discriminator import evaluate_discriminator
 from ..kernels.segments import StepRule
 from ..models.batch import TokenBatch, collate
 from ..models.modelset import ModelSet
+from ..models.rollout import RolloutConfig, make_sampler
 from ..models.sampling import mix_seed
 from ..rl.advantages import broadcast_to_tokens, masked_mean, sequence_advantages, step_advantages
 from ..rl.ppo import policy_loss, sampled_entropy
@@ -155,6 +156,8 @@ class Rollout:
     layout: ActionLayout  # actions at the reward's granularity
     old_logp: torch.Tensor | None  # (B·G, T) policy log-probs at sampling time; None: taken from the one update
     ref_logp: torch.Tensor | None  # (B·G, T) reference log-probs when kl_coef > 0
+    sampler_logp: torch.Tensor | None = None  # (B·G, T) the rollout engine's own log-probs of the sampled tokens
+    is_weight: torch.Tensor | None = None  # (B·G, T) min(π_trainer / π_sampler, is_cap) per token; None: 1
 
 
 def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> float:
@@ -178,6 +181,7 @@ class AIRLTrainer:
         out_dir: str | Path | None = None,
         progress: bool = True,
         dist: Dist = Dist(),
+        rollout: RolloutConfig = RolloutConfig(),
     ):
         if cfg.method == "sft" or cfg.operator != "ppo":
             raise ValueError(f"method={cfg.method!r}, operator={cfg.operator!r}: continued SFT and rft run in rairl.train.run, not this loop")
@@ -211,6 +215,7 @@ class AIRLTrainer:
         elsewhere = {str(p.device) for p in models.reward_parameters()} - {str(self.device)}
         if elsewhere:  # a model on the wrong device is an error, never a silent copy per batch
             raise ValueError(f"AIRLTrainer: the policy is on {self.device}, the reward model on {sorted(elsewhere)}")
+        self.rollout_cfg, self.sampler = rollout, make_sampler(rollout, models)
         self.rng = random.Random(cfg.seed)
         self.iteration_done, self.tokens_trained, self.policy_steps = 0, 0, 0
 
@@ -219,15 +224,18 @@ class AIRLTrainer:
         cfg = self.cfg
         chosen = self.rng.sample(range(len(self.prompts)), min(cfg.prompts_per_iter, len(self.prompts)))
         mine = [chosen[k] for k in self.dist.share(len(chosen))]  # this rank's whole groups, seeded per group
-        samples = self.models.sample(
+        samples, logps = self.sampler.sample(
             [self.prompts[i] for i in mine], n_samples=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
             eos_id=self.eos_id, pad_id=self.pad_id, seeds=[mix_seed(cfg.seed, self.iteration_done, i) for i in mine], progress=False,
         )  # called with no prompts too: FSDP2 gathers the weights on every rank together
         prompt_index = [i for i in chosen for _ in range(cfg.group_size)]
-        return self.make_rollout(prompt_index, [c for group in self.dist.gather(samples) for c in group])
+        groups = self.dist.gather(list(zip(samples, logps, strict=True)))
+        return self.make_rollout(prompt_index, [c for g, _ in groups for c in g], [lp for _, g in groups for lp in g])
 
-    def make_rollout(self, prompt_index: list[int], completions: list[list[int]]) -> Rollout:
-        """The rollout of these completions (G consecutive per prompt), with their log-probs at sampling time."""
+    def make_rollout(self, prompt_index: list[int], completions: list[list[int]],
+                     sampler_logps: list[list[float]] | None = None) -> Rollout:
+        """The rollout of these completions (G consecutive per prompt), with their log-probs at sampling time
+        (and, given the rollout engine's own log-probs, its importance weights)."""
         cfg = self.cfg
         batch = collate([self.prompts[i] for i in prompt_index], completions, self.pad_id).to(self.device)
         # One epoch of one minibatch with no reward reading log π: the update's own forward gives
@@ -236,7 +244,15 @@ class AIRLTrainer:
         with torch.no_grad():
             old_logp = None if single_pass else self._by_rows(self.models.policy_logprobs, batch)
             ref_logp = self._by_rows(self.models.reference_logprobs, batch) if cfg.kl_coef > 0 else None
-        return Rollout(prompt_index, completions, batch, action_layout(batch, self.rule), old_logp, ref_logp)
+        rollout = Rollout(prompt_index, completions, batch, action_layout(batch, self.rule), old_logp, ref_logp)
+        if sampler_logps is not None:
+            rollout.sampler_logp = torch.zeros(batch.input_ids.shape, device=self.device)
+            for r, (start, lps) in enumerate(zip(batch.prompt_lens.tolist(), sampler_logps, strict=True)):
+                rollout.sampler_logp[r, start : start + len(lps)] = torch.tensor(lps, device=self.device)
+            if old_logp is not None and self.rollout_cfg.is_cap > 0:  # truncated importance sampling
+                ratio = (old_logp - rollout.sampler_logp).exp().clamp(max=self.rollout_cfg.is_cap)
+                rollout.is_weight = torch.where(batch.completion_mask(), ratio, torch.zeros_like(ratio))
+        return rollout
 
     def _by_rows(self, logprobs, batch: TokenBatch) -> torch.Tensor:
         """`logprobs(ids, mask, completion mask)` of every row, `(rows, T)`: each rank scores its share in
@@ -376,8 +392,12 @@ class AIRLTrainer:
         }
         if rollout.old_logp is not None:
             row["sampled_entropy"] = float(masked_mean(-rollout.old_logp, mask))
+            if rollout.sampler_logp is not None:  # nats/token between the rollout engine and the trainer
+                row["sampler_gap"] = float(masked_mean((rollout.old_logp - rollout.sampler_logp).abs(), mask))
         if self.iteration_done >= self.cfg.disc_warmup_iters or self.cfg.method != "airl":
-            row |= self.policy_update(rollout, self.token_advantages(rollout, rewards))
+            advantages = self.token_advantages(rollout, rewards)
+            row |= self.policy_update(rollout, advantages if rollout.is_weight is None else advantages * rollout.is_weight)
+            self.sampler.refresh()  # the rollout engine samples the updated policy next
         self.iteration_done += 1
         if self.val_records and self.models.reward is not None and self.cfg.eval_every and self.iteration_done % self.cfg.eval_every == 0:
             val = evaluate_discriminator(self.reward, self.models.policy_logprobs, self.val_records, self.pad_id, self.rule)

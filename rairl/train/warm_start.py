@@ -242,7 +242,7 @@ def build_warm_start(
                                          step_rule(reward_model.cfg, tokenizer)), "step": 0, "given": str(reward_path)}
     else:  # reward model initialised from the policy, trained as the AIRL discriminator
         if adapters is not None:  # the policy's log-probs: the shared base with the (zero) policy adapter
-            shared = SharedBaseModels(load_base(policy_path, adapters, device), cfg.reward, adapters)
+            shared = SharedBaseModels(load_base(policy_path, adapters, device), cfg.reward, adapters, seed=seed)
             reward_model, logp_model, params = shared.reward, shared.model, shared.reward_parameters()
         else:
             reward_model, logp_model, params = RewardModel(copy.deepcopy(policy), cfg.reward).to(device), policy, None

@@ -261,3 +261,13 @@ def test_one_airl_iteration_trains_both_adapters_and_leaves_the_base(tiny_dir):
         "g_head.weight", "g_head.bias", "h_head.weight", "h_head.bias"}
     for k, v in base.items():
         assert torch.equal(v.detach(), base_before[k]), k
+
+
+def test_the_seed_decides_the_adapters_not_what_ran_before(tiny_dir):
+    torch.manual_seed(0)
+    a = _models(tiny_dir).state_dict()["policy"]
+    torch.rand(1000)  # anything else drawing from the global generator in between
+    b = _models(tiny_dir).state_dict()["policy"]
+    c = SharedBaseModels(load_base(tiny_dir, NF4), cfg=NF4, seed=1).state_dict()["policy"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a if "lora_A" in k)

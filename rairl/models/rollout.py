@@ -1,0 +1,140 @@
+"""Rollout engines: where the policy's samples come from (`--rollout.engine`).
+
+    hf         HF `generate` on the trained modules themselves (through the 4-bit base and unmerged
+               LoRA layers with `--lora`): the reference
+    hf_merged  HF `generate` on a plain copy of the policy: the base dequantized with the policy
+               adapter merged in (bf16 on CUDA, fp32 on CPU), refreshed after every policy update;
+               a full-weight policy is its own merged copy
+    vllm       a colocated vLLM engine (`rairl[vllm]`, imported lazily) holding the same merged weights,
+               pushed after every policy update (`rairl.models.vllm_engine`)
+
+Every engine samples the full softmax at the trainer's temperature and returns the log-prob of
+each sampled token under its own weights, so the trainer can report how far sampler and trainer
+disagree (`sampler_gap`, nats/token) and correct for it (`is_cap`: truncated importance ratio).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, PreTrainedModel
+
+from .sampling import sample_completions
+
+ENGINES = ("hf", "hf_merged", "vllm")
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """Which engine samples the rollouts, and how its mismatch with the trainer is corrected."""
+
+    engine: str = "hf"  # hf | hf_merged | vllm (needs rairl[vllm])
+    # PPO weighs each sampled token by min(π_trainer / π_sampler, is_cap) at sampling time (truncated
+    # importance sampling; 0: off). With hf the two are the same model and the weight is 1 to rounding.
+    is_cap: float = 2.0
+    gpu_memory_share: float = 0.3  # vllm: share of the GPU's memory its weights and KV cache may take
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"RolloutConfig.engine={self.engine!r}; choose one of {ENGINES}")
+        if self.is_cap < 0:
+            raise ValueError(f"RolloutConfig.is_cap={self.is_cap}; must be >= 0 (0: off)")
+        if not 0.0 < self.gpu_memory_share < 1.0:
+            raise ValueError(f"RolloutConfig.gpu_memory_share={self.gpu_memory_share}; must be in (0, 1)")
+
+
+Samples = tuple[list[list[list[int]]], list[list[list[float]]]]  # ids and sampler log-probs, [prompt][sample][token]
+
+
+def merged_state(model: nn.Module, adapter: str | None, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The plain weights of a (peft) causal LM: 4-bit weights dequantized, the LoRA `adapter` merged in.
+
+    `model`: a peft model (or a plain one: its own weights); keys are the plain model's parameter names.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    out: dict[str, torch.Tensor] = {}
+    covered: set[str] = set()
+    for name, module in base.named_modules():
+        if name.endswith(".base_layer") or ".lora_" in name:
+            continue  # inside a LoRA layer: merged with it
+        inner = module.get_base_layer() if hasattr(module, "get_base_layer") and hasattr(module, "lora_A") else None
+        weight = getattr(inner if inner is not None else module, "weight", None)
+        if inner is None and not hasattr(weight, "quant_state"):
+            continue  # neither LoRA nor 4-bit: its parameters are copied by name below
+        from peft.utils.integrations import dequantize_module_weight
+        w = dequantize_module_weight(inner if inner is not None else module).to(dtype)
+        if inner is not None and adapter in module.lora_A:
+            w = w + module.get_delta_weight(adapter).to(dtype)
+        out[f"{name}.weight"] = w
+        bias = (inner if inner is not None else module).bias
+        if bias is not None:
+            out[f"{name}.bias"] = bias.to(dtype)
+        covered.add(name)
+    for name, p in base.named_parameters():
+        owner = name.rsplit(".", 1)[0]
+        if ".lora_" in name or ".base_layer." in name or owner in covered:
+            continue
+        out[name] = p.detach().to(dtype)
+    return out
+
+
+class HFSampler:
+    """`hf`: generate from the trained modules (`ModelSet.sample` / `SharedBaseModels.sample`)."""
+
+    def __init__(self, models):
+        self.models = models
+
+    def sample(self, prompt_ids: Sequence[Sequence[int]], **kwargs) -> Samples:
+        return self.models.sample(prompt_ids, return_logprobs=True, **kwargs)
+
+    def refresh(self) -> None:
+        """Nothing to push: it samples the trained weights."""
+
+
+class MergedSampler:
+    """`hf_merged`: a plain copy of the policy (base dequantized, policy adapter merged), refreshed on demand."""
+
+    def __init__(self, models, dtype: torch.dtype | None = None):
+        self.models = models
+        policy = getattr(models, "model", None) or models.policy  # SharedBaseModels.model (peft) or ModelSet.policy
+        self.adapter = getattr(models, "policy_adapter", None)
+        self.source: PreTrainedModel = policy
+        if self.adapter is None:  # a full-weight policy is its own merged copy
+            self.lm = None
+            return
+        device = next(p for p in policy.parameters()).device
+        self.dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+        config = policy.get_base_model().config
+        self.lm = AutoModelForCausalLM.from_config(config, dtype=self.dtype, attn_implementation=config._attn_implementation)
+        self.lm.to(device).eval().requires_grad_(False)
+        self.refresh()
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Copy the policy's current weights (adapter merged) into the plain model."""
+        if self.lm is None:
+            return
+        state = merged_state(self.source, self.adapter, self.dtype)
+        missing, unexpected = self.lm.load_state_dict(state, strict=False)
+        tied = self.lm.config.get_text_config().tie_word_embeddings
+        if unexpected or [k for k in missing if not (tied and k.endswith("lm_head.weight"))]:
+            raise ValueError(f"hf_merged: the merged weights do not fit the plain model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        self.lm.tie_weights()
+
+    def sample(self, prompt_ids: Sequence[Sequence[int]], **kwargs) -> Samples:
+        if self.lm is None:
+            return self.models.sample(prompt_ids, return_logprobs=True, **kwargs)
+        return sample_completions(self.lm, prompt_ids, return_logprobs=True, **kwargs)
+
+
+def make_sampler(cfg: RolloutConfig, models):
+    """The sampler of `cfg.engine` over `models` (`ModelSet` or `SharedBaseModels`)."""
+    if cfg.engine == "hf":
+        return HFSampler(models)
+    if cfg.engine == "hf_merged":
+        return MergedSampler(models)
+    from .vllm_engine import VLLMSampler
+    return VLLMSampler(models, cfg)
