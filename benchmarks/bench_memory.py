@@ -74,28 +74,14 @@ class IdTokenizer:
         return [self.decode(s) for s in seqs]
 
 
-class PhasedModels(SharedBaseModels):
-    """`SharedBaseModels` that records the CUDA peak of each `sample` call (the generation
-    phase) and resets the peak after it, so the iteration's peak covers the update alone."""
+def iteration_fn(models, tokenizer, prompts: list[list[int]], experts: list[DiscRecord], args, engine: str,
+                 sample_peaks: list[int], sync: Callable[[], None]) -> Callable[[], dict]:
+    """One full R-AIRL iteration: `AIRLTrainer.iteration` with this benchmark's sizes and rollout `engine`.
 
-    def __init__(self, *args, sync: Callable[[], None] = lambda: None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.sync, self.sample_peaks = sync, []
-
-    def sample(self, prompt_ids, **kwargs):
-        cuda = torch.cuda.is_available() and self.policy_parameters()[0].is_cuda
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        out = super().sample(prompt_ids, **kwargs)
-        if cuda:
-            self.sync()
-            self.sample_peaks.append(torch.cuda.max_memory_allocated())
-            torch.cuda.reset_peak_memory_stats()
-        return out
-
-
-def iteration_fn(models, tokenizer, prompts: list[list[int]], experts: list[DiscRecord], args) -> Callable[[], dict]:
-    """One full R-AIRL iteration: `AIRLTrainer.iteration` with this benchmark's sizes."""
+    Its sampler records the CUDA peak of each `sample` call (the generation phase) into `sample_peaks`
+    and resets the peak after it, so the iteration's peak covers the update alone.
+    """
+    from rairl.models.rollout import RolloutConfig
     from rairl.train.trainer import AIRLTrainer, TrainConfig
 
     cfg = TrainConfig(
@@ -103,7 +89,21 @@ def iteration_fn(models, tokenizer, prompts: list[list[int]], experts: list[Disc
         disc_batch_size=args.disc_batch, minibatch_size=args.minibatch, ppo_epochs=args.ppo_epochs,
         kl_coef=args.kl_coef, checkpoint_every=0, eval_every=0, seed=args.seed,
     )
-    return AIRLTrainer(models, tokenizer, prompts, experts, cfg, progress=False).iteration
+    trainer = AIRLTrainer(models, tokenizer, prompts, experts, cfg, progress=False, rollout=RolloutConfig(engine=engine))
+    sample, cuda = trainer.sampler.sample, torch.cuda.is_available() and models.policy_parameters()[0].is_cuda
+
+    def phased(prompt_ids, **kwargs):
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        out = sample(prompt_ids, **kwargs)
+        if cuda:
+            sync()
+            sample_peaks.append(torch.cuda.max_memory_allocated())
+            torch.cuda.reset_peak_memory_stats()
+        return out
+
+    trainer.sampler.sample = phased
+    return trainer.iteration
 
 
 def build_base_dir(name: str, workdir: Path, device: torch.device, tiny: bool) -> Path:
@@ -134,8 +134,8 @@ def random_data(vocab: int, eos_id: int, args) -> tuple[list[list[int]], list[Di
     return prompts, experts
 
 
-def plan_estimate(path: Path, adapter: AdapterConfig, args) -> dict[str, float]:
-    cfg = PlanConfig(
+def plan_estimate(path: Path, adapter: AdapterConfig, args, engine: str = "hf") -> dict[str, float]:
+    cfg = PlanConfig(engine=engine,
         model=str(path), gpu_gb=args.gpu_gb, prompts_per_iter=args.prompts, group_size=args.group,
         prompt_tokens=args.prompt_tokens, max_new_tokens=args.completion_tokens,
         quantization=adapter.quantization, lora_rank=adapter.lora_rank, target_modules=tuple(adapter.target_modules),
@@ -144,19 +144,20 @@ def plan_estimate(path: Path, adapter: AdapterConfig, args) -> dict[str, float]:
     return estimate(cfg)
 
 
-def run_model(name: str, workdir: Path, device: torch.device, adapter: AdapterConfig, args) -> dict:
+def run_model(name: str, workdir: Path, device: torch.device, adapter: AdapterConfig, args, engine: str = "hf") -> dict:
     cuda = device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    path = build_base_dir(name, workdir, device, args.tiny)
+    path = workdir / name if (workdir / name / "config.json").exists() else build_base_dir(name, workdir, device, args.tiny)
     config = json.loads((path / "config.json").read_text())
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    models = PhasedModels(load_base(path, adapter, device), RewardConfig(), adapter, sync=sync)
+    models = SharedBaseModels(load_base(path, adapter, device), RewardConfig(), adapter, seed=args.seed)
     weights_bytes = torch.cuda.memory_allocated() if cuda else None
     prompts, experts = random_data(config["vocab_size"], config["eos_token_id"], args)
     tokenizer = IdTokenizer(config["vocab_size"], eos_id=config["eos_token_id"], pad_id=config["eos_token_id"])
-    iterate = iteration_fn(models, tokenizer, prompts, experts, args)
+    sample_peaks: list[int] = []
+    iterate = iteration_fn(models, tokenizer, prompts, experts, args, engine, sample_peaks, sync)
     times, rows, peaks = [], [], []
     for i in range(args.warmup + args.repeats):
         if cuda:
@@ -169,15 +170,15 @@ def run_model(name: str, workdir: Path, device: torch.device, adapter: AdapterCo
             times.append(time.perf_counter() - t0)
         if cuda:
             peaks.append(torch.cuda.max_memory_allocated())  # peak since the sample phase ended
-    est = plan_estimate(path, adapter, args)
+    est = plan_estimate(path, adapter, args, engine)
     out = {
-        "model": name, "config": {k: config[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "vocab_size")},
-        "seconds": _seconds(times), "last_row": rows[-1],
+        "model": name, "engine": engine, "config": {k: config[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "vocab_size")},
+        "seconds": _seconds(times), "last_row": rows[-1], "sampler_gap": rows[-1].get("sampler_gap"),
         "mean_completion_len": rows[-1].get("mean_len"),
         "plan": est, "plan_allocated_gib": est["total"] - est["cuda_overhead"],
     }
     if cuda:
-        gen, upd = max(models.sample_peaks) / GIB, max(peaks) / GIB
+        gen, upd = max(sample_peaks) / GIB, max(peaks) / GIB
         out |= {"peak_gib": max(gen, upd), "peak_generation_gib": gen, "peak_update_gib": upd,
                 "after_load_gib": weights_bytes / GIB, "reserved_gib": torch.cuda.max_memory_reserved() / GIB}
     del models, iterate
@@ -213,6 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="CPU: torch.set_num_threads")
+    p.add_argument("--engines", nargs="+", choices=["hf", "hf_merged", "vllm"], default=["hf"], help="rollout engines, each timed in turn")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     if args.threads:
@@ -237,14 +239,14 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device)
     results = []
     with tempfile.TemporaryDirectory() as workdir:
-        for name in args.models:
-            r = run_model(name, Path(workdir), device, adapter, args)
+        for name, engine in ((n, e) for n in args.models for e in args.engines):
+            r = run_model(name, Path(workdir), device, adapter, args, engine)
             results.append(r)
             peak = f"{r['peak_gib']:.2f}" if "peak_gib" in r else "-"
-            print(f"{name}{' (tiny)' if args.tiny else ''}: {r['seconds']['median_s']:.2f} s/iteration, "
+            print(f"{name}{' (tiny)' if args.tiny else ''} [{engine}]: {r['seconds']['median_s']:.2f} s/iteration, "
                   f"peak {peak} GiB allocated, plan {r['plan_allocated_gib']:.2f} GiB "
                   f"(+{r['plan']['cuda_overhead']:.1f} context = {r['plan']['total']:.2f}), "
-                  f"mean completion {r['mean_completion_len']:.0f} tokens")
+                  f"mean completion {r['mean_completion_len']:.0f} tokens, sampler gap {r['sampler_gap'] or 0:.1e} nats/token")
     out = {
         "bench": "memory_iteration",
         "config": {k: v for k, v in vars(args).items() if k != "json"} | {"adapter": asdict(adapter)},

@@ -50,6 +50,14 @@ leaves the weights unchanged: both copies stay identical, generate from the same
 distribution, and do the same arithmetic every round. Mean completion lengths are reported
 so a reader can check that both sides generated as much.
 
+Rollout engines (`--rollout-engines hf,hf_merged[,vllm]`): after the comparison, the same prompts
+are sampled (G each, --max-new-tokens) from a shared base stored as --quantization (nf4 by default)
+with a LoRA policy adapter (rank 8, values drawn so that it acts), through each engine in turn
+(round-robin over --repeats rounds after --warmup), and completion tokens/s are reported side by
+side with each engine's sampler/trainer gap (mean |Δ log-prob| per sampled token, nats). hf
+generates through the 4-bit layers and unmerged adapters, hf_merged from its merged plain copy
+(refreshed once per round, the refresh timed apart), vllm only where it is installed.
+
 Where the two sides are made to match (TRL pitfalls found on the way):
 * GRPOConfig defaults `gradient_checkpointing=True` and `bf16=True`: both are turned off
   (`activation_checkpointing=False`, the transformers 5 name of the first).
@@ -250,6 +258,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="CPU: torch.set_num_threads")
     p.add_argument("--json", default=None)
+    p.add_argument("--rollout-engines", default="", help="comma-separated engines to time after the comparison, e.g. hf,hf_merged")
+    p.add_argument("--quantization", default="nf4", choices=["nf4", "bf16", "fp32"], help="the shared base for --rollout-engines")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -290,6 +300,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"<= {args.max_new_tokens} new tokens, {n_params / 1e6:.2f}M-param Llama on "
               f"{args.device}, {args.warmup} warm-up + {args.repeats} rounds")
         trl_trainer.train()
+        engines = rollout_engines(args, workdir, prompt_ids) if args.rollout_engines else None
 
     w = args.warmup
     lens = {"rairl": callback.rairl_len[w:], "trl": trl_len[w:]}
@@ -320,13 +331,70 @@ def main(argv: list[str] | None = None) -> dict:
         **provenance(args.device),
         **_versions(),
     }
+    if engines:
+        out["rollout_engines"] = engines
     print(f"{'side':6s} {'median s (p20-p80)':>26s} {'mean compl. len':>16s} {'compl. tok/s':>13s}")
     for name, r in results.items():
         print(f"{name:6s} {r['median_s']:10.3f} ({r['p20_s']:.3f}-{r['p80_s']:.3f})"
               f"{r['mean_completion_len']:17.1f} {r['completion_tokens_per_s']:13.0f}")
     print(f"speedup_vs_trl (median of per-round trl/rairl): {out['speedup_vs_trl']:.3f}  "
           f"(ratio of medians {out['ratio_of_medians']:.3f})")
+    for name, r in (engines or {}).items():
+        print(f"rollout {name:10s} {r['completion_tokens_per_s']:9.0f} completion tok/s (median {r['median_s']:.3f} s), "
+              f"sampler gap {r['sampler_gap']:.2e} nats/token" + (f", refresh {r['refresh_s']:.3f} s" if "refresh_s" in r else ""))
     write_json(args.json, out)
+    return out
+
+
+def rollout_engines(args, workdir: str, prompt_ids: list[list[int]]) -> dict[str, dict]:
+    """Completion tokens/s of each engine over one shared base with a LoRA policy adapter, round-robin."""
+    from rairl.models.adapters import AdapterConfig, SharedBaseModels, load_base
+    from rairl.models.batch import collate
+    from rairl.models.rollout import RolloutConfig, make_sampler
+
+    acfg = AdapterConfig(quantization=args.quantization, lora_rank=8, lora_alpha=16)
+    models = SharedBaseModels(load_base(workdir, acfg, args.device), cfg=acfg, seed=args.seed)
+    with torch.no_grad():
+        for q in models.policy_parameters():
+            q.normal_(std=0.02)  # an adapter that acts, as after training
+    names = [e.strip() for e in args.rollout_engines.split(",") if e.strip()]
+    samplers = {e: make_sampler(RolloutConfig(engine=e), models) for e in names}
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+    times = {e: [] for e in names}
+    refresh = {e: [] for e in names}
+    tokens = {e: [] for e in names}
+    gaps = {e: [] for e in names}
+    for rnd in range(args.warmup + args.repeats):
+        for e, sampler in samplers.items():
+            sync()
+            t0 = time.perf_counter()
+            sampler.refresh()
+            sync()
+            t1 = time.perf_counter()
+            samples, logps = sampler.sample(prompt_ids, n_samples=args.num_generations, max_new_tokens=args.max_new_tokens,
+                                            eos_id=models.model.config.eos_token_id, pad_id=models.model.config.pad_token_id,
+                                            seed=args.seed + rnd, progress=False)
+            sync()
+            t2 = time.perf_counter()
+            if rnd >= args.warmup:
+                times[e].append(t2 - t1)
+                refresh[e].append(t1 - t0)
+                comps = [c for g in samples for c in g]
+                tokens[e].append(sum(map(len, comps)))
+                batch = collate([p for p in prompt_ids for _ in range(args.num_generations)], comps, 0).to(args.device)
+                with torch.no_grad():
+                    trainer = models.policy_logprobs(batch.input_ids, batch.attention_mask, score_mask=batch.completion_mask())
+                diffs = [abs(float(trainer[r, s + k]) - lp) for r, (s, row) in enumerate(zip(batch.prompt_lens.tolist(),
+                         [lp for g in logps for lp in g], strict=True)) for k, lp in enumerate(row)]
+                gaps[e].append(sum(diffs) / max(len(diffs), 1))
+    out = {}
+    for e in names:
+        r = _seconds(times[e])
+        r["completion_tokens_per_s"] = statistics.median(n / t for n, t in zip(tokens[e], times[e], strict=True))
+        r["sampler_gap"] = statistics.fmean(gaps[e])
+        if e != "hf":
+            r["refresh_s"] = statistics.median(refresh[e])
+        out[e] = r
     return out
 
 

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # GPU check of rairl.kernels on one CUDA device (< 8 min on one H100):
 #   1. the kernel tests, compiled Triton (no interpreter)
-#   2. bench_token_logprobs at V=151936, H in {896, 1536, 3584}, N in {4096, 16384}, bf16
-#      (naive, rairl triton, rairl torch, liger if present; torch.compile at two shapes, TRL at one)
-#   3. bench_memory: one AIRL iteration on an NF4 base + two LoRA adapters, Qwen2.5-0.5B and
-#      -1.5B shapes (random weights), B=8 x G=8, 256 + 512 tokens: peak memory vs `rairl plan`
-#   3b. the user chain (train-reward -> score -> rerank -> localise -> train --policy) on CUDA
-#   4. bench_airl_loss (step and dense actions) with the device copy bandwidth beside it
-#   5. the Triton tile sweep at one shape, if time is left
+#   2. bench_memory: one AIRL iteration on an NF4 base + two LoRA adapters, Qwen2.5-1.5B shape
+#      (random weights), B=8 x G=8, 256 + 512 tokens, with each rollout engine (hf, hf_merged, and
+#      vllm when it imports): seconds, peak memory vs `rairl plan`, sampler/trainer gap
+#   3. bench_token_logprobs at V=151936, (N, H) = (4096, 896) and (16384, 3584), bf16: naive,
+#      torch.compile, liger (if present) and rairl side by side; then the AIRL loss benchmark
+#   4. the user chain (train-reward -> score -> rerank -> localise -> train --policy) on CUDA
+#   5. the other token_logprobs shapes, the 0.5B memory run and the Triton tile sweep, if time is left
 # Steps run most-wanted first and are skipped once BUDGET_S is spent. bitsandbytes (step 3)
 # and liger-kernel are optional; benchmarks/gpu/device.sh installs carried wheels of them.
 # JSON goes to ${OUT:-benchmarks/out}; the summary table is printed last.
@@ -44,21 +44,24 @@ token_logprobs() {  # token_logprobs N H VARIANTS...
   step "token_logprobs N=$N H=$H" 150 "$PY" benchmarks/bench_token_logprobs.py --device cuda \
     --n "$N" --h "$H" --v $V --dtype bf16 --variants "$@" --json "$OUT/token_logprobs_n${N}_h${H}.json"
 }
-# most wanted first: the headline shape with every baseline, the memory plan check, then the rest
+# most wanted first: one 1.5B-shape iteration with each rollout engine, the two headline log-prob shapes
+ENGINES="hf hf_merged"
+"$PY" -c "import vllm" 2>/dev/null && ENGINES="$ENGINES vllm"
+step "memory nf4+lora 1.5b, engines: $ENGINES" 300 "$PY" benchmarks/bench_memory.py --device cuda --models 1.5b \
+  --engines $ENGINES --json "$OUT/memory_nf4_lora_engines.json"
 token_logprobs 4096 896 naive rairl rairl_torch liger compile trl
-
-step "memory nf4+lora" 240 "$PY" benchmarks/bench_memory.py --device cuda --models 0.5b 1.5b \
-  --json "$OUT/memory_nf4_lora.json"
+token_logprobs 16384 3584 naive rairl rairl_torch liger compile
+step "airl_loss steps" 60 "$PY" benchmarks/bench_airl_loss.py --device cuda --n 1048576 \
+  --action-len 32 --dtype fp32 --variants torch triton --json "$OUT/airl_loss_n1048576_steps.json"
 
 # the user chain on the GPU: train-reward -> score -> rerank -> localise -> train --policy on a random
 # Qwen2.5-0.5B-shape checkpoint (no download); fails unless every stage reports its models on CUDA
 step "user chain" 240 "$PY" benchmarks/gpu/user_chain.py --device cuda --json "$OUT/user_chain.json"
 
-token_logprobs 16384 3584 naive rairl rairl_torch liger compile
-step "airl_loss steps" 60 "$PY" benchmarks/bench_airl_loss.py --device cuda --n 1048576 \
-  --action-len 32 --dtype fp32 --variants torch triton --json "$OUT/airl_loss_n1048576_steps.json"
 step "airl_loss dense" 60 "$PY" benchmarks/bench_airl_loss.py --device cuda --n 1048576 \
   --action-len 1 --dtype fp32 --variants torch triton --json "$OUT/airl_loss_n1048576_dense.json"
+step "memory nf4+lora 0.5b" 120 "$PY" benchmarks/bench_memory.py --device cuda --models 0.5b \
+  --json "$OUT/memory_nf4_lora.json"
 for NH in 4096:1536 4096:3584 16384:896 16384:1536; do
   token_logprobs "${NH%:*}" "${NH#*:}" naive rairl rairl_torch liger
 done

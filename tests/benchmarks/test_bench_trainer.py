@@ -18,7 +18,7 @@ def test_bench_trainer_tiny_run(tmp_path):
     out = tmp_path / "bench.json"
     args = ["--prompts", "2", "--num-generations", "2", "--max-new-tokens", "4", "--hidden-size", "32",
             "--layers", "1", "--heads", "2", "--intermediate-size", "64", "--repeats", "2", "--warmup", "1",
-            "--threads", "1", "--json", str(out)]
+            "--threads", "1", "--rollout-engines", "hf,hf_merged", "--quantization", "fp32", "--json", str(out)]
     proc = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "speedup_vs_trl" in proc.stdout
@@ -31,3 +31,6 @@ def test_bench_trainer_tiny_run(tmp_path):
         assert 1 <= r["mean_completion_len"] <= 4  # EOS counted, never past max_new_tokens
     assert len(res["round_ratios"]) == 2 and res["speedup_vs_trl"] > 0
     assert res["trl_version"] and res["torch"]
+    for engine in ("hf", "hf_merged"):
+        r = res["rollout_engines"][engine]
+        assert r["completion_tokens_per_s"] > 0 and r["sampler_gap"] < 1e-4
