@@ -24,6 +24,7 @@ import torch
 import torch.distributed as torch_dist
 
 ENGINES = ("auto", "ddp", "fsdp2")
+_STARTED = False  # whether this module started the process group (a colocated vLLM may start its own)
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,9 @@ def init_dist(engine: str = "auto", lora: bool = False, timeout_s: float = 1800.
     if not launched():
         return Dist(engine=engine)
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0"))
+    global _STARTED
     if not torch_dist.is_initialized():
+        _STARTED = True
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local)
@@ -126,7 +129,10 @@ def init_dist(engine: str = "auto", lora: bool = False, timeout_s: float = 1800.
 
 
 def finish_dist() -> None:
-    """Every rank, once its work is done: wait for the others, then leave the process group (no-op without one)."""
-    if torch_dist.is_initialized():
+    """Every rank, once its work is done: wait for the others, then leave the process group `init_dist` started
+    (a no-op without one; a group someone else started, e.g. a colocated vLLM engine, is theirs to end)."""
+    global _STARTED
+    if _STARTED and torch_dist.is_initialized():
         torch_dist.barrier()
         torch_dist.destroy_process_group()
+        _STARTED = False

@@ -97,7 +97,7 @@ def sample_completions(
     # Top-k and top-p off: a checkpoint's defaults, or generate's own top_k=50, would sample from a
     # truncated distribution while every log-prob (PPO ratios, ℓ = f − log π) is over the full softmax.
     gen_cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_k=None, top_p=None,
-                               eos_token_id=eos_id, pad_token_id=pad_id)
+                               eos_token_id=eos_id, pad_token_id=pad_id, return_dict_in_generate=True, output_logits=return_logprobs)
     bar = tqdm(total=len(jobs), desc="sampling", disable=not progress, leave=False)
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start : start + batch_size]
@@ -112,7 +112,7 @@ def sample_completions(
         noise = LogitsProcessorList() if greedy else LogitsProcessorList([GumbelNoise(keys, T, temperature)])
         gen = model.generate(
             input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=gen_cfg,
-            logits_processor=noise, return_dict_in_generate=True, output_logits=return_logprobs,
+            logits_processor=noise,
         )
         new = gen.sequences[:, T:]
         seqs = new.tolist()

@@ -215,6 +215,8 @@ class AIRLTrainer:
         elsewhere = {str(p.device) for p in models.reward_parameters()} - {str(self.device)}
         if elsewhere:  # a model on the wrong device is an error, never a silent copy per batch
             raise ValueError(f"AIRLTrainer: the policy is on {self.device}, the reward model on {sorted(elsewhere)}")
+        if dist.on and rollout.engine == "vllm":  # vLLM starts a process group of its own in each rank: untested together
+            raise ValueError("--rollout.engine vllm runs in one process; under torchrun / accelerate use hf or hf_merged")
         self.rollout_cfg, self.sampler = rollout, make_sampler(rollout, models)
         self.rng = random.Random(cfg.seed)
         self.iteration_done, self.tokens_trained, self.policy_steps = 0, 0, 0
