@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
+from .merge import Samples, merged_state
 from .sampling import sample_completions
 
 ENGINES = ("hf", "hf_merged", "vllm")
@@ -44,41 +44,6 @@ class RolloutConfig:
             raise ValueError(f"RolloutConfig.is_cap={self.is_cap}; must be >= 0 (0: off)")
         if not 0.0 < self.gpu_memory_share < 1.0:
             raise ValueError(f"RolloutConfig.gpu_memory_share={self.gpu_memory_share}; must be in (0, 1)")
-
-
-Samples = tuple[list[list[list[int]]], list[list[list[float]]]]  # ids and sampler log-probs, [prompt][sample][token]
-
-
-def merged_state(model: nn.Module, adapter: str | None, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """The plain weights of a (peft) causal LM: 4-bit weights dequantized, the LoRA `adapter` merged in.
-
-    `model`: a peft model (or a plain one: its own weights); keys are the plain model's parameter names.
-    """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    out: dict[str, torch.Tensor] = {}
-    covered: set[str] = set()
-    for name, module in base.named_modules():
-        if name.endswith(".base_layer") or ".lora_" in name:
-            continue  # inside a LoRA layer: merged with it
-        inner = module.get_base_layer() if hasattr(module, "get_base_layer") and hasattr(module, "lora_A") else None
-        weight = getattr(inner if inner is not None else module, "weight", None)
-        if inner is None and not hasattr(weight, "quant_state"):
-            continue  # neither LoRA nor 4-bit: its parameters are copied by name below
-        from peft.utils.integrations import dequantize_module_weight
-        w = dequantize_module_weight(inner if inner is not None else module).to(dtype)
-        if inner is not None and adapter in module.lora_A:
-            w = w + module.get_delta_weight(adapter).to(dtype)
-        out[f"{name}.weight"] = w
-        bias = (inner if inner is not None else module).bias
-        if bias is not None:
-            out[f"{name}.bias"] = bias.to(dtype)
-        covered.add(name)
-    for name, p in base.named_parameters():
-        owner = name.rsplit(".", 1)[0]
-        if ".lora_" in name or ".base_layer." in name or owner in covered:
-            continue
-        out[name] = p.detach().to(dtype)
-    return out
 
 
 class HFSampler:
@@ -137,4 +102,4 @@ def make_sampler(cfg: RolloutConfig, models):
     if cfg.engine == "hf_merged":
         return MergedSampler(models)
     from .vllm_engine import VLLMSampler
-    return VLLMSampler(models, cfg)
+    return VLLMSampler(models, cfg.gpu_memory_share)

@@ -7,7 +7,7 @@ were computed with the old weights). Sampling matches the trainer's: the full so
 top-p off) at the trainer's temperature, one seed per prompt, and the log-prob of each sampled token
 under the engine's weights at that temperature (`logprobs_mode="processed_logprobs"`). On CUDA the
 engine sleeps between rollouts (its weights offloaded, its KV cache freed) and takes
-`RolloutConfig.gpu_memory_share` of the GPU while awake.
+`gpu_memory_share` of the GPU while awake (`--rollout.gpu_memory_share`).
 
 vLLM 0.32's CPU build, measured here: it keeps a oneDNN-packed copy of the output layer that
 `reload_weights` leaves stale when embeddings are tied (log-probs then off by 27–30 nats), so the
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM
 
-from .rollout import RolloutConfig, Samples, merged_state
+from .merge import Samples, merged_state
 from .sampling import mix_seed
 
 
@@ -37,7 +37,7 @@ def _repack_output_layer(worker) -> None:
 class VLLMSampler:
     """`vllm`: generate with a vLLM engine that holds the merged policy; `refresh()` after each update."""
 
-    def __init__(self, models, cfg: RolloutConfig = RolloutConfig(), max_model_len: int = 4096, cpu_kv_cache_gib: float = 1.0):
+    def __init__(self, models, gpu_memory_share: float = 0.3, max_model_len: int = 4096, cpu_kv_cache_gib: float = 1.0):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in this process: weights reload from a folder it shares
         try:
             import vllm
@@ -53,7 +53,7 @@ class VLLMSampler:
         config = self.source.get_base_model().config if self.adapter else self.source.config
         self.plain = AutoModelForCausalLM.from_config(config, dtype=self.dtype).eval().requires_grad_(False)  # CPU: staging only
         self._write()
-        memory = ({"gpu_memory_utilization": cfg.gpu_memory_share, "enable_sleep_mode": True} if self.cuda
+        memory = ({"gpu_memory_utilization": gpu_memory_share, "enable_sleep_mode": True} if self.cuda
                   else {"kv_cache_memory_bytes": int(cpu_kv_cache_gib * 2**30)})
         self.llm = vllm.LLM(model=str(self.folder), dtype="bfloat16" if self.cuda else "float32", seed=0, skip_tokenizer_init=True,
                             max_model_len=min(max_model_len, config.max_position_embeddings), enforce_eager=not self.cuda,

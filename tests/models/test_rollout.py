@@ -11,7 +11,8 @@ pytest.importorskip("peft")
 
 from rairl.models.adapters import AdapterConfig, SharedBaseModels, load_base  # noqa: E402
 from rairl.models.batch import collate  # noqa: E402
-from rairl.models.rollout import HFSampler, MergedSampler, RolloutConfig, merged_state  # noqa: E402
+from rairl.models.merge import merged_state
+from rairl.models.rollout import HFSampler, MergedSampler, RolloutConfig  # noqa: E402
 
 FP32 = AdapterConfig(quantization="fp32", lora_rank=4, lora_alpha=8)
 

@@ -1,0 +1,43 @@
+"""The plain weights of a policy as it is trained: 4-bit base weights dequantized, a LoRA adapter merged in.
+
+What every rollout engine other than `hf` samples from (`rairl.models.rollout`, `rairl.models.vllm_engine`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+Samples = tuple[list[list[list[int]]], list[list[list[float]]]]  # ids and sampler log-probs, [prompt][sample][token]
+
+
+def merged_state(model: nn.Module, adapter: str | None, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The plain weights of a (peft) causal LM: 4-bit weights dequantized, the LoRA `adapter` merged in.
+
+    `model`: a peft model (or a plain one: its own weights); keys are the plain model's parameter names.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    out: dict[str, torch.Tensor] = {}
+    covered: set[str] = set()
+    for name, module in base.named_modules():
+        if name.endswith(".base_layer") or ".lora_" in name:
+            continue  # inside a LoRA layer: merged with it
+        inner = module.get_base_layer() if hasattr(module, "get_base_layer") and hasattr(module, "lora_A") else None
+        weight = getattr(inner if inner is not None else module, "weight", None)
+        if inner is None and not hasattr(weight, "quant_state"):
+            continue  # neither LoRA nor 4-bit: its parameters are copied by name below
+        from peft.utils.integrations import dequantize_module_weight
+        w = dequantize_module_weight(inner if inner is not None else module).to(dtype)
+        if inner is not None and adapter in module.lora_A:
+            w = w + module.get_delta_weight(adapter).to(dtype)
+        out[f"{name}.weight"] = w
+        bias = (inner if inner is not None else module).bias
+        if bias is not None:
+            out[f"{name}.bias"] = bias.to(dtype)
+        covered.add(name)
+    for name, p in base.named_parameters():
+        owner = name.rsplit(".", 1)[0]
+        if ".lora_" in name or ".base_layer." in name or owner in covered:
+            continue
+        out[name] = p.detach().to(dtype)
+    return out
