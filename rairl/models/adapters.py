@@ -6,7 +6,7 @@
 
 LoRA B matrices start at zero, so at construction the policy, the reward LM and the
 reference are all the base model. `SharedBaseModels` has the methods of
-`rairl.models.modelset.ModelSet`; the trainer calls only those (and `reward.token_terms`),
+`rairl.models.modelset.ModelSet`; the trainer calls only those (the reward through `routed_reward()`),
 so it never knows which one it has. A reward backbone separate from the policy's (e.g. a
 smaller model with the same tokenizer) stays possible through `ModelSet`, whose reward
 model may wrap any causal LM, this module's `load_base` output included.

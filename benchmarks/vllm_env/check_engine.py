@@ -1,8 +1,8 @@
 """Check the `vllm` rollout engine against the trainer, and time it beside `hf` and `hf_merged` (CPU or CUDA).
 
-    ENV/bin/python benchmarks/vllm/check_engine.py [--device cpu] [--json runs/vllm_check.json]
+    ENV/bin/python benchmarks/vllm_env/check_engine.py [--device cpu] [--json runs/vllm_check.json]
 
-Run in the environment `benchmarks/vllm/setup.sh` builds. Setup (offline): a tiny Llama and BPE
+Run in the environment `benchmarks/vllm_env/setup.sh` builds. Setup (offline): a tiny Llama and BPE
 tokenizer on the embedded task, a shared base (fp32 on CPU, bf16 on CUDA) with a LoRA policy adapter
 whose weights are redrawn to stand for a policy update. Checks, each an assertion:
 
