@@ -37,6 +37,7 @@ from ..metrics import write_metrics
 from ..models.batch import encode_prompts
 from ..models.device import OnDevice
 from ..models.reward import RewardConfig, RewardModel
+from ..models.rollout import RolloutConfig
 from ..score import RewardScorer, ScorerSettings
 from ..train.warm_start import (
     WarmStartConfig,
@@ -56,6 +57,7 @@ class DemoConfig(OnDevice):
     warm: WarmStartConfig = field(default_factory=WarmStartConfig)  # tokenizer, tiny policy, SFT, reward model
     n_samples: int = 16  # N: samples per test problem for best-of-N
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)  # what samples negatives and test pools: hf | hf_merged | vllm
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -89,14 +91,14 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True) -> dic
     # 1-4. tokenizer, tiny policy, SFT warm start, reward model (AIRL discriminator)
     device = cfg.torch_device()
     warm = build_warm_start(cfg.warm, cfg.seed, train_ex, val_ex, out, rng, {"seed": cfg.seed, "task": asdict(cfg.task)},
-                            device=device, dtype=cfg.torch_dtype(), log=log, progress=progress, dist=dist)
+                            device=device, dtype=cfg.torch_dtype(), log=log, progress=progress, dist=dist, rollout=cfg.rollout)
     if dist.main:
         warm.save(out, seconds=time.time() - t0)
     tokenizer, policy, w = warm.tokenizer, warm.policy, cfg.warm
 
     def pools(examples, n: int, seed: int):
         return sample_pools(policy, tokenizer, [e.prompt for e in examples], [e.answer for e in examples], n, w.max_new_tokens,
-                            w.temperature, seed, w.max_prompt_tokens, progress, dist)
+                            w.temperature, seed, w.max_prompt_tokens, progress, dist, warm.sampler)
 
     single = pools(test_ex, 1, cfg.seed + 1)
     sft_pass1 = sum(p.correct()[0] for p in single) / len(single)

@@ -30,6 +30,7 @@ from ..models.adapters import AdapterConfig
 from ..models.device import OnDevice, attn_implementation
 from ..models.lm import load_causal_lm
 from ..models.reward import RewardConfig, RewardModel
+from ..models.rollout import RolloutConfig
 from ..plan import PlanConfig, estimate, format_plan
 from ..score import SELECTORS, RewardScorer, ScorerSettings
 from ..train.reward import RewardTrainConfig
@@ -60,6 +61,7 @@ class TrainRewardConfig(OnDevice):
     # 4-bit), the policy's log-probs from the same base with the adapter off (needs rairl[lora])
     lora: bool = False
     adapters: AdapterConfig = field(default_factory=AdapterConfig)  # the shared base and the reward adapter (with lora)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)  # what samples the negatives: hf | hf_merged | vllm
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -79,7 +81,7 @@ def train_reward_command(cfg: TrainRewardConfig, out: Path, progress: bool = Tru
     dist = init_dist("ddp", cfg.lora)  # under a launcher: SFT, sampling and reward training split over the ranks
     warm, val_ex, n_read = warm_start_from_file(cfg.warm, cfg.seed, cfg.data, out, cfg.policy or None, None, cfg.val_fraction, cfg.limit,
                                         cfg.torch_device(), cfg.torch_dtype(), progress, parse_fields(cfg.fields),
-                                        cfg.adapters if cfg.lora else None, dist)
+                                        cfg.adapters if cfg.lora else None, dist, cfg.rollout)
     if dist.main:
         warm.save(out, seconds=time.time() - t0)
     scorer = RewardScorer(warm.reward_model, warm.tokenizer, ScorerSettings(template=cfg.warm.template),

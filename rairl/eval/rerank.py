@@ -36,18 +36,21 @@ class SampledPool:
 def sample_pools(
     policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, questions: Sequence[str], answers: Sequence[str | None],
     n: int, max_new_tokens: int, temperature: float, seed: int, max_prompt_tokens: int = 1024, progress: bool = True,
-    dist: Dist = Dist(),
+    dist: Dist = Dist(), sampler=None,
 ) -> list[SampledPool]:
     """`n` policy samples for each question, zipped by index with its gold answer (None: unknown).
 
     Under several processes each rank samples its share of the questions and every rank gets every
-    pool; a question's samples depend on `seed` and its index only, not on the split.
+    pool; a question's samples depend on `seed` and its index only, not on the split. `sampler`: a
+    rollout engine holding `policy` (`rairl.models.rollout.make_sampler`) to sample with instead of
+    `policy`'s own `generate`.
     """
     prompt_ids = encode_prompts(tokenizer, questions, max_prompt_tokens=max_prompt_tokens)
     mine = dist.share(len(prompt_ids))
-    samples = dist.gather(sample_completions(policy, [prompt_ids[k] for k in mine], n_samples=n, max_new_tokens=max_new_tokens,
-                                             eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id, temperature=temperature,
-                                             seeds=[mix_seed(seed, k) for k in mine], progress=progress and dist.main))
+    kw = dict(n_samples=n, max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
+              temperature=temperature, seeds=[mix_seed(seed, k) for k in mine], progress=progress and dist.main)
+    part = [prompt_ids[k] for k in mine]
+    samples = dist.gather(sample_completions(policy, part, **kw) if sampler is None else sampler.sample(part, **kw)[0])
     return [SampledPool(q, a, ids, s, tokenizer.batch_decode(s, skip_special_tokens=True))
             for q, a, ids, s in zip(questions, answers, prompt_ids, samples, strict=True)]
 

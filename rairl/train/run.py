@@ -159,12 +159,13 @@ def warm_start_for(cfg: RunConfig, seed: int, warm_dir: Path, progress: bool = T
     t0 = time.time()
     if data.policy:
         warm, _, _ = warm_start_from_file(cfg.warm, seed, data.demos, warm_dir, data.policy, data.reward or None,
-                                          data.val_fraction, 0, device, dtype, progress, parse_fields(data.fields), dist=dist)
+                                          data.val_fraction, 0, device, dtype, progress, parse_fields(data.fields), dist=dist,
+                                          rollout=cfg.rollout)
     else:
         splits = make_splits(seed, cfg.task)
         warm = build_warm_start(cfg.warm, seed, [p.example() for p in splits.train], [p.example() for p in splits.val], warm_dir,
                                 random.Random(seed), provenance, device=device, dtype=dtype, log=timed_log("warm ", progress and dist.main),
-                                progress=progress, dist=dist)
+                                progress=progress, dist=dist, rollout=cfg.rollout)
     if dist.main:
         warm.save(warm_dir, seconds=time.time() - t0)
     dist.barrier()
@@ -218,6 +219,7 @@ def post_train(cfg: RunConfig, seed: int, out: Path, warm_dir: Path | None = Non
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
     warm = warm_start_for(cfg, seed, warm_dir, progress, data, dist)
+    warm.sampler = None  # the warm start's vLLM engine (if any) held the SFT policy; the trainer builds its own
     if dist.main and not resume:
         (out / "config.json").write_text(json.dumps({"seed": seed, **asdict(cfg), **asdict(data)}, indent=2))
         (out / "train_log.jsonl").unlink(missing_ok=True)

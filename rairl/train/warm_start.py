@@ -41,7 +41,9 @@ from ..models.adapters import AdapterConfig, SharedBaseModels, load_base, load_r
 from ..models.batch import encode_completions, encode_prompts
 from ..models.device import attn_implementation
 from ..models.lm import TinyLMConfig, build_tiny_lm, load_causal_lm, per_token_logprobs
+from ..models.modelset import ModelSet
 from ..models.reward import RewardConfig, RewardModel
+from ..models.rollout import RolloutConfig, make_sampler
 from ..models.tokenizer import (
     TEMPLATES,
     format_prompt,
@@ -116,6 +118,7 @@ class WarmStart:
     val_pools: list[SampledPool]  # `val_samples` policy samples per validation example
     val_items: list[LocaliseItem]  # localisation validation: perturbed experts (label: first wrong step), then clean ones (-1)
     reward_best: dict  # best validation metrics of the reward model (auroc, acc, step)
+    sampler: object = None  # the vllm rollout engine that sampled the pools, kept for the caller's sampling (not saved)
 
     def save(self, out: str | Path, seconds: float = 0.0) -> None:
         """Write the reward model, records and `warm.json` under `out` (the policy is already on disk)."""
@@ -173,6 +176,7 @@ def build_warm_start(
     adapters: AdapterConfig | None = None,
     negative_questions: Sequence[str] = (),
     dist: Dist = Dist(),
+    rollout: RolloutConfig = RolloutConfig(),
 ) -> WarmStart:
     """Tokenizer, policy, negatives and reward model from expert `train` / `val` examples.
 
@@ -188,6 +192,8 @@ def build_warm_start(
 
     Under several processes (`dist`) every rank calls this together: SFT, sampling and reward training
     split their batches over the ranks; rank 0 writes the files (the caller saves the `WarmStart`).
+    `rollout.engine="vllm"`: the SFT policy's negative and validation samples come from a vLLM engine
+    (kept on the returned `WarmStart.sampler`); hf and hf_merged sample the full-weight policy itself.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -219,14 +225,17 @@ def build_warm_start(
             dist.barrier()
             policy_path = out / "policy"
     policy = load_causal_lm(policy_path, dtype, attn_implementation(torch.device(device)), device).eval()
+    if rollout.engine == "vllm" and dist.on:
+        raise ValueError("--rollout.engine vllm runs in one process; under torchrun / accelerate use hf or hf_merged")
+    sampler = make_sampler(rollout, ModelSet(policy, None)) if rollout.engine == "vllm" else None
 
     # negatives: policy samples on training prompts; validation pools for model selection
     negative = rng.sample(list(train), min(cfg.negative_prompts, len(train)))
-    neg_pools = _pools(cfg, policy, tokenizer, negative, cfg.negative_samples, seed + 2, progress, dist)
+    neg_pools = _pools(cfg, policy, tokenizer, negative, cfg.negative_samples, seed + 2, progress, dist, sampler)
     if negative_questions:  # no answers: these pools are negatives only
         neg_pools += sample_pools(policy, tokenizer, list(negative_questions), [None] * len(negative_questions), cfg.negative_samples,
-                                  cfg.max_new_tokens, cfg.temperature, seed + 4, cfg.max_prompt_tokens, progress, dist)
-    val_pools = _pools(cfg, policy, tokenizer, val, cfg.val_samples, seed + 3, progress, dist)
+                                  cfg.max_new_tokens, cfg.temperature, seed + 4, cfg.max_prompt_tokens, progress, dist, sampler)
+    val_pools = _pools(cfg, policy, tokenizer, val, cfg.val_samples, seed + 3, progress, dist, sampler)
     n_exp = min(cfg.disc_experts, len(train))
     train_records, _ = discriminator_records(tokenizer, train[:n_exp], p_ids[:n_exp], c_ids[:n_exp],
                                              [(p.prompt_ids, p.completion_ids) for p in neg_pools], rng)
@@ -250,7 +259,7 @@ def build_warm_start(
                             cfg.reward_train, metrics_path=out / "reward_log.jsonl", progress=progress, params=params, dist=dist)
     log(f"reward model: best val AUROC {best['auroc']:.3f} (acc {best['acc']:.3f}) at step {best['step']}")
     return WarmStart(cfg, provenance, tokenizer, policy, Path(policy_path), reward_model, train_records, val_records,
-                     val_pools, val_perturbed + clean_items(val), best)
+                     val_pools, val_perturbed + clean_items(val), best, sampler)
 
 
 def check_template(cfg: WarmStartConfig, policy_path: str | Path | None) -> None:
@@ -272,6 +281,7 @@ def warm_start_from_file(
     cfg: WarmStartConfig, seed: int, demos: str, out: str | Path, policy_path: str | None = None, reward_path: str | None = None,
     val_fraction: float = 0.1, limit: int = 0, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
     progress: bool = True, fields: dict[str, str] | None = None, adapters: AdapterConfig | None = None, dist: Dist = Dist(),
+    rollout: RolloutConfig = RolloutConfig(),
 ) -> tuple[WarmStart, list[Example], int]:
     """`build_warm_start` on the expert demonstrations in `demos` (JSONL, GSM8K or a dataset), shuffled
     with `seed`, `val_fraction` of them held out (`fields` maps rairl's field names to the file's columns); returns the warm start, the held-out examples and
@@ -285,7 +295,7 @@ def warm_start_from_file(
     val, train = examples[:n_val], examples[n_val:]
     warm = build_warm_start(cfg, seed, train, val, out, rng, file_provenance(seed, demos, limit, val_fraction, policy_path, reward_path), policy_path=policy_path, reward_path=reward_path,
                             device=device, dtype=dtype, log=timed_log("warm ", progress and dist.main), progress=progress, adapters=adapters,
-                            dist=dist)
+                            dist=dist, rollout=rollout)
     return warm, val, len(examples)
 
 
@@ -306,9 +316,9 @@ def within_limits(tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example
 
 
 def _pools(cfg: WarmStartConfig, policy, tokenizer, examples: Sequence[Example], n: int, seed: int, progress: bool,
-           dist: Dist = Dist()) -> list[SampledPool]:
+           dist: Dist = Dist(), sampler=None) -> list[SampledPool]:
     return sample_pools(policy, tokenizer, [e.prompt for e in examples], [e.answer for e in examples], n, cfg.max_new_tokens,
-                        cfg.temperature, seed, cfg.max_prompt_tokens, progress, dist)
+                        cfg.temperature, seed, cfg.max_prompt_tokens, progress, dist, sampler)
 
 
 def _sft_stop_check(cfg: WarmStartConfig, policy, tokenizer, val: Sequence[Example], log: Callable[[str], None],
