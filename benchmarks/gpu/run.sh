@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# GPU check of rairl.kernels on one CUDA device (< 8 min on one H100):
+# GPU check of rairl on one CUDA device (one device call, BUDGET_S = 540 s):
 #   1. the kernel tests, compiled Triton (no interpreter)
-#   2. bench_memory: one AIRL iteration on an NF4 base + two LoRA adapters, Qwen2.5-1.5B shape
-#      (random weights), B=8 x G=8, 256 + 512 tokens, with each rollout engine (hf, hf_merged, and
-#      vllm when it imports): seconds, peak memory vs `rairl plan`, sampler/trainer gap
+#   2. bench_memory: one AIRL iteration on an NF4 base + two LoRA adapters, Qwen2.5-1.5B shape (random
+#      weights), B=8 x G=8, 256 + 512 tokens, rollouts by hf_merged: seconds, peak memory vs `rairl plan`,
+#      sampler/trainer gap
 #   3. bench_token_logprobs at V=151936, (N, H) = (4096, 896) and (16384, 3584), bf16: naive,
-#      torch.compile, liger (if present) and rairl side by side; then the AIRL loss benchmark
-#   4. the user chain (train-reward -> score -> rerank -> localise -> train --policy) on CUDA
-#   5. the other token_logprobs shapes, the 0.5B memory run and the Triton tile sweep, if time is left
+#      torch.compile, liger (if present) and rairl side by side
+#   4. the same iteration with vllm (when it imports) and with hf, the AIRL loss benchmark, the user
+#      chain (train-reward -> score -> rerank -> localise -> train --policy on CUDA), the other shapes,
+#      the 0.5B memory run and the Triton tile sweep, as far as the budget goes
 # Steps run most-wanted first and are skipped once BUDGET_S is spent. bitsandbytes (step 3)
 # and liger-kernel are optional; benchmarks/gpu/device.sh installs carried wheels of them.
 # JSON goes to ${OUT:-benchmarks/out}; the summary table is printed last.
@@ -17,7 +18,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-benchmarks/out}"
 PY="${PYTHON:-python}"
-BUDGET_S="${BUDGET_S:-450}"          # stop starting new steps after this many seconds
+BUDGET_S="${BUDGET_S:-540}"          # stop starting new steps after this many seconds (one device call: < 600 s)
 mkdir -p "$OUT"
 unset TRITON_INTERPRET RAIRL_KERNEL_BACKEND
 export PYTHONUNBUFFERED=1
@@ -36,7 +37,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 "$PY" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__,
                                       torch.cuda.get_device_name())"
 
-step "kernel tests (CUDA)" 150 "$PY" -m pytest tests/kernels -q -p no:cacheprovider
+step "kernel tests (CUDA)" 120 "$PY" -m pytest tests/kernels -q -p no:cacheprovider
 
 V=151936
 token_logprobs() {  # token_logprobs N H VARIANTS...
@@ -44,13 +45,17 @@ token_logprobs() {  # token_logprobs N H VARIANTS...
   step "token_logprobs N=$N H=$H" 150 "$PY" benchmarks/bench_token_logprobs.py --device cuda \
     --n "$N" --h "$H" --v $V --dtype bf16 --variants "$@" --json "$OUT/token_logprobs_n${N}_h${H}.json"
 }
-# most wanted first: one 1.5B-shape iteration with each rollout engine, the two headline log-prob shapes
-ENGINES="hf hf_merged"
-"$PY" -c "import vllm" 2>/dev/null && ENGINES="$ENGINES vllm"
-step "memory nf4+lora 1.5b, engines: $ENGINES" 300 "$PY" benchmarks/bench_memory.py --device cuda --models 1.5b \
-  --engines $ENGINES --json "$OUT/memory_nf4_lora_engines.json"
-token_logprobs 4096 896 naive rairl rairl_torch liger compile trl
+# most wanted first: one 1.5B-shape iteration per rollout engine (one step each, so a timeout keeps the others;
+# hf measured 81.9 s/iteration before, so it runs last), the two headline log-prob shapes, the AIRL loss
+memory_engine() {  # memory_engine ENGINE LIMIT_S
+  step "memory nf4+lora 1.5b [$1]" "$2" "$PY" benchmarks/bench_memory.py --device cuda --models 1.5b --engines "$1" \
+    --warmup 0 --repeats 1 --json "$OUT/memory_nf4_lora_1p5b_$1.json"
+}
+memory_engine hf_merged 120
+token_logprobs 4096 896 naive rairl rairl_torch liger compile
 token_logprobs 16384 3584 naive rairl rairl_torch liger compile
+"$PY" -c "import vllm" 2>/dev/null && memory_engine vllm 150
+memory_engine hf 150
 step "airl_loss steps" 60 "$PY" benchmarks/bench_airl_loss.py --device cuda --n 1048576 \
   --action-len 32 --dtype fp32 --variants torch triton --json "$OUT/airl_loss_n1048576_steps.json"
 
