@@ -9,7 +9,7 @@
 #   4. the same iteration with vllm (when it imports) and with hf, the AIRL loss benchmark, the user
 #      chain (train-reward -> score -> rerank -> localise -> train --policy on CUDA), the other shapes,
 #      the 0.5B memory run and the Triton tile sweep, as far as the budget goes
-# Steps run most-wanted first and are skipped once BUDGET_S is spent. bitsandbytes (step 3)
+# Steps run most-wanted first and are skipped once BUDGET_S is spent. bitsandbytes (the memory steps)
 # and liger-kernel are optional; benchmarks/gpu/device.sh installs carried wheels of them.
 # JSON goes to ${OUT:-benchmarks/out}; the summary table is printed last.
 #

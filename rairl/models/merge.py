@@ -5,19 +5,22 @@ What every rollout engine other than `hf` samples from (`rairl.models.rollout`, 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
 Samples = tuple[list[list[list[int]]], list[list[list[float]]]]  # ids and sampler log-probs, [prompt][sample][token]
 
 
-def merged_state(model: nn.Module, adapter: str | None, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """The plain weights of a (peft) causal LM: 4-bit weights dequantized, the LoRA `adapter` merged in.
+def merged_state(model: nn.Module, adapter: str | None, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+    """The plain weights of a (peft) causal LM, one `(name, tensor)` at a time: 4-bit weights dequantized,
+    the LoRA `adapter` merged in.
 
-    `model`: a peft model (or a plain one: its own weights); keys are the plain model's parameter names.
+    `model`: a peft model (or a plain one: its own weights); names are the plain model's parameter names.
+    One at a time, so that copying them into a plain model never holds a second whole copy.
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    out: dict[str, torch.Tensor] = {}
     covered: set[str] = set()
     for name, module in base.named_modules():
         if name.endswith(".base_layer") or ".lora_" in name:
@@ -30,14 +33,30 @@ def merged_state(model: nn.Module, adapter: str | None, dtype: torch.dtype) -> d
         w = dequantize_module_weight(inner if inner is not None else module).to(dtype)
         if inner is not None and adapter in module.lora_A:
             w = w + module.get_delta_weight(adapter).to(dtype)
-        out[f"{name}.weight"] = w
+        yield f"{name}.weight", w
         bias = (inner if inner is not None else module).bias
         if bias is not None:
-            out[f"{name}.bias"] = bias.to(dtype)
+            yield f"{name}.bias", bias.to(dtype)
         covered.add(name)
     for name, p in base.named_parameters():
         owner = name.rsplit(".", 1)[0]
         if ".lora_" in name or ".base_layer." in name or owner in covered:
             continue
-        out[name] = p.detach().to(dtype)
-    return out
+        yield name, p.detach().to(dtype)
+
+
+@torch.no_grad()
+def copy_merged(model: nn.Module, adapter: str | None, plain: nn.Module) -> None:
+    """Write `model`'s merged weights into the plain causal LM `plain` (same architecture), in place."""
+    params = dict(plain.named_parameters())
+    dtype = next(iter(params.values())).dtype
+    seen = set()
+    for name, w in merged_state(model, adapter, dtype):
+        if name not in params:
+            raise ValueError(f"merged weight {name!r} has no parameter in {type(plain).__name__}")
+        params[name].copy_(w)
+        seen.add(name)
+    tied = plain.config.get_text_config().tie_word_embeddings
+    missing = [k for k in params.keys() - seen if not (tied and k.endswith("lm_head.weight"))]
+    if missing:
+        raise ValueError(f"merged weights leave {sorted(missing)[:3]} of {type(plain).__name__} unset")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from .merge import Samples, merged_state
+from .merge import Samples, copy_merged
 from .sampling import sample_completions
 
 ENGINES = ("hf", "hf_merged", "vllm")
@@ -77,17 +77,10 @@ class MergedSampler:
         self.lm.to(device).eval().requires_grad_(False)
         self.refresh()
 
-    @torch.no_grad()
     def refresh(self) -> None:
         """Copy the policy's current weights (adapter merged) into the plain model."""
-        if self.lm is None:
-            return
-        state = merged_state(self.source, self.adapter, self.dtype)
-        missing, unexpected = self.lm.load_state_dict(state, strict=False)
-        tied = self.lm.config.get_text_config().tie_word_embeddings
-        if unexpected or [k for k in missing if not (tied and k.endswith("lm_head.weight"))]:
-            raise ValueError(f"hf_merged: the merged weights do not fit the plain model (missing {missing[:3]}, unexpected {unexpected[:3]})")
-        self.lm.tie_weights()
+        if self.lm is not None:
+            copy_merged(self.source, self.adapter, self.lm)
 
     def sample(self, prompt_ids: Sequence[Sequence[int]], **kwargs) -> Samples:
         if self.lm is None:

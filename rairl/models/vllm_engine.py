@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM
 
-from .merge import Samples, merged_state
+from .merge import Samples, copy_merged
 from .sampling import mix_seed
 
 
@@ -61,11 +61,9 @@ class VLLMSampler:
                             logprobs_mode="processed_logprobs", **memory)
         self.asleep = False
 
-    @torch.no_grad()
     def _write(self) -> None:
         """The policy's current merged weights as a `save_pretrained` folder the engine (re)loads."""
-        self.plain.load_state_dict(merged_state(self.source, self.adapter, self.dtype), strict=False)
-        self.plain.tie_weights()
+        copy_merged(self.source, self.adapter, self.plain)
         self.plain.save_pretrained(self.folder)
 
     def refresh(self) -> None:

@@ -76,7 +76,7 @@ def test_nf4_merge_dequantizes_the_base(tiny_dir):
     pytest.importorskip("bitsandbytes")
     cfg = AdapterConfig(quantization="nf4", lora_rank=4, lora_alpha=8)
     models = _models(tiny_dir, cfg)
-    state = merged_state(models.model, "policy", torch.float32)
+    state = dict(merged_state(models.model, "policy", torch.float32))
     q = dict(models.model.get_base_model().named_modules())["model.layers.0.mlp.down_proj"]
     assert state["model.layers.0.mlp.down_proj.weight"].shape == (q.out_features, q.in_features)
     assert not any(".lora_" in k or "base_layer" in k for k in state)
