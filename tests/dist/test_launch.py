@@ -37,36 +37,21 @@ def assert_rows_close(a: list[dict], b: list[dict]) -> None:
 
 
 @pytest.mark.slow
-def test_two_processes_train_like_one_and_resume_at_world_size_one(tmp_path, launch):
+@pytest.mark.parametrize("engine", ["ddp", "fsdp2"])
+def test_two_processes_train_like_one_and_resume_at_world_size_one(tmp_path, launch, engine):
+    """torchrun with 2 processes logs the 1-process rows; its iteration-1 checkpoint (DDP, or FSDP2 shards)
+    resumed in one process logs them too."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one, two = tmp_path / "one", tmp_path / "two"
     subprocess.run([sys.executable, "-m", "rairl.cli", *RUN, "--out", str(one)], check=True, env=env, capture_output=True)
-    proc = launch("-m", "rairl.cli", *RUN, "--out", str(two), "--warm", str(one / "warm"), "--parallel", "ddp")
+    proc = launch("-m", "rairl.cli", *RUN, "--out", str(two), "--warm", str(one / "warm"), "--parallel", engine)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert_rows_close(rows(two), rows(one))
     m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
-    assert m1["pass1"] == m2["pass1"] and (m1["world_size"], m2["world_size"], m2["parallel"]) == (1, 2, "ddp")
-
-    shutil.rmtree(two / "checkpoints" / "iter_000002")  # as if killed after iteration 1: resume in one process
-    (two / "metrics.json").unlink()
-    subprocess.run([sys.executable, "-m", "rairl.cli", "train", "--resume", str(two), "--warm", str(one / "warm"), "--no-progress"],
-                   check=True, env=env, capture_output=True)
-    assert_rows_close(rows(two), rows(one))
-
-
-@pytest.mark.slow
-def test_fsdp2_run_matches_one_process_and_resumes_at_world_size_one(tmp_path, launch):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one, two = tmp_path / "one", tmp_path / "two"
-    subprocess.run([sys.executable, "-m", "rairl.cli", *RUN, "--out", str(one)], check=True, env=env, capture_output=True)
-    proc = launch("-m", "rairl.cli", *RUN, "--out", str(two), "--warm", str(one / "warm"), "--parallel", "fsdp2")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert_rows_close(rows(two), rows(one))
-    m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
-    assert m1["pass1"] == m2["pass1"] and (m2["world_size"], m2["parallel"]) == (2, "fsdp2")
+    assert m1["pass1"] == m2["pass1"] and (m1["world_size"], m2["world_size"], m2["parallel"]) == (1, 2, engine)
     assert (two / "policy" / "model.safetensors").exists() and (two / "reward" / "heads.safetensors").exists()
 
-    shutil.rmtree(two / "checkpoints" / "iter_000002")  # FSDP2 shards of iteration 1, resumed in one process
+    shutil.rmtree(two / "checkpoints" / "iter_000002")  # as if killed after iteration 1: resume in one process
     (two / "metrics.json").unlink()
     subprocess.run([sys.executable, "-m", "rairl.cli", "train", "--resume", str(two), "--warm", str(one / "warm"), "--no-progress"],
                    check=True, env=env, capture_output=True)
