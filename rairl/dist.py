@@ -53,13 +53,6 @@ class Dist:
             torch_dist.all_reduce(t)
         return t.to(x.device) if isinstance(x, torch.Tensor) else t.cpu()
 
-    def all_max(self, x: float) -> float:
-        if not self.on:
-            return x
-        t = torch.tensor(float(x), dtype=torch.float64, device=self.comm_device())
-        torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
-        return float(t)
-
     def scale_loss(self, loss: torch.Tensor) -> torch.Tensor:
         """The loss to call `backward()` on: the engine averages gradients over ranks, so undo the average."""
         return loss * self.world_size if self.on else loss
@@ -77,14 +70,6 @@ class Dist:
         parts: list[Any] = [None] * self.world_size
         torch_dist.all_gather_object(parts, list(items))
         return [x for part in parts for x in part]
-
-    def broadcast(self, obj: Any) -> Any:
-        """Rank 0's `obj` on every rank."""
-        if not self.on:
-            return obj
-        box = [obj]
-        torch_dist.broadcast_object_list(box, src=0)
-        return box[0]
 
     def barrier(self) -> None:
         if self.on:

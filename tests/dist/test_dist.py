@@ -23,7 +23,7 @@ def test_one_process_is_a_no_op():
     d = Dist()
     x = torch.randn(3)
     assert torch.equal(d.all_sum(x), x) and d.all_sum(x) is not x
-    assert d.gather([1, 2]) == [1, 2] and d.broadcast("a") == "a" and d.main and not d.on
+    assert d.gather([1, 2]) == [1, 2] and d.main and not d.on
     loss = torch.tensor(2.0)
     assert d.scale_loss(loss) is loss
 
