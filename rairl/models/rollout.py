@@ -63,18 +63,17 @@ class MergedSampler:
     """`hf_merged`: a plain copy of the policy (base dequantized, policy adapter merged), refreshed on demand."""
 
     def __init__(self, models, dtype: torch.dtype | None = None):
-        self.models = models
-        policy = getattr(models, "model", None) or models.policy  # SharedBaseModels.model (peft) or ModelSet.policy
-        self.adapter = getattr(models, "policy_adapter", None)
-        self.source: PreTrainedModel = policy
+        self.models, self.adapter = models, models.policy_adapter
         if self.adapter is None:  # a full-weight policy is its own merged copy
             self.lm = None
             return
-        device = next(p for p in policy.parameters()).device
-        self.dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-        config = policy.get_base_model().config
-        self.lm = AutoModelForCausalLM.from_config(config, dtype=self.dtype, attn_implementation=config._attn_implementation)
-        self.lm.to(device).eval().requires_grad_(False)
+        self.source: PreTrainedModel = models.model  # the peft model: base + adapters
+        device = next(self.source.parameters()).device
+        dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+        config = self.source.get_base_model().config
+        with torch.device(device):  # built where it runs: no whole copy on the host first
+            self.lm = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=config._attn_implementation)
+        self.lm.eval().requires_grad_(False)
         self.refresh()
 
     def refresh(self) -> None:
