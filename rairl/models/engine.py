@@ -20,6 +20,7 @@ from ..dist import Dist
 from .batch import TokenBatch
 from .lm import per_token_logprobs
 from .lora import active_adapter
+from .merge import load_into
 from .reward import RewardConfig, RewardModel, TokenTerms
 
 
@@ -74,15 +75,11 @@ def is_sharded(module: nn.Module) -> bool:
 
 
 def plain_lm(like: PreTrainedModel, state: dict[str, torch.Tensor]) -> PreTrainedModel:
-    """A new, unwrapped causal LM of `like`'s config, dtype and device holding the whole weights `state`."""
-    lm = AutoModelForCausalLM.from_config(like.config, dtype=like.dtype, attn_implementation=like.config._attn_implementation)
-    missing, unexpected = lm.load_state_dict(state, strict=False)
-    tied = {k for k in missing if like.config.get_text_config().tie_word_embeddings and k.endswith("lm_head.weight")}
-    if set(missing) - tied or unexpected:
-        raise ValueError(f"plain_lm: state does not fit {type(lm).__name__}: missing {sorted(set(missing) - tied)[:3]}, "
-                         f"unexpected {unexpected[:3]}")
-    lm.tie_weights()
-    return lm.to(state[next(iter(state))].device)
+    """A new, unwrapped causal LM of `like`'s config and dtype, on the device of `state`, holding the whole weights `state`."""
+    with torch.device(next(iter(state.values())).device):
+        lm = AutoModelForCausalLM.from_config(like.config, dtype=like.dtype, attn_implementation=like.config._attn_implementation)
+    load_into(lm, state.items())
+    return lm
 
 
 def unshard(module: nn.Module) -> None:

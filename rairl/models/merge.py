@@ -5,7 +5,7 @@ What every rollout engine other than `hf` samples from (`rairl.models.rollout`, 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import nn
@@ -45,18 +45,23 @@ def merged_state(model: nn.Module, adapter: str | None, dtype: torch.dtype) -> I
         yield name, p.detach().to(dtype)
 
 
-@torch.no_grad()
 def copy_merged(model: nn.Module, adapter: str | None, plain: nn.Module) -> None:
     """Write `model`'s merged weights into the plain causal LM `plain` (same architecture), in place."""
-    params = dict(plain.named_parameters())
-    dtype = next(iter(params.values())).dtype
+    load_into(plain, merged_state(model, adapter, next(plain.parameters()).dtype))
+
+
+@torch.no_grad()
+def load_into(plain: nn.Module, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+    """Copy `(name, tensor)` pairs into the parameters of the plain causal LM `plain`, in place; every
+    parameter must be given (a tied output embedding comes with its input one), no unknown name."""
+    params = dict(plain.named_parameters(remove_duplicate=False))
     seen = set()
-    for name, w in merged_state(model, adapter, dtype):
+    for name, w in weights:
         if name not in params:
-            raise ValueError(f"merged weight {name!r} has no parameter in {type(plain).__name__}")
+            raise ValueError(f"weight {name!r} has no parameter in {type(plain).__name__}")
         params[name].copy_(w)
         seen.add(name)
     tied = plain.config.get_text_config().tie_word_embeddings
     missing = [k for k in params.keys() - seen if not (tied and k.endswith("lm_head.weight"))]
     if missing:
-        raise ValueError(f"merged weights leave {sorted(missing)[:3]} of {type(plain).__name__} unset")
+        raise ValueError(f"weights leave {sorted(missing)[:3]} of {type(plain).__name__} unset")

@@ -1,7 +1,7 @@
 """`--rollout.engine vllm`: a colocated vLLM engine in this process (the `rairl[vllm]` extra, imported lazily).
 
 The engine holds the policy as it is trained: the base dequantized with the policy adapter merged
-(`rairl.models.rollout.merged_state`), never the original checkpoint. `refresh()` writes those
+(`rairl.models.merge.copy_merged`), never the original checkpoint. `refresh()` writes those
 weights to the engine's folder and has it reload them (then drops its prefix cache, whose KV blocks
 were computed with the old weights). Sampling matches the trainer's: the full softmax (top-k and
 top-p off) at the trainer's temperature, one seed per prompt, and the log-prob of each sampled token
