@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..dist import Dist
 from ..kernels import AirlTerms, airl_loss, airl_terms
 from ..kernels.segments import StepRule
 from ..models.batch import TokenBatch, collate
@@ -76,6 +77,13 @@ def discriminator_loss(
         layout.start, layout.end, layout.terminal, labels.float(), gamma=reward_model.cfg.gamma, valid=valid,
         return_logits=True, class_counts=class_counts,
     )
+
+
+def class_counts(labels: torch.Tensor, valid: torch.Tensor, dist: Dist = Dist()) -> torch.Tensor:
+    """`(2,)` fp64: valid expert and policy actions of every rank's share of a batch together (the
+    `class_counts` of `discriminator_loss` under several processes)."""
+    pos = labels > 0.5
+    return dist.all_sum(torch.stack([(valid & pos).sum(), (valid & ~pos).sum()]).double())
 
 
 def balanced_accuracy(ell: torch.Tensor, labels: torch.Tensor) -> float:

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from ..airl.discriminator import DiscRecord, discriminator_batch, discriminator_loss
+from ..airl.discriminator import DiscRecord, class_counts, discriminator_batch, discriminator_loss
 from ..dist import Dist
 from ..eval.discriminator import evaluate_discriminator
 from ..kernels.segments import StepRule
@@ -97,8 +97,7 @@ def train_reward(
             records = rng.sample(experts, min(half, len(experts))) + rng.sample(negatives, min(cfg.batch_size - half, len(negatives)))
             records = [records[k] for k in dist.share(len(records))]
             batch, layout, labels, valid = discriminator_batch(records, pad_id, rule, device)
-            pos = labels > 0.5
-            counts = dist.all_sum(torch.stack([(valid & pos).sum(), (valid & ~pos).sum()]).double())  # (2,) global
+            counts = class_counts(labels, valid, dist)
             with torch.no_grad():
                 policy_logp = per_token_logprobs(policy, batch.input_ids, batch.attention_mask, score_mask=batch.completion_mask())
             loss, _ = discriminator_loss(reward, batch, layout, policy_logp, labels, valid, class_counts=counts)

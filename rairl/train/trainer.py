@@ -51,6 +51,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ..airl.discriminator import (
     DiscRecord,
+    class_counts,
     discriminator_batch,
     discriminator_loss,
     discriminator_terms,
@@ -290,8 +291,7 @@ class AIRLTrainer:
                    + self.rng.sample(negatives, min(half - n_pert, len(negatives))) + self.rng.sample(self.fixed_negatives, n_pert))
         records = [records[k] for k in self.dist.share(len(records))]
         batch, layout, labels, valid = discriminator_batch(records, self.pad_id, self.rule, self.device)
-        pos = labels > 0.5
-        counts = self.dist.all_sum(torch.stack([(valid & pos).sum(), (valid & ~pos).sum()]).double())  # (2,) global
+        pos, counts = labels > 0.5, class_counts(labels, valid, self.dist)
         with torch.no_grad():
             policy_logp = self.models.policy_logprobs(batch.input_ids, batch.attention_mask, score_mask=batch.completion_mask())
         self.models.train()
