@@ -6,7 +6,8 @@
 //   the remaining tokens of sequence b are split into actions by the rule:
 //     boundary: a token whose id is in boundary_ids ends the action (inclusive),
 //               trailing tokens after the last boundary form a final action;
-//     interval: windows of `interval` tokens, the last one may be shorter;
+//     interval: windows of `interval` tokens (1 <= interval <= INT32_MAX), the last one
+//               may be shorter;
 //     token:    one action per token;
 //     whole:    the whole completion is one action.
 //   Empty completions have zero actions. Action ids are global, in token order.
@@ -29,6 +30,10 @@ using i32 = int32_t;
 using std::to_string;
 
 enum class Kind { Boundary, Interval, Token, Whole };
+
+// A batch holds at most INT32_MAX tokens (cu_seqlens are int32), so a longer window never fits;
+// the interval arithmetic below is written to stay overflow-free for any int64 interval anyway.
+constexpr i64 kMaxInterval = std::numeric_limits<i32>::max();
 
 // Boundary lookup: a byte table when the largest id is small (any real vocabulary),
 // a sorted vector otherwise so a huge id cannot make us allocate gigabytes.
@@ -80,9 +85,9 @@ Rule make_rule(const std::string& kind, const py::array_t<i64>& boundary_ids, i6
         }
     } else if (kind == "interval") {
         rule.kind = Kind::Interval;
-        if (interval < 1)
-            throw std::invalid_argument("interval must be >= 1 for kind 'interval', got " +
-                                        to_string(interval));
+        if (interval < 1 || interval > kMaxInterval)
+            throw std::invalid_argument("interval must be in [1, " + to_string(kMaxInterval) +
+                                        "] for kind 'interval', got " + to_string(interval));
         rule.interval = interval;
     } else if (kind == "token") {
         rule.kind = Kind::Token;
@@ -144,7 +149,7 @@ i64 count_actions(const Rule& rule, const i64* ids, i64 c0, i64 c1) {
     switch (rule.kind) {
         case Kind::Whole: return 1;
         case Kind::Token: return n;
-        case Kind::Interval: return (n + rule.interval - 1) / rule.interval;
+        case Kind::Interval: return n / rule.interval + (n % rule.interval != 0);  // ceil, no n + k
         case Kind::Boundary: break;
     }
     i64 count = 0;
@@ -174,8 +179,8 @@ void split_completion(const Rule& rule, const i64* ids, i64 c0, i64 c1, i32 b, i
             }
             break;
         case Kind::Interval:
-            for (i64 s = c0; s < c1; s += rule.interval, ++a) {
-                const i64 e = std::min(s + rule.interval, c1);
+            for (i64 s = c0, e; s < c1; s = e, ++a) {
+                e = c1 - s > rule.interval ? s + rule.interval : c1;  // never forms s + k past c1
                 std::fill(out.aid + s, out.aid + e, static_cast<i32>(a));
                 put_action(out, a, s, e - 1, b);
             }
@@ -243,10 +248,13 @@ Inputs check_inputs(const py::array_t<i64>& flat_ids, const py::array_t<i64>& of
         throw std::invalid_argument("prompt_lens has " + to_string(prompt_lens.shape(0)) +
                                     " entries but offsets describes " + to_string(B) +
                                     " sequences");
-    // cu_seqlens and action ids are int32 (the flash-attn varlen convention).
+    // cu_seqlens, sequence and action ids are int32 (the flash-attn varlen convention).
     if (T > std::numeric_limits<i32>::max())
         throw std::invalid_argument("flat_ids has " + to_string(T) +
                                     " tokens, more than the int32 limit of cu_seqlens");
+    if (B > std::numeric_limits<i32>::max())
+        throw std::invalid_argument("offsets describes " + to_string(B) +
+                                    " sequences, more than the int32 limit of seq_id");
     return Inputs{flat_ids.data(), offsets.data(), prompt_lens.data(), B, T};
 }
 

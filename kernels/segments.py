@@ -33,6 +33,9 @@ except ImportError as e:
 Array = np.ndarray | torch.Tensor
 IntVector = np.ndarray | torch.Tensor | Sequence[int]
 KINDS = ("boundary", "interval", "token", "whole")
+# Longest interval window: a packed batch holds at most 2**31 - 1 tokens (int32 cu_seqlens), so a
+# longer window never fits, and the C++ packer refuses one (its sums stay far from int64 overflow).
+MAX_INTERVAL = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,8 @@ class StepRule:
         action per token) or "whole" (the whole completion is one action).
     boundary_ids: kind "boundary" only: token ids that END the current action, the
         boundary token included; tokens after the last boundary form a final action.
-    interval: kind "interval" only: tokens per action, >= 1; the last window may be shorter.
+    interval: kind "interval" only: tokens per action, in [1, MAX_INTERVAL]; the last window
+        may be shorter.
     """
 
     kind: str
@@ -65,8 +69,9 @@ class StepRule:
             raise ValueError(f"StepRule.boundary_ids must be non-negative token ids, got {ids!r}")
         if not isinstance(self.interval, (int, np.integer)) or isinstance(self.interval, bool):
             raise ValueError(f"StepRule.interval must be an int, got {self.interval!r}")
-        if self.kind == "interval" and self.interval < 1:
-            raise ValueError(f"StepRule.interval must be >= 1 for kind 'interval', got {self.interval}")
+        if self.kind == "interval" and not 1 <= self.interval <= MAX_INTERVAL:
+            raise ValueError(f"StepRule.interval must be in [1, {MAX_INTERVAL}] for kind 'interval', "
+                             f"got {self.interval}")
         if self.kind != "interval" and self.interval != 0:
             raise ValueError(f"StepRule.interval is only used by kind 'interval'; leave it 0 for {self.kind!r}")
 

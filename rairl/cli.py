@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import types
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from torch.distributed.checkpoint.api import CheckpointException
 from transformers.utils import logging as hf_logging
 
 from .commands.compare import CompareConfig, quick_compare_config, results_markdown, run_compare
@@ -28,16 +30,27 @@ from .commands.files import (
     RerankConfig,
     ScoreConfig,
     TrainRewardConfig,
+    ViewConfig,
     localise_command,
     plan_command,
     rerank_command,
     score_command,
     train_reward_command,
+    view_command,
 )
 from .commands.train import TrainRunConfig, quick_train_config, resume_config, run_train
-from .configs import config_from_dict, defaults_tree, field_help, load_config_file, resolve_types
+from .configs import (
+    config_from_dict,
+    defaults_tree,
+    field_help,
+    load_config_file,
+    resolve_types,
+    typed_value,
+)
 from .dist import finish_dist
 from .plan import PRESETS, PlanConfig
+from .plots import RUN_LOGS, plot_dir
+from .tracking import REPORT_TO, end_tracking, start_tracking
 
 BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
@@ -96,6 +109,8 @@ def build_config(cls: type, base: Any | None, args: argparse.Namespace) -> Any:
     tree = dataclasses.asdict(base) if base is not None else defaults_tree(cls)
     if args.config:
         _merge(tree, load_config_file(args.config), args.config, cls)
+        if not [name for name, _, _, required in _leaves(cls) if required and _get(tree, name) is None]:
+            config_from_dict(cls, tree, args.config)  # the file's own values checked first: errors name the file
     for name, _, _, _ in _leaves(cls):
         value = getattr(args, name, None)
         if value is not None:
@@ -126,30 +141,41 @@ def _merge(tree: dict, update: dict, source: str, cls: type, path: str = "") -> 
                 raise ValueError(f"{source}: field '{path}{k}' must be an object")
             _merge(tree.setdefault(k, {}), v, source, fields[k].type, f"{path}{k}.")
         else:
-            tree[k] = v
+            try:
+                tree[k] = typed_value(v, fields[k].type, path + k)
+            except ValueError as e:
+                raise ValueError(f"{source}: {e}") from None
 
 
 # commands --------------------------------------------------------------------------------------
-def _run_and_tabulate(cls: type, quick: Callable[[], Any], run: Callable[..., dict], table: Callable[[dict], str],
-                      args: argparse.Namespace) -> int:
-    """demo / compare: build the config (from the quick preset with --quick), run, print the table."""
-    metrics = run(build_config(cls, quick() if args.quick else None, args), args.out, progress=not args.no_progress)
+def _config(args: argparse.Namespace) -> Any:
+    """The command's resolved config: its dataclass defaults (or the --quick preset, or a resumed run's
+    config.json), then --config, then the options; built once per command."""
+    if "resolved_config" not in vars(args):
+        if getattr(args, "resume", None):  # the run's own config; options may change only what a resume can
+            args.resolved_config = build_config(args.config_cls, resume_config(Path(args.resume)), args)
+        else:
+            preset = args.preset() if getattr(args, "quick", False) else None
+            args.resolved_config = build_config(args.config_cls, preset, args)
+    return args.resolved_config
+
+
+def _run_and_tabulate(run: Callable[..., dict], table: Callable[[dict], str], args: argparse.Namespace) -> int:
+    """demo / compare: run the config, print the table."""
+    metrics = run(_config(args), args.out, progress=not args.no_progress, overwrite=args.overwrite)
     print(table(metrics))
     print(f"metrics: {Path(args.out) / 'metrics.json'}")
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
-    return _run_and_tabulate(DemoConfig, quick_config, run_demo, results_table, args)
+    return _run_and_tabulate(run_demo, results_table, args)
 
 
 def _train(args: argparse.Namespace) -> int:
     out = Path(args.resume or args.out)
-    if args.resume:
-        cfg = resume_config(out)
-    else:
-        cfg = build_config(TrainRunConfig, quick_train_config() if args.quick else None, args)
-    m = run_train(cfg, out, Path(args.warm) if args.warm else None, resume=bool(args.resume), progress=not args.no_progress)
+    m = run_train(_config(args), out, Path(args.warm) if args.warm else None, resume=bool(args.resume), progress=not args.no_progress,
+                  overwrite=args.overwrite)
     if not m:  # a rank other than 0 of a launched run: rank 0 reports
         return 0
     held_out = (f"pass@1 {m['pass1']:.3f}  pass@{m['k']} {m['passk']:.3f}  mean length {m['mean_len']:.1f}  "
@@ -160,33 +186,44 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    return _run_and_tabulate(CompareConfig, quick_compare_config, run_compare, results_markdown, args)
+    return _run_and_tabulate(run_compare, results_markdown, args)
 
 
 def _train_reward(args: argparse.Namespace) -> int:
-    m = train_reward_command(build_config(TrainRewardConfig, None, args), Path(args.out), progress=not args.no_progress)
+    m = train_reward_command(_config(args), Path(args.out), progress=not args.no_progress, overwrite=args.overwrite)
     print(f"reward val AUROC {m['reward']['val_auroc']:.3f}  acc {m['reward']['val_acc']:.3f}; "
           f"localise (val) F1 {m['localise_val']['f1']:.3f}\nmetrics: {Path(args.out) / 'metrics.json'}")
     return 0
 
 
 def _score(args: argparse.Namespace) -> int:
-    m = score_command(build_config(ScoreConfig, None, args), Path(args.out), progress=not args.no_progress)
+    m = score_command(_config(args), Path(args.out), progress=not args.no_progress)
     print(f"scored {m['scored']} completions -> {Path(args.out) / 'metrics.json'}")
     return 0
 
 
 def _rerank(args: argparse.Namespace) -> int:
-    return _print(rerank_command(build_config(RerankConfig, None, args), Path(args.out), progress=not args.no_progress), args.out)
+    return _print(rerank_command(_config(args), Path(args.out), progress=not args.no_progress), args.out)
 
 
 def _localise(args: argparse.Namespace) -> int:
-    return _print(localise_command(build_config(LocaliseConfig, None, args), Path(args.out), progress=not args.no_progress), args.out)
+    return _print(localise_command(_config(args), Path(args.out), progress=not args.no_progress), args.out)
+
+
+def _view(args: argparse.Namespace) -> int:
+    s = view_command(_config(args), Path(args.out), progress=not args.no_progress)
+    print(f"view of {s['traces']} traces ({s['flagged']} with a step below the threshold {s['threshold']:.3f}) -> {args.out}")
+    return 0
 
 
 def _plan(args: argparse.Namespace) -> int:
-    _, table = plan_command(build_config(PlanConfig, None, args), Path(args.out) if args.out else None)
+    _, table = plan_command(_config(args), Path(args.out) if args.out else None)
     print(table)  # the last line says whether it fits
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    print(f"plot: {plot_dir(Path(args.run_dir), Path(args.out) if args.out else None)}")
     return 0
 
 
@@ -198,17 +235,27 @@ def _print(metrics: dict, out: str) -> int:
 
 
 def _command(sub, name: str, func, cls: type, help: str, out_default: str | None, out_help: str,
-             quick_help: str | None = None, progress: bool = True) -> argparse.ArgumentParser:
-    """A subcommand run from one config dataclass: --out, --config, [--no-progress], [--quick] and one option per field."""
+             quick: tuple[Callable[[], Any], str] | None = None, progress: bool = True,
+             trains: bool = False) -> argparse.ArgumentParser:
+    """A subcommand run from one config dataclass: --out, --config, --print-config, [--no-progress],
+    [--quick: `quick` is (preset, help)], [--report_to: a command that `trains`] and one option per field."""
     parser = sub.add_parser(name, help=help, description=help, allow_abbrev=False)  # a typo never matches a prefix
     parser.add_argument("--out", default=out_default, help=out_help)
     parser.add_argument("--config", metavar="FILE", help=f"JSON or YAML file of {cls.__name__} fields (options override it)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit without running")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the whole traceback instead of one line")
     if progress:
         parser.add_argument("--no-progress", action="store_true", help="print no progress bars or stage lines")
-    if quick_help:
-        parser.add_argument("--quick", action="store_true", help=quick_help)
+    if quick:
+        parser.add_argument("--quick", action="store_true", help=quick[1])
+    if trains:
+        parser.add_argument("--overwrite", action="store_true", help="replace the run already in --out (the folder is emptied "
+                            "first); without it a folder holding another run is refused")
+        parser.add_argument("--report_to", "--report-to", default="none", choices=REPORT_TO,
+                            help="also send the training logs' scalars (and --train.log_samples tables) to this experiment "
+                                 "tracker, from rank 0; tensorboard writes OUT/tensorboard/ (the JSONL logs stay the record)")
     add_config_options(parser, cls)
-    parser.set_defaults(func=func)
+    parser.set_defaults(func=func, config_cls=cls, preset=quick[0] if quick else None)
     return parser
 
 
@@ -217,26 +264,50 @@ def build_parser() -> argparse.ArgumentParser:
                                      "demonstrations (R-AIRL); rerank, localise errors and post-train with it.")
     sub = parser.add_subparsers(dest="command", required=True)
     _command(sub, "demo", _demo, DemoConfig, "learn a reasoning reward on the embedded task and evaluate it",
-             "runs/demo", "output directory (metrics.json, warm start, models)", "a seconds-long smoke run (tests use it)")
+             "runs/demo", "output directory (metrics.json, warm start, models)", (quick_config, "a seconds-long smoke run (tests use it)"),
+             trains=True)
     train = _command(sub, "train", _train, TrainRunConfig,
                      "post-train the policy with the learned reward (R-AIRL) or a baseline, then evaluate",
-                     "runs/train", "output directory (checkpoints, train_log.jsonl, metrics.json)", "a seconds-long smoke run (tests use it)")
-    train.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint (its config.json)")
+                     "runs/train", "output directory (checkpoints, train_log.jsonl, metrics.json)",
+                     (quick_train_config, "a seconds-long smoke run (tests use it)"), trains=True)
+    train.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last readable checkpoint, with its config (options may change only how long it runs and how often it saves or logs; others are refused)")
     train.add_argument("--warm", metavar="DIR", help="a finished warm start to reuse, e.g. a demo's output (default: OUT/warm, made if missing)")
     _command(sub, "compare", _compare, CompareConfig, "R-AIRL vs SFT, outcome GRPO and a frozen reward on the embedded task, several seeds",
-             "runs/compare", "output directory (metrics.json, results.md, curves.png, runs)", "a minutes-long smoke run (tests use it)")
+             "runs/compare", "output directory (metrics.json, results.md, curves.png, runs)",
+             (quick_compare_config, "a minutes-long smoke run (tests use it)"), trains=True)
     _command(sub, "train-reward", _train_reward, TrainRewardConfig, "train a reward model on expert demonstrations from a file",
-             "runs/reward", "output directory (reward/, policy/, warm start, metrics.json)")
+             "runs/reward", "output directory (reward/, policy/, warm start, metrics.json)", trains=True)
     _command(sub, "score", _score, ScoreConfig, "per-step rewards of (prompt, completion) pairs from a JSONL file",
              "runs/score", "output directory (metrics.json with one row of step scores per completion)")
     _command(sub, "rerank", _rerank, RerankConfig, "best-of-N over a candidate-pool JSONL file",
              "runs/rerank", "output directory (metrics.json)")
     _command(sub, "localise", _localise, LocaliseConfig, "first wrong step of ProcessBench-style items",
              "runs/localise", "output directory (metrics.json with every item's prediction)")
+    _command(sub, "view", _view, ViewConfig, "one self-contained HTML page of every trace's step scores, the predicted first error marked",
+             "view.html", "the HTML file to write (open it in a browser; it loads nothing)")
     _command(sub, "plan", _plan, PlanConfig,
              f"expected peak GPU memory of one R-AIRL iteration (reads config.json only; presets: {', '.join(PRESETS)})",
              None, "also write OUT/metrics.json", progress=False)
+    plot_help = "draw a run's training curves, or a comparison's, as a PNG"
+    plot = sub.add_parser("plot", help=plot_help, description=plot_help, allow_abbrev=False)
+    plot.add_argument("run_dir", metavar="RUN_DIR", help=f"a run folder (any of {', '.join(RUN_LOGS)}: a panel per numeric "
+                      "column) or a folder rairl compare wrote (metrics.json with methods: the curves.png it draws)")
+    plot.add_argument("--out", metavar="FILE", help="the PNG to write (default: RUN_DIR/curves.png)")
+    plot.add_argument("--debug", action="store_true", help="on an error, show the whole traceback instead of one line")
+    plot.set_defaults(func=_plot)
     return parser
+
+
+# What a user's input causes (a bad option, file or folder; a missing extra): exit 2. Anything else: exit 1.
+USAGE_ERRORS = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, ImportError)
+
+
+def _one_line(e: BaseException) -> str:
+    """rairl's own messages are one line; another library's may be a page (keep its last line, and its type)."""
+    lines = str(e).strip().splitlines()
+    if len(lines) == 1 and isinstance(e, USAGE_ERRORS):
+        return lines[0]
+    return f"{type(e).__name__}: {lines[-1] if lines else ''}".rstrip(": ")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,10 +317,24 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
         args.no_progress = True
     try:
-        code = args.func(args)
-    except (ValueError, FileNotFoundError, ImportError) as e:
-        print(f"rairl {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        if getattr(args, "print_config", False):
+            print(json.dumps(dataclasses.asdict(_config(args)), indent=2))
+            return 0
+        if getattr(args, "report_to", "none") != "none" and int(os.environ.get("RANK", "0")) == 0:
+            start_tracking(args.report_to, getattr(args, "resume", None) or args.out, dataclasses.asdict(_config(args)))
+        try:
+            code = args.func(args)
+        finally:
+            end_tracking()
+    except KeyboardInterrupt:
+        print(f"rairl {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (Exception, CheckpointException) as e:  # (DCP's is a BaseException) one line, unless --debug
+        if args.debug:
+            raise
+        usage = isinstance(e, USAGE_ERRORS)
+        print(f"rairl {args.command}: error: {_one_line(e)}" + ("" if usage else " (--debug shows the traceback)"), file=sys.stderr)
+        return 2 if usage else 1
     finish_dist()  # every rank done: leave the process group together (a rank gone early aborts gloo's peers)
     return code
 

@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import inspect
 import json
+import math
 import re
 import typing
 from pathlib import Path
@@ -28,19 +29,75 @@ def resolve_types(cls: type) -> type:
     return cls
 
 
-def config_from_dict(cls: type, tree: dict) -> Any:
-    """`cls(**tree)` with nested dataclasses built from nested dicts and JSON lists turned into tuples.
+def check_finite(cfg: Any) -> None:
+    """Refuse a NaN or infinite float field of the config dataclass `cfg`, naming it: a NaN passes
+    every `<`/`>` range check, and an infinite learning rate or weight poisons a run silently."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise ValueError(f"{type(cfg).__name__}.{f.name}={value}; must be finite (no NaN or inf)")
 
-    Every field must be present (e.g. a `dataclasses.asdict` of the same class).
+
+def config_from_dict(cls: type, tree: dict, source: str = "") -> Any:
+    """`cls` built from a nested dict (a saved config, a config file merged with the defaults).
+
+    Every value is checked against its field's type (an int where a float is due is taken, JSON lists
+    become tuples); a missing field takes its default; an unknown field, a wrong type or a value the
+    dataclass refuses is a ValueError naming `source` (the file) and the dotted field.
     """
+    try:
+        return _build(cls, tree, "")
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}" if source else str(e)) from None
+
+
+def _build(cls: type, tree: Any, prefix: str) -> Any:
     resolve_types(cls)
+    if not isinstance(tree, dict):
+        raise ValueError(f"field '{prefix.rstrip('.') or cls.__name__}' must be an object of {cls.__name__} fields, got {tree!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(tree) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown field '{prefix}{unknown[0]}' (of {cls.__name__})")
     kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in tree:
-            raise ValueError(f"{cls.__name__}: field '{f.name}' missing")
-        v = tree[f.name]
-        kwargs[f.name] = config_from_dict(f.type, v) if dataclasses.is_dataclass(f.type) else (tuple(v) if isinstance(v, list) else v)
-    return cls(**kwargs)
+    for name, f in fields.items():
+        if name not in tree:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise ValueError(f"field '{prefix}{name}' missing (of {cls.__name__})")
+            continue
+        kwargs[name] = typed_value(tree[name], f.type, prefix + name)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a dataclass refusing what it was given
+        raise ValueError(f"{cls.__name__}: {e}") from None
+
+
+def typed_value(value: Any, kind: Any, name: str) -> Any:
+    """`value` as the field type `kind` (bool, int, float, str, tuple[X, ...], X | None, a dataclass), or a
+    ValueError naming the field."""
+    if dataclasses.is_dataclass(kind):
+        return _build(kind, value, name + ".")
+    args = typing.get_args(kind)
+    if type(None) in args:
+        if value is None:
+            return None
+        kind = next(a for a in args if a is not type(None))
+        args = typing.get_args(kind)
+    if typing.get_origin(kind) is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"field '{name}' must be a list, got {value!r}")
+        return tuple(typed_value(v, args[0], f"{name}[{k}]") for k, v in enumerate(value))
+    ok = {bool: lambda v: isinstance(v, bool), int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), str: lambda v: isinstance(v, str)}.get(kind)
+    if ok is not None and not ok(value):
+        raise ValueError(f"field '{name}' must be {kind.__name__}, got {type(value).__name__} {value!r}")
+    if kind is float:
+        number = float(value) if abs(value) < 1e308 else math.inf  # an int past float range is as bad as inf
+        if not math.isfinite(number):
+            raise ValueError(f"field '{name}' must be a finite number, got {value}")
+        return number
+    return value
 
 
 def defaults_tree(cls: type) -> dict:

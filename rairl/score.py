@@ -28,14 +28,16 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from .airl.layout import action_layout, step_rule
+from .configs import check_finite
 from .data.steps import step_separator, step_spans
 from .kernels import airl_terms
 from .kernels.segments import StepRule
 from .metrics import first_below
 from .models.adapters import load_reward_model
-from .models.batch import collate, encode_completions, encode_prompts
+from .models.batch import collate, encode_completions, encode_prompts, record_labels
 from .models.device import attn_implementation, resolve_device, resolve_dtype
-from .models.reward import RewardModel
+from .models.lm import check_vocab, checked_path
+from .models.reward import REWARD_FILES, RewardModel
 from .models.tokenizer import load_tokenizer, newline_token_ids, set_template
 
 SELECTORS = ("mean", "min", "last", "sum", "token_mean")
@@ -53,6 +55,7 @@ class ScorerSettings:
     template: str = "plain"
 
     def __post_init__(self) -> None:
+        check_finite(self)
         if self.term not in ("g", "f"):
             raise ValueError(f"ScorerSettings.term={self.term!r}; choose 'g' or 'f'")
         if self.selector not in SELECTORS:
@@ -82,6 +85,16 @@ def select_all(step_scores: Sequence[Sequence[float]], completion_ids: Sequence[
     return [select(s, selector, len(c)) for s, c in zip(step_scores, completion_ids, strict=True)]
 
 
+def _check_finite(action_scores: torch.Tensor, action_seq: torch.Tensor, names: Sequence[str]) -> None:
+    """Refuse `(A,)` action scores holding NaN / inf, naming the completion (`action_seq`: `(A,)` its row in `names`):
+    a NaN would rank first or last by accident, hide an error step, or be written as null."""
+    bad = (~torch.isfinite(action_scores)).nonzero()
+    if len(bad):
+        k = int(bad[0])
+        raise ValueError(f"{names[int(action_seq[k])]}: the reward model scored a step {float(action_scores[k])}; its weights or "
+                         "activations are not finite (a diverged reward, or fp16 overflow: try --dtype fp32)")
+
+
 class RewardScorer:
     def __init__(
         self,
@@ -93,6 +106,7 @@ class RewardScorer:
         max_prompt_tokens: int = 1024,
         max_completion_tokens: int = 1024,
     ):
+        check_vocab(tokenizer, reward_model.lm)
         self.reward_model, self.tokenizer = reward_model.eval(), tokenizer
         self.settings = settings or ScorerSettings()
         self.batch_size = batch_size
@@ -105,7 +119,7 @@ class RewardScorer:
     def from_pretrained(cls, path: str | Path, device: str = "auto", dtype: str = "auto", **kwargs) -> RewardScorer:
         """Load a directory written by `save_pretrained` (reward model, tokenizer, settings) on `device`
         (auto | cpu | cuda | cuda:N) in `dtype` (auto | fp32 | bf16 | fp16); see `rairl.models.device`."""
-        path = Path(path)
+        path = Path(checked_path(path, holds=REWARD_FILES, what="reward model", hub=False))
         settings_file = path / "scorer.json"
         settings = ScorerSettings(**json.loads(settings_file.read_text())) if settings_file.exists() else None
         dev = resolve_device(device)
@@ -133,7 +147,8 @@ class RewardScorer:
 
         Steps are the completion's lines, or with `token_steps` (per completion, the 0-based step of
         each completion token, every step owning at least one) the steps it names; `names` label
-        the completions in errors.
+        the completions in errors. A NaN or infinite score is an error naming its completion (never ranked,
+        never written as null).
         """
         device = next(self.reward_model.parameters()).device
         out: list[list[float]] = []
@@ -146,10 +161,11 @@ class RewardScorer:
             airl = airl_terms(terms.g_tok.reshape(-1), terms.h_tok.reshape(-1), zeros, layout.start, layout.end,
                               layout.terminal, gamma=self.reward_model.cfg.gamma)
             action_scores = airl.g_sum if self.settings.term == "g" else airl.f
+            labels = names[i:j] if names is not None else [f"completion {k}" for k in range(i, j)]
+            _check_finite(action_scores, layout.seq, labels)
             if token_steps is None:
                 out += self._to_steps(batch, layout, action_scores)
             else:
-                labels = names[i:j] if names is not None else [f"completion {k}" for k in range(i, j)]
                 out += self._to_given_steps(batch, layout, action_scores, token_steps[i:j], labels)
         return out
 
@@ -194,18 +210,21 @@ class RewardScorer:
         """One score per (prompt, completion) pair of token ids under `selector` (default: the calibrated one)."""
         return select_all(self.score_ids(prompt_ids, completion_ids), completion_ids, selector or self.settings.selector)
 
-    def encode(self, prompts: Sequence[str], completions: Sequence[str]) -> tuple[list[list[int]], list[list[int]]]:
+    def encode(self, prompts: Sequence[str], completions: Sequence[str],
+               names: Sequence[str] | None = None) -> tuple[list[list[int]], list[list[int]]]:
+        """Token ids of the pairs; `names` (e.g. each record's `source`) label them in errors."""
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-        return (encode_prompts(self.tokenizer, prompts, self.max_prompt_tokens),
-                encode_completions(self.tokenizer, completions, self.max_completion_tokens))
+        return (encode_prompts(self.tokenizer, prompts, self.max_prompt_tokens, names),
+                encode_completions(self.tokenizer, completions, self.max_completion_tokens, names=names))
 
     def score(self, prompts: Sequence[str], completions: Sequence[str], delimiter: str = "line",
-              progress: bool = False) -> list[list[float]]:
+              progress: bool = False, names: Sequence[str] | None = None) -> list[list[float]]:
         """Per-step scores of text pairs: each completion split into steps by `delimiter` (`line`,
-        `blank-line` or a regex matching each step's start; see `split_steps` for the step texts)."""
+        `blank-line` or a regex matching each step's start; see `split_steps` for the step texts).
+        `names` (e.g. each record's `source`, "file.jsonl:3") label the pairs in errors."""
         sep = step_separator(delimiter)
-        return self._score_spans(prompts, completions, [step_spans(c, sep) for c in completions], None, progress)
+        return self._score_spans(prompts, completions, [step_spans(c, sep) for c in completions], names, progress)
 
     def score_steps(self, prompts: Sequence[str], steps: Sequence[Sequence[str]], names: Sequence[str] | None = None,
                     progress: bool = False) -> list[list[float]]:
@@ -229,7 +248,7 @@ class RewardScorer:
         holding its last character (a separator's characters to the step before); EOS to the last step."""
         if len(prompts) != len(texts):
             raise ValueError(f"{len(prompts)} prompts but {len(texts)} completions")
-        names = list(names) if names is not None else [f"completion {i}" for i in range(len(texts))]
+        names = record_labels(names, len(texts), "completion")
         completion_ids, token_steps = [], []
         for name, text, sp in zip(names, texts, spans, strict=True):
             if not sp:
@@ -246,7 +265,7 @@ class RewardScorer:
                 raise ValueError(f"{name}: step {missing[0]} has no token of its own (empty, or merged into a neighbour's token)")
             completion_ids.append(ids)
             token_steps.append(steps)
-        prompt_ids = encode_prompts(self.tokenizer, prompts, self.max_prompt_tokens)
+        prompt_ids = encode_prompts(self.tokenizer, prompts, self.max_prompt_tokens, names)
         return self.score_ids(prompt_ids, completion_ids, progress=progress, token_steps=token_steps, names=names)
 
     def rerank(self, prompt: str, candidates: Sequence[str], selector: str | None = None) -> tuple[list[int], list[float]]:

@@ -6,6 +6,7 @@ import pytest
 
 from rairl.metrics import (
     auroc,
+    best_of_n_curve,
     bootstrap_ci,
     calibrate_threshold,
     first_below,
@@ -13,6 +14,11 @@ from rairl.metrics import (
     majority_vote_accuracy,
     pick_accuracy,
     rerank_metrics,
+    step_roc,
+    subset_majority_accuracy,
+    subset_pick_accuracy,
+    threshold_candidates,
+    threshold_sweep,
 )
 
 
@@ -86,3 +92,77 @@ def test_bootstrap_ci_brackets_the_mean():
     v = np.random.default_rng().normal(size=200)
     lo, hi = bootstrap_ci(v)
     assert lo < v.mean() < hi
+
+
+def test_best_of_n_curve_by_hand():
+    # gold 5; candidates answer 7, 5, 7 and nothing; the reward ranks them 3, 2, 2, 1, the log-prob favours the right one
+    curve = best_of_n_curve(correct=[[False, True, False, False]], reward_scores=[[3.0, 2.0, 2.0, 1.0]],
+                            logprob_scores=[[0.0, 1.0, 0.0, 0.0]], answers=[["7", "5", "7", None]])
+    assert curve["n"] == [1, 2, 3, 4]
+    expected = {
+        "reward": [1 / 4, 1.5 / 6, 0.5 / 4, 0.0],  # N = 2: {1, 2} ties (1/2), {1, 3} picks 1; N = 3: only {1, 2, 3}, a tie
+        "logprob": [1 / 4, 2 / 4, 3 / 4, 1.0],  # right whenever candidate 1 is drawn
+        "majority_vote": [1 / 4, 2 / 6, 1 / 4, 0.0],  # N = 2: 5-7 ties twice (1/2 each), 5 alone once; N = 3: two 5-7 ties
+        "random": [1 / 4] * 4,
+        "oracle": [1 / 4, 1 / 2, 3 / 4, 1.0],  # 1 - C(3, N) / C(4, N)
+    }
+    for key, values in expected.items():
+        assert curve[key] == pytest.approx(values), key
+
+
+def _random_pool(rng: random.Random, n: int) -> tuple[list[float], list[float], list[str | None], list[bool]]:
+    """Scores with ties, answers with ties and silences; a candidate is right when it answers "0"."""
+    answers = [rng.choice(["0", "1", "2", None]) for _ in range(n)]
+    return ([float(rng.randint(0, 3)) for _ in range(n)], [rng.random() for _ in range(n)], answers, [a == "0" for a in answers])
+
+
+def test_subset_accuracies_match_enumerating_every_subset():
+    rng = random.Random()
+    for _ in range(30):
+        n = rng.randint(1, 7)
+        scores, _, answers, correct = _random_pool(rng, n)
+        picks, votes = subset_pick_accuracy(scores, correct), subset_majority_accuracy(answers, correct)
+        for k in range(1, n + 1):
+            subsets = list(itertools.combinations(range(n), k))
+            assert picks[k - 1] == pytest.approx(pick_accuracy([[scores[i] for i in s] for s in subsets],
+                                                               [[correct[i] for i in s] for s in subsets]))
+            assert votes[k - 1] == pytest.approx(majority_vote_accuracy([[answers[i] for i in s] for s in subsets],
+                                                                        [[correct[i] for i in s] for s in subsets]))
+
+
+def test_best_of_n_curve_ends_at_rerank_metrics_and_starts_at_mean_correctness():
+    rng = random.Random()
+    n = rng.randint(2, 9)
+    pools = [_random_pool(rng, n) for _ in range(12)]
+    inputs = {"correct": [p[3] for p in pools], "reward_scores": [p[0] for p in pools], "logprob_scores": [p[1] for p in pools],
+              "answers": [p[2] for p in pools]}
+    curve, full = best_of_n_curve(**inputs), rerank_metrics(**inputs)
+    mean_correct = full["random_expected"]
+    for key, at_n in (("reward", "reward_best_of_n"), ("logprob", "logprob_best_of_n"), ("majority_vote", "majority_vote"),
+                      ("random", "random_expected"), ("oracle", "oracle")):
+        assert curve[key][0] == pytest.approx(mean_correct), key
+        assert curve[key][-1] == pytest.approx(full[at_n]), key
+    assert curve["random"] == pytest.approx([mean_correct] * n)
+    assert all(a <= b + 1e-12 for a, b in itertools.pairwise(curve["oracle"]))  # pass@N never falls
+
+
+def test_step_roc_by_hand():
+    # first wrong steps score 0.2 and 0.3; correct ones 0.9 (before an error), 0.6 and 0.25 (a clean trace);
+    # 0.5 and 0.8 come after a first error and are left out
+    roc = step_roc([[0.9, 0.2, 0.5], [0.3, 0.8], [0.6, 0.25]], [1, 0, -1], threshold=0.5)
+    assert (roc["n_pos"], roc["n_neg"]) == (2, 3)
+    # cuts at 0.2, 0.25, 0.3, 0.6, 0.9, inf; a step is flagged when it scores below the cut
+    assert roc["tpr"] == pytest.approx([0, 1 / 2, 1 / 2, 1, 1, 1])
+    assert roc["fpr"] == pytest.approx([0, 0, 1 / 3, 1 / 3, 2 / 3, 1])
+    assert roc["auroc"] == pytest.approx(5 / 6)  # 0.3 scores above 0.25: one of six pairs misordered
+    assert np.trapezoid(roc["tpr"], roc["fpr"]) == pytest.approx(roc["auroc"])
+    assert (roc["tpr_at"], roc["fpr_at"]) == pytest.approx((1.0, 1 / 3))
+
+
+def test_calibrate_threshold_is_the_sweep_argmax():
+    scores, labels = [[0.9, 0.2, 0.5], [0.3, 0.8], [0.6, 0.25], [0.7, 0.65]], [1, 0, -1, -1]
+    sweep = threshold_sweep(scores, labels, threshold_candidates(scores))
+    best = calibrate_threshold(scores, labels)
+    # no threshold gets every trace: (0.2, 0.25] misses the error at 0.3, (0.3, 0.65] flags the clean 0.25; F1 2/3 both
+    assert max(sweep["f1"]) == localisation_metrics([first_below(s, best) for s in scores], labels)["f1"] == pytest.approx(2 / 3)
+    assert best == pytest.approx(0.2 + 1e-6)  # the lowest of the best

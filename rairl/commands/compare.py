@@ -33,7 +33,9 @@ import numpy as np
 from ..data.protocols import PROTOCOLS
 from ..dist import launched
 from ..metrics import bootstrap_ci, write_metrics
+from ..plots import plot_curves, plot_protocol_curves
 from ..train.checkpoint import latest_checkpoint
+from ..train.folder import claim_run_folder
 from ..train.protocol import ARMS as PROTOCOL_ARMS
 from ..train.protocol import ProtocolConfig, quick_protocol_config, run_protocol_seed
 from ..train.rft import RFTConfig
@@ -110,13 +112,14 @@ def quick_compare_config(seeds: tuple[int, ...] = (1, 2), protocol: str = "unlim
     return CompareConfig(**vars(quick_run_config()), seeds=seeds, protocol=protocol, scarce=quick_protocol_config())
 
 
-def run_compare(cfg: CompareConfig, out: str | Path, progress: bool = True) -> dict:
+def run_compare(cfg: CompareConfig, out: str | Path, progress: bool = True, overwrite: bool = False) -> dict:
     if launched():
         raise ValueError("rairl compare runs its arms in one process; launch it without torchrun / accelerate launch "
                          "(benchmarks/compare_parallel.sh runs seeds side by side)")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _claim(out, cfg)
+    # a comparison continues in its own folder (runs are per seed and arm): seeds, methods and results_md may change
+    claim_run_folder(out, "compare", asdict(cfg), resume=True, overwrite=overwrite, may_change=("seeds", "methods", "results_md"))
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     if cfg.protocol != "unlimited":
         return run_protocol(cfg, out, progress)
     t0 = time.time()
@@ -153,20 +156,6 @@ def _write_results(out: Path, cfg: CompareConfig, metrics: dict) -> None:
     if cfg.results_md:
         with open(cfg.results_md, "a") as f:
             f.write("\n" + table)
-
-
-def _claim(out: Path, cfg: CompareConfig) -> None:
-    """Record the comparison's config in `out/config.json`, or refuse a folder whose finished runs were made
-    with another one (seeds, methods and results_md may change: runs are per seed and arm)."""
-    mine = {k: v for k, v in json.loads(json.dumps(asdict(cfg))).items() if k not in ("seeds", "methods", "results_md")}
-    path = out / "config.json"
-    if path.exists():
-        theirs = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("seeds", "methods", "results_md")}
-        differ = sorted(k for k in {*mine, *theirs} if mine.get(k) != theirs.get(k))
-        if differ:
-            raise ValueError(f"{out} holds a comparison made with another config (fields {differ} differ); choose another --out")
-    else:
-        path.write_text(json.dumps(asdict(cfg), indent=2))
 
 
 def run_protocol(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
@@ -251,32 +240,6 @@ def protocol_markdown(metrics: dict) -> str:
     lines += ["", "Checkpoints are chosen on V (SFT-ES: the SFT step; rft arms: the round, 0 = SFT-ES itself). Seconds: each arm's own "
               "training after SFT-ES (sft_es: SFT-ES itself); the shared reward's time is under `shared` in metrics.json."]
     return "\n".join(lines) + "\n"
-
-
-def plot_protocol_curves(out: Path, seeds, methods, path: Path) -> None:
-    """Validation pass@1 over RFT rounds (mean over seeds), one line per arm."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name in methods:
-        by_round: dict[int, list[float]] = {}
-        for seed in seeds:
-            log = out / f"seed{seed}" / name / "train_log.jsonl"
-            if log.exists():
-                for row in map(json.loads, log.read_text().splitlines()):
-                    by_round.setdefault(row["round"], []).append(row["val"])
-        if by_round:
-            rounds = sorted(by_round)
-            ax.plot(rounds, [np.mean(by_round[r]) for r in rounds], marker="o", label=name)
-    ax.set_xlabel("round")
-    ax.set_ylabel("V pass@1 (T = 1)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 def _evaluate_warm(cfg: RunConfig, seed: int, warm_dir: Path, run_dir: Path, progress: bool) -> dict:
@@ -368,36 +331,3 @@ def results_markdown(metrics: dict) -> str:
         winner = "step" if a > b else ("sequence" if b > a else "neither")
         lines += ["", f"Step vs sequence advantages: **{winner}** wins (pass@1 step {a:.3f}, sequence {b:.3f})."]
     return "\n".join(lines) + "\n"
-
-
-CURVE_KEYS = ("mean_reward", "disc_loss", "disc_acc", "approx_kl", "sampled_entropy", "clipfrac", "mean_len", "val_auroc")
-
-
-def plot_curves(out: Path, seeds, methods, path: Path) -> None:
-    """One panel per logged metric, one line per method (mean over seeds at each iteration)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as e:
-        raise ImportError("rairl compare draws its curves with matplotlib: pip install 'rairl[dev]' (or matplotlib)") from e
-    fig, axes = plt.subplots(2, 4, figsize=(16, 7))
-    for ax, key in zip(axes.flat, CURVE_KEYS, strict=True):
-        for name in methods:
-            by_iter: dict[int, list[float]] = {}
-            for seed in seeds:
-                log = out / f"seed{seed}" / name / "train_log.jsonl"
-                if log.exists():
-                    for row in map(json.loads, log.read_text().splitlines()):
-                        if key in row and row[key] is not None:
-                            by_iter.setdefault(row["iteration"], []).append(row[key])
-            if by_iter:
-                its = sorted(by_iter)
-                ax.plot(its, [np.mean(by_iter[i]) for i in its], label=name)
-        ax.set_title(key)
-        ax.set_xlabel("iteration")
-    axes.flat[0].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)

@@ -4,6 +4,7 @@
     -> policy samples (negatives) + perturbed experts -> reward model (AIRL discriminator)
     -> validation: choose the rerank selector and the localisation threshold
     -> test: best-of-N reranking and first-error localisation against the baselines
+    -> figures: best_of_n.png (accuracy against N) and localise_roc.png (step-level ROC, threshold sweep)
 
 Verifier-free: reward training never reads a gold answer; answers are read
 only to evaluate. Under a launcher (`torchrun`, `accelerate launch`) the training
@@ -29,6 +30,7 @@ from ..eval.localise import (
     calibrate_localiser,
     clean_items,
     evaluate_localise,
+    localise_curves,
     natural_error_items,
     own_sample_items,
 )
@@ -38,7 +40,9 @@ from ..models.batch import encode_prompts
 from ..models.device import OnDevice
 from ..models.reward import RewardConfig, RewardModel
 from ..models.rollout import RolloutConfig
+from ..plots import plot_best_of_n, plot_localise_roc
 from ..score import RewardScorer, ScorerSettings
+from ..train.folder import claim_run_folder
 from ..train.warm_start import (
     WarmStartConfig,
     build_warm_start,
@@ -74,14 +78,18 @@ def quick_config(seed: int = 0) -> DemoConfig:
     return DemoConfig(seed=seed, task=quick_task_config(), warm=quick_warm_config(), n_samples=4)
 
 
-def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True) -> dict:
-    """Run the pipeline, write `out_dir/metrics.json` (and the warm start, models included), return the metrics."""
+def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True, overwrite: bool = False) -> dict:
+    """Run the pipeline, write `out_dir/metrics.json`, `best_of_n.png` and `localise_roc.png` (and the warm
+    start, models included) into a new folder (or, with `overwrite`, one whose earlier run is replaced),
+    return the metrics."""
     t0 = time.time()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     dist = init_dist("ddp")
+    if dist.main:
+        claim_run_folder(out, "demo", asdict(cfg), overwrite=overwrite)
+    dist.barrier()
     progress = progress and dist.main
     rng = random.Random(cfg.seed)
     log = timed_log("", progress)
@@ -124,6 +132,7 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True) -> dic
     _, test_perturbed = perturbed_negatives(tokenizer, encode_prompts(tokenizer, [e.prompt for e in test_ex], w.max_prompt_tokens), test_ex, rng)
     test_items = test_perturbed + clean_items(test_ex)
     loc, loc_lp = evaluate_localise(scorer, test_items), evaluate_localise(logprob, test_items)
+    roc, roc_lp = localise_curves(scorer, test_items), localise_curves(logprob, test_items)
     natural = natural_error_items(test_pools, [p.solution_steps() for p in splits.test])
     natural_acc = evaluate_localise(scorer, natural)["first_error_accuracy"] if natural else float("nan")
     natural_lp = evaluate_localise(logprob, natural)["first_error_accuracy"] if natural else float("nan")
@@ -140,6 +149,7 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True) -> dic
             "first_error_accuracy": loc["first_error_accuracy"], "no_error_accuracy": loc["no_error_accuracy"], "f1": loc["f1"],
             "logprob_first_error_accuracy": loc_lp["first_error_accuracy"], "logprob_no_error_accuracy": loc_lp["no_error_accuracy"],
             "logprob_f1": loc_lp["f1"], "natural_first_error_accuracy": natural_acc,
+            "step_auroc": roc["auroc"], "logprob_step_auroc": roc_lp["auroc"],  # first wrong steps vs correct ones
             "logprob_natural_first_error_accuracy": natural_lp, "natural_n": len(natural),
             "threshold": scorer.settings.threshold, "logprob_threshold": logprob.settings.threshold,
             # calibrated on injected errors plus the policy's own validation samples (reads gold solutions)
@@ -156,6 +166,11 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True) -> dic
     }
     if dist.main:
         write_metrics(out / "metrics.json", metrics)
+        plot_best_of_n(rerank["curve"], out / "best_of_n.png", reward_label=f"R-AIRL reward ({scorer.settings.selector})",
+                       title=f"Best-of-N on {rerank['problems']} test problems: exact mean over every N-subset of each {rerank['n']}-sample pool")
+        plot_localise_roc({"R-AIRL reward": roc, "policy mean log-prob": roc_lp}, out / "localise_roc.png",
+                          f"First-wrong-step localisation on {len(test_items)} test traces (injected errors and clean "
+                          "experts); thresholds calibrated on validation")
     return metrics
 
 

@@ -1,4 +1,4 @@
-"""The file-driven commands of `rairl`: train-reward, score, rerank, localise, plan.
+"""The file-driven commands of `rairl`: train-reward, score, rerank, localise, view, plan.
 
 Each command reads its inputs through `rairl.data` loaders (errors name the
 file, line and field), calls the library and writes `metrics.json` into `out`.
@@ -15,10 +15,13 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..data import (
+    Example,
+    LocaliseItem,
     extract_answer,
     load_candidate_pools,
     load_examples,
     load_localise_items,
+    load_traces,
     parse_fields,
     split_steps,
 )
@@ -28,14 +31,16 @@ from ..eval.localise import calibrate_localiser, evaluate_localise, item_step_sc
 from ..metrics import first_below, localisation_metrics, rerank_metrics, write_metrics
 from ..models.adapters import AdapterConfig
 from ..models.device import OnDevice, attn_implementation
-from ..models.lm import load_causal_lm
-from ..models.reward import RewardConfig, RewardModel
+from ..models.lm import checked_path, load_causal_lm
+from ..models.reward import REWARD_FILES, RewardConfig, RewardModel
 from ..models.rollout import RolloutConfig
 from ..plan import PlanConfig, estimate, format_plan
 from ..score import SELECTORS, RewardScorer, ScorerSettings
+from ..train.folder import claim_run_folder
 from ..train.reward import RewardTrainConfig
 from ..train.sft import SFTConfig
 from ..train.warm_start import WarmStartConfig, check_template, warm_start_from_file
+from ..view import example_traces, item_traces, view_summary, write_view
 
 # train-reward's warm start: real data is longer than the embedded task's; every example is an expert
 # and a negative prompt (the counts below are caps), and SFT runs its steps with no stop check by default.
@@ -67,18 +72,24 @@ class TrainRewardConfig(OnDevice):
         super().__post_init__()
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"TrainRewardConfig.val_fraction={self.val_fraction}; must be in (0, 1)")
-        if not self.policy:
+        if self.policy:
+            checked_path(self.policy, "--policy")  # a mistyped local path fails here, not after a hub lookup
+        else:
             check_template(self.warm, None)  # a given policy's tokenizer is checked when the command starts
         parse_fields(self.fields)
         if self.limit < 0:
             raise ValueError(f"TrainRewardConfig.limit={self.limit}; must be >= 0 (0: all)")
 
 
-def train_reward_command(cfg: TrainRewardConfig, out: Path, progress: bool = True) -> dict:
-    """Warm start on the file's examples, the localiser calibrated on held-out ones; writes `out/reward` and metrics."""
+def train_reward_command(cfg: TrainRewardConfig, out: Path, progress: bool = True, overwrite: bool = False) -> dict:
+    """Warm start on the file's examples, the localiser calibrated on held-out ones; writes `out/reward` and metrics
+    into `out`, a new folder (or, with `overwrite`, one whose earlier run is replaced)."""
     t0 = time.time()
     check_template(cfg.warm, cfg.policy or None)  # before anything is written
     dist = init_dist("ddp", cfg.lora)  # under a launcher: SFT, sampling and reward training split over the ranks
+    if dist.main:
+        claim_run_folder(out, "train-reward", asdict(cfg), overwrite=overwrite)
+    dist.barrier()
     warm, val_ex, n_read = warm_start_from_file(cfg.warm, cfg.seed, cfg.data, out, cfg.policy or None, None, cfg.val_fraction, cfg.limit,
                                         cfg.torch_device(), cfg.torch_dtype(), progress, parse_fields(cfg.fields),
                                         cfg.adapters if cfg.lora else None, dist, cfg.rollout)
@@ -118,6 +129,7 @@ class Scoring(OnDevice):
         return init_dist("ddp")
 
     def scorer(self, reward: str) -> RewardScorer:
+        checked_path(reward, "--reward", REWARD_FILES, "reward model", hub=False)
         return RewardScorer.from_pretrained(reward, self.device, self.dtype, batch_size=self.batch_size,
                                             max_prompt_tokens=self.max_prompt_tokens, max_completion_tokens=self.max_completion_tokens)
 
@@ -130,6 +142,7 @@ class ScoreConfig(Scoring):
     data: str  # expert-format JSONL ({prompt, completion}) or GSM8K jsonl
     step_delimiter: str = "line"  # how a completion splits into steps: line | blank-line | a regex matching a step's start
     fields: str = ""  # your files' column names as rairl's=yours, e.g. prompt=problem,completion=solution,answer=final
+    html: str = ""  # also write the per-step view of the scores (as `rairl view`) to this HTML file; empty: none
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -141,15 +154,23 @@ def score_command(cfg: ScoreConfig, out: Path, progress: bool = True) -> dict:
     """Per-step scores of every completion in `cfg.data`, each with its step texts."""
     examples, dist = load_examples(cfg.data, fields=parse_fields(cfg.fields)), cfg.dist()
     scorer = cfg.scorer(cfg.reward)
-    mine = [examples[k] for k in dist.share(len(examples))]
-    scores = dist.gather(scorer.score([e.prompt for e in mine], [e.completion for e in mine], cfg.step_delimiter,
-                                      progress=progress and dist.main))
+    scores = _example_scores(scorer, examples, cfg.step_delimiter, dist, progress)
     sep = step_separator(cfg.step_delimiter)
     rows = [{"source": e.source, "steps": split_steps(e.completion, sep), "step_scores": s} for e, s in zip(examples, scores, strict=True)]
     metrics = {"scored": len(rows), "rows": rows, **_placement(scorer)}
     if dist.main:
         write_metrics(out / "metrics.json", metrics)
+        if cfg.html:
+            write_view(cfg.html, example_traces(examples, [r["steps"] for r in rows], scores), scorer.settings.threshold,
+                       title=f"rairl score: {cfg.data}")
     return metrics
+
+
+def _example_scores(scorer: RewardScorer, examples: list[Example], delimiter: str, dist: Dist, progress: bool) -> list[list[float]]:
+    """Step scores of every example's completion split by `delimiter`: the examples shared between the ranks, gathered in order."""
+    mine = [examples[k] for k in dist.share(len(examples))]
+    return dist.gather(scorer.score([e.prompt for e in mine], [e.completion for e in mine], delimiter, progress=progress and dist.main,
+                                    names=[e.source for e in mine]))
 
 
 @dataclass(frozen=True)
@@ -165,6 +186,8 @@ class RerankConfig(Scoring):
         super().__post_init__()
         if self.selector and self.selector not in SELECTORS:
             raise ValueError(f"RerankConfig.selector={self.selector!r}; choose one of {SELECTORS}")
+        if self.policy:
+            checked_path(self.policy, "--policy")
 
 
 def rerank_command(cfg: RerankConfig, out: Path, progress: bool = True) -> dict:
@@ -184,7 +207,7 @@ def rerank_command(cfg: RerankConfig, out: Path, progress: bool = True) -> dict:
     scored = []  # (reward scores, log-prob scores, answers) of this rank's pools
     for k in tqdm(dist.share(len(pools)), desc="rerank", disable=not (progress and dist.main)):
         p = pools[k]
-        p_ids, c_ids = scorer.encode([p.question] * len(p.solutions), p.solutions)
+        p_ids, c_ids = scorer.encode([p.question] * len(p.solutions), p.solutions, names=[p.source] * len(p.solutions))
         scored.append((scorer.solution_scores_ids(p_ids, c_ids, selector),
                        baseline.solution_scores_ids(p_ids, c_ids, "token_mean") if baseline else None,
                        [extract_answer(s) for s in p.solutions]))
@@ -206,6 +229,7 @@ class LocaliseConfig(Scoring):
     reward: str  # reward model directory
     items: str  # ProcessBench-style JSON/JSONL: {id, problem, steps, label}
     threshold: float | None = None  # override the threshold calibrated on validation
+    html: str = ""  # also write the per-step view of the scores (as `rairl view`) to this HTML file; empty: none
 
 
 def localise_command(cfg: LocaliseConfig, out: Path, progress: bool = True) -> dict:
@@ -213,13 +237,59 @@ def localise_command(cfg: LocaliseConfig, out: Path, progress: bool = True) -> d
     scorer = cfg.scorer(cfg.reward)
     if cfg.threshold is not None:
         scorer.settings.threshold = cfg.threshold
-    scores = dist.gather(item_step_scores(scorer, [items[k] for k in dist.share(len(items))], progress=progress and dist.main))
+    scores = _item_scores(scorer, items, dist, progress)
     predicted = [first_below(row, scorer.settings.threshold) for row in scores]
     metrics = {**localisation_metrics(predicted, [it.label for it in items]), "threshold": scorer.settings.threshold}
     if dist.main:
         write_metrics(out / "metrics.json", {"localise": metrics, **_placement(scorer), "predictions": [{"id": it.id, "label": it.label, "predicted": p}
                                                                               for it, p in zip(items, predicted, strict=True)]})
+        if cfg.html:
+            write_view(cfg.html, item_traces(items, scores), scorer.settings.threshold, title=f"rairl localise: {cfg.items}")
     return metrics
+
+
+def _item_scores(scorer: RewardScorer, items: list[LocaliseItem], dist: Dist, progress: bool) -> list[list[float]]:
+    """Step scores of every item by its step index: the items shared between the ranks, gathered in order."""
+    return dist.gather(item_step_scores(scorer, [items[k] for k in dist.share(len(items))], progress=progress and dist.main))
+
+
+@dataclass(frozen=True)
+class ViewConfig(Scoring):
+    """`rairl view`: one self-contained HTML page of every trace's step scores (`rairl.view`)."""
+
+    reward: str  # reward model directory
+    # ProcessBench-style items {id, problem, steps, label} (gold first wrong step shown) or what `rairl score` reads,
+    # {prompt, completion, answer?} or GSM8K (answer correctness shown); the form is read from the first record
+    data: str
+    step_delimiter: str = "line"  # examples: how a completion splits into steps: line | blank-line | a regex matching a step's start
+    fields: str = ""  # examples: your files' column names as rairl's=yours, e.g. prompt=problem,completion=solution,answer=final
+    threshold: float | None = None  # override the threshold calibrated on validation (the colour scale's centre)
+    max_traces: int = 500  # traces drawn as cards, the first in the file (the summary covers all); 0: all
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        step_separator(self.step_delimiter)
+        parse_fields(self.fields)
+        if self.max_traces < 0:
+            raise ValueError(f"ViewConfig.max_traces={self.max_traces}; must be >= 0 (0: all)")
+
+
+def view_command(cfg: ViewConfig, out: Path, progress: bool = True) -> dict:
+    """Score the traces of `cfg.data` (as `rairl localise` or `rairl score` would) and write their view to
+    the file `out`; returns the view's summary."""
+    kind, data = load_traces(cfg.data, parse_fields(cfg.fields))
+    dist, scorer = cfg.dist(), cfg.scorer(cfg.reward)
+    if cfg.threshold is not None:
+        scorer.settings.threshold = cfg.threshold
+    if kind == "items":
+        traces = item_traces(data, _item_scores(scorer, data, dist, progress))
+    else:
+        sep = step_separator(cfg.step_delimiter)
+        scores = _example_scores(scorer, data, cfg.step_delimiter, dist, progress)
+        traces = example_traces(data, [split_steps(e.completion, sep) for e in data], scores)
+    if dist.main:
+        write_view(out, traces, scorer.settings.threshold, title=f"rairl view: {cfg.data}", max_traces=cfg.max_traces)
+    return view_summary(traces, scorer.settings.threshold)
 
 
 def plan_command(cfg: PlanConfig, out: Path | None) -> tuple[dict, str]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..configs import config_from_dict
+from ..models.lm import checked_path
 from ..train.run import RunConfig, UserData, post_train, quick_run_config
 from ..train.warm_start import check_template
 
@@ -37,11 +38,15 @@ def quick_train_config(method: str = "airl") -> TrainRunConfig:
     return TrainRunConfig(**vars(quick_run_config(method)))
 
 
-def run_train(cfg: TrainRunConfig, out: Path, warm_dir: Path | None = None, resume: bool = False, progress: bool = True) -> dict:
-    """`post_train` with the command's seed; writes `out/metrics.json` and returns it."""
+def run_train(cfg: TrainRunConfig, out: Path, warm_dir: Path | None = None, resume: bool = False, progress: bool = True,
+              overwrite: bool = False) -> dict:
+    """`post_train` with the command's seed; writes `out/metrics.json` and returns it. A `warm_dir` given
+    must hold a finished warm start (a mistyped one is refused, never built afresh)."""
+    if warm_dir is not None:
+        checked_path(warm_dir, "--warm", ("warm.json",), "warm start", hub=False)
     run = RunConfig(**{k: getattr(cfg, k) for k in RunConfig.__dataclass_fields__})
     data = UserData(**{k: getattr(cfg, k) for k in UserData.__dataclass_fields__})
-    return post_train(run, cfg.seed, out, warm_dir, resume=resume, progress=progress, data=data)
+    return post_train(run, cfg.seed, out, warm_dir, resume=resume, progress=progress, data=data, overwrite=overwrite)
 
 
 def resume_config(out: Path) -> TrainRunConfig:

@@ -6,11 +6,12 @@ from .formats import (
     load_gsm8k,
     load_localise_items,
     load_prompts,
+    load_traces,
     parse_fields,
     save_candidate_pools,
     save_localise_items,
 )
-from .records import CandidatePool, DataError, Example, LocaliseItem, Prompt
+from .records import CandidatePool, DataError, Example, LocaliseItem, NoRecordsError, Prompt
 from .steps import (
     answer_kind,
     answers_match,
@@ -22,8 +23,8 @@ from .steps import (
 from .task import Problem, TaskConfig, make_splits
 
 __all__ = [
-    "CandidatePool", "DataError", "Example", "LocaliseItem", "Problem", "Prompt", "TaskConfig",
+    "CandidatePool", "DataError", "Example", "LocaliseItem", "NoRecordsError", "Problem", "Prompt", "TaskConfig",
     "answer_kind", "answers_match", "extract_answer", "first_wrong_step", "join_steps",
-    "load_candidate_pools", "load_examples", "load_gsm8k", "load_localise_items", "load_prompts", "parse_fields",
+    "load_candidate_pools", "load_examples", "load_gsm8k", "load_localise_items", "load_prompts", "load_traces", "parse_fields",
     "make_splits", "save_candidate_pools", "save_localise_items", "split_steps",
 ]

@@ -11,7 +11,8 @@ Nothing is skipped silently: ``on_error="raise"`` (default) raises the first
 error; ``on_error="skip_with_warning"`` emits the same message as a
 DataWarning for each bad record, logs how many were skipped, and goes on.
 Blank lines are not records. A JSON list whose structure is broken cannot be
-resynchronised, so that error is raised under either policy.
+resynchronised, so that error is raised under either policy, as is a source
+with no record at all (a NoRecordsError: an empty file, only blank lines, ``[]``).
 """
 
 from __future__ import annotations
@@ -80,14 +81,13 @@ def _load(
     return out
 
 
-def _peek(source: PathLike) -> tuple[tuple[_At, set[str]] | None, Records]:
-    """The first record's place and keys (None for an empty source), and all the records, the first included."""
+def _peek(source: PathLike) -> tuple[_At, set[str], Records]:
+    """The first record's place and keys, and all the records, the first included (read once: a pipe works).
+    A source with no record is a NoRecordsError."""
     records = _records(source)
-    first = next(records, None)
-    if first is None:
-        return None, records
+    first = next(records)
     at, obj = first
-    return (at, set(_as_object(obj, at))), itertools.chain([first], records)
+    return at, set(_as_object(obj, at)), itertools.chain([first], records)
 
 
 def parse_fields(text: str) -> dict[str, str]:
@@ -240,14 +240,16 @@ def load_examples(
     if fields:
         columns = _columns(fields, EXAMPLE_FIELDS)
         return _load(path, lambda o, at: _expert_example(o, at, columns), on_error, limit)
-    first, records = _peek(path)
-    if first is None:
-        return []
-    at, keys = first
+    at, keys, records = _peek(path)
+    return _load(path, _example_parser(at, keys, strip_annotations), on_error, limit, records)
+
+
+def _example_parser(at: _At, keys: set[str], strip_annotations: bool) -> Callable[[Mapping[str, Any], _At], Example]:
+    """How ``load_examples`` reads a source whose first record (at ``at``) has ``keys``."""
     if "prompt" in keys:
-        return _load(path, _expert_example, on_error, limit, records)
+        return _expert_example
     if "question" in keys:
-        return _load(path, partial(_gsm8k_example, strip_annotations=strip_annotations), on_error, limit, records)
+        return partial(_gsm8k_example, strip_annotations=strip_annotations)
     raise at.error(
         _RECORD,
         f"unknown format with keys {sorted(keys)}: expected 'prompt'/'completion' "
@@ -286,10 +288,7 @@ def load_prompts(
     columns = _columns(fields, PROMPT_FIELDS)
     records = None
     if "prompt" not in (fields or {}):
-        first, records = _peek(source)
-        if first is None:
-            return []
-        at, keys = first
+        at, keys, records = _peek(source)
         if "prompt" not in keys and "question" not in keys:
             raise at.error(_RECORD, f"unknown format with keys {sorted(keys)}: expected 'prompt' or 'question'")
         columns["prompt"] = "prompt" if "prompt" in keys else "question"
@@ -324,6 +323,26 @@ def load_localise_items(
     an integer ``id`` is read as its text; extra keys are ignored.
     """
     return _load(path, _localise_item, on_error, limit)
+
+
+def load_traces(
+    source: PathLike, fields: Mapping[str, str] | None = None, on_error: OnError = "raise"
+) -> tuple[Literal["items"], list[LocaliseItem]] | tuple[Literal["examples"], list[Example]]:
+    """ProcessBench-style items or examples from any source, which by its first record's keys, the source
+    read once (a pipe works): ``("items", load_localise_items(...))`` for a ``steps`` key,
+    ``("examples", load_examples(...))`` for ``prompt`` or GSM8K ``question`` (or any record with ``fields``).
+
+    Anything else is a DataError naming both forms.
+    """
+    if fields:
+        return "examples", load_examples(source, on_error=on_error, fields=fields)
+    at, keys, records = _peek(source)
+    if "steps" in keys:
+        return "items", _load(source, _localise_item, on_error, None, records)
+    if "prompt" in keys or "question" in keys:
+        return "examples", _load(source, _example_parser(at, keys, True), on_error, None, records)
+    raise at.error(_RECORD, f"keys {sorted(keys)} fit neither ProcessBench-style items {{id, problem, steps, label}} "
+                            "nor examples {prompt, completion[, answer]} / GSM8K {question, answer}")
 
 
 def save_localise_items(path: PathLike, items: Iterable[LocaliseItem]) -> int:

@@ -31,6 +31,16 @@ class DataError(ValueError):
         super().__init__(f"{self.path}:{line}: field '{field}': {message}")
 
 
+class NoRecordsError(ValueError):
+    """A source that holds no record at all; ``str(err)`` reads ``"<path>: <why>, no records"``, e.g.
+    ``train.jsonl: only blank lines, no records`` (``why``: empty, only blank lines, an empty JSON list, no rows)."""
+
+    def __init__(self, path: str | os.PathLike[str], why: str):
+        self.path = os.fspath(path)
+        self.why = why
+        super().__init__(f"{self.path}: {why}, no records")
+
+
 class DataWarning(UserWarning):
     """A malformed record skipped under ``on_error="skip_with_warning"``."""
 

@@ -1,11 +1,19 @@
-"""First-wrong-step localisation: items, the threshold calibrated on validation, metrics."""
+"""First-wrong-step localisation: items, the threshold calibrated on validation, metrics, and the
+curves behind them (step-level ROC, threshold sweep)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from ..data import Example, LocaliseItem, first_wrong_step, split_steps
-from ..metrics import calibrate_threshold, first_below, localisation_metrics
+from ..metrics import (
+    calibrate_threshold,
+    first_below,
+    localisation_metrics,
+    step_roc,
+    threshold_candidates,
+    threshold_sweep,
+)
 from ..score import RewardScorer
 from .rerank import SampledPool
 
@@ -38,6 +46,16 @@ def evaluate_localise(scorer: RewardScorer, items: Sequence[LocaliseItem], thres
     threshold = scorer.settings.threshold if threshold is None else threshold
     predicted = [first_below(row, threshold) for row in scores]
     return localisation_metrics(predicted, [it.label for it in items])
+
+
+def localise_curves(scorer: RewardScorer, items: Sequence[LocaliseItem], threshold: float | None = None) -> dict:
+    """The scorer's step scores on `items` as curves: `step_roc` (first wrong steps against the steps before
+    them and clean traces' steps) and, under `sweep`, `threshold_sweep` over the thresholds `calibrate_threshold`
+    tries; `threshold` (default: the scorer's calibrated one) is the point marked on both."""
+    scores, labels = item_step_scores(scorer, items), [it.label for it in items]
+    threshold = scorer.settings.threshold if threshold is None else threshold
+    return {"threshold": threshold, **step_roc(scores, labels, threshold),
+            "sweep": threshold_sweep(scores, labels, threshold_candidates(scores))}
 
 
 def own_sample_items(pools: Sequence[SampledPool], reference_solutions: Sequence[Sequence[str]]) -> list[LocaliseItem]:

@@ -1,4 +1,5 @@
-"""Best-of-N reranking: sampled pools, the selector chosen on validation, metrics against the baselines."""
+"""Best-of-N reranking: sampled pools, the selector chosen on validation, metrics against the baselines
+(at N = the pool size, and as curves over N)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data import answer_kind, answers_match, extract_answer
 from ..dist import Dist
-from ..metrics import pick_accuracy, rerank_metrics
+from ..metrics import best_of_n_curve, pick_accuracy, rerank_metrics
 from ..models.batch import encode_prompts
 from ..models.sampling import mix_seed, sample_completions
 from ..score import SELECTORS, RewardScorer, select_all
@@ -70,11 +71,13 @@ def solution_scores(scorer: RewardScorer, pools: Sequence[SampledPool], selector
     return [scorer.solution_scores_ids([p.prompt_ids] * len(p.completion_ids), p.completion_ids, selector) for p in pools]
 
 
-def evaluate_rerank(reward: RewardScorer, logprob: RewardScorer, pools: Sequence[SampledPool]) -> dict[str, float]:
-    """Reward best-of-N vs random, majority vote, policy mean log-prob and the oracle."""
-    return rerank_metrics(
-        correct=[p.correct() for p in pools],
-        reward_scores=solution_scores(reward, pools, reward.settings.selector),
-        logprob_scores=solution_scores(logprob, pools, "token_mean"),
-        answers=[p.final_answers() for p in pools],
-    )
+def evaluate_rerank(reward: RewardScorer, logprob: RewardScorer, pools: Sequence[SampledPool]) -> dict:
+    """Reward best-of-N vs random, majority vote, policy mean log-prob and the oracle (`rerank_metrics`),
+    and under `curve` the same against N = 1 … pool size (`best_of_n_curve`)."""
+    inputs = {
+        "correct": [p.correct() for p in pools],
+        "reward_scores": solution_scores(reward, pools, reward.settings.selector),
+        "logprob_scores": solution_scores(logprob, pools, "token_mean"),
+        "answers": [p.final_answers() for p in pools],
+    }
+    return {**rerank_metrics(**inputs), "curve": best_of_n_curve(**inputs)}

@@ -3,6 +3,12 @@
     from rairl.integrations.trl import RAIRLReward
     trainer = GRPOTrainer(model=..., reward_funcs=RAIRLReward("runs/demo/reward"), ...)
 
+From TRL's own command line, name the module-level `reward` and give the reward directory in the
+environment (`RAIRL_REWARD`; optional `RAIRL_REWARD_SELECTOR`, default the one calibrated on validation,
+and `RAIRL_REWARD_DTYPE`, default auto):
+
+    RAIRL_REWARD=runs/demo/reward trl grpo --reward_funcs rairl.integrations.trl.reward ...
+
 The trainer passes the policy's own `completion_ids`; they are scored as they
 are (no re-decoding). The prompt text is tokenised with the reward model's
 tokenizer exactly as given (the dataset's prompt is already the full prompt),
@@ -11,6 +17,7 @@ so the policy and the reward model must share a tokenizer.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -56,6 +63,31 @@ class RAIRLReward:
         if not getattr(self.scorer.tokenizer, "chat_template", None):
             raise ValueError("RAIRLReward: a conversational prompt needs a reward tokenizer with a chat template")
         return self.scorer.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+
+
+class _FromEnvironment:
+    """The reward named by `RAIRL_REWARD` (a reward directory), loaded at the first call: the callable TRL's
+    `--reward_funcs rairl.integrations.trl.reward` imports."""
+
+    __name__ = "rairl"  # TRL logs rewards under the callable's name
+
+    def __init__(self) -> None:
+        self._reward: RAIRLReward | None = None
+
+    def __call__(self, prompts, completions, completion_ids=None, **kwargs) -> list[float]:
+        if self._reward is None:
+            path = os.environ.get("RAIRL_REWARD", "")
+            if not path:
+                raise ValueError("rairl.integrations.trl.reward: set RAIRL_REWARD to a reward directory "
+                                 "(written by `rairl demo` or `rairl train-reward`, e.g. runs/demo/reward)")
+            if not Path(path).is_dir():
+                raise FileNotFoundError(f"RAIRL_REWARD={path}: no such reward directory")
+            scorer = RewardScorer.from_pretrained(path, _process_device(), os.environ.get("RAIRL_REWARD_DTYPE", "auto"))
+            self._reward = RAIRLReward(scorer, os.environ.get("RAIRL_REWARD_SELECTOR", scorer.settings.selector))
+        return self._reward(prompts, completions, completion_ids, **kwargs)
+
+
+reward = _FromEnvironment()
 
 
 def _process_device() -> str:

@@ -32,12 +32,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
+from ..configs import check_finite
 from ..dist import Dist
 from .engine import RoutedReward, TrainModule, wrap
-from .lm import check_attn_implementation, load_causal_lm, per_token_logprobs
+from .lm import check_attn_implementation, checked_path, load_causal_lm, per_token_logprobs
 from .lora import LINEAR_NAMES, QUANTIZATIONS, active_adapter, lora_parameters
 from .reward import FORMAT_VERSION, RewardConfig, RewardModel
 from .sampling import sample_completions
+from .saving import check_finite_weights, follow_umask
 
 POLICY, REWARD = "policy", "reward"  # adapter names
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
@@ -57,6 +59,7 @@ class AdapterConfig:
     attn_implementation: str = "sdpa"  # "sdpa" | "eager" | "flash_attention_2" (needs rairl[gpu])
 
     def __post_init__(self) -> None:
+        check_finite(self)
         if self.quantization not in QUANTIZATIONS:
             raise ValueError(f"AdapterConfig.quantization={self.quantization!r}; choose one of {QUANTIZATIONS}")
         if not isinstance(self.lora_rank, int) or self.lora_rank < 1:
@@ -103,7 +106,7 @@ def load_base(path: str | Path, cfg: AdapterConfig = AdapterConfig(), device: st
             bnb_4bit_compute_dtype=torch.bfloat16,
         )
         model = AutoModelForCausalLM.from_pretrained(
-            str(path), quantization_config=quant, dtype=DTYPES["nf4"], device_map={"": str(device)},
+            checked_path(path), quantization_config=quant, dtype=DTYPES["nf4"], device_map={"": str(device)},
             attn_implementation=cfg.attn_implementation,
         )
     else:
@@ -276,12 +279,14 @@ class SharedBaseModels:
         """`out/policy` and `out/reward` (peft adapter directories); `out/reward` also holds
         `heads.safetensors` and `reward_config.json`; `out/rairl_adapters.json` the AdapterConfig."""
         out = Path(out)
+        check_finite_weights(self.reward, out)  # the shared base, both adapters and the heads
         self.model.save_pretrained(out)  # peft writes each adapter not named "default" to out/<name>
         heads = {n: p.detach().contiguous().cpu() for n, p in self._reward.items() if not n.startswith("base_model.")}
         save_file(heads, str(out / REWARD / "heads.safetensors"))
         meta = {"format_version": FORMAT_VERSION, "reward": asdict(self.reward.cfg)}
         (out / REWARD / "reward_config.json").write_text(json.dumps(meta, indent=2))
         (out / "rairl_adapters.json").write_text(json.dumps(asdict(self.cfg), indent=2))
+        follow_umask(out)
 
     @classmethod
     def from_pretrained(cls, base_path: str | Path, path: str | Path, device: str | torch.device = "cpu") -> SharedBaseModels:

@@ -64,35 +64,49 @@ def collate(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequen
     return TokenBatch(input_ids, attention_mask, prompt_lens, attention_mask.sum(1))
 
 
-def encode_prompts(tokenizer: PreTrainedTokenizerBase, questions: Sequence[str], max_prompt_tokens: int) -> list[list[int]]:
-    """Token ids of the templated prompts; a prompt over the limit is refused (it cannot be cut safely)."""
+def record_labels(names: Sequence[str] | None, n: int, what: str) -> list[str]:
+    """How errors name each of `n` records: its entry of `names` (e.g. its `source`, "file.jsonl:3") where
+    given and non-empty, else `what` and its index ("prompt 3")."""
+    if names is not None and len(names) != n:
+        raise ValueError(f"{len(names)} names for {n} {what}s")
+    return [names[i] if names is not None and names[i] else f"{what} {i}" for i in range(n)]
+
+
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, questions: Sequence[str], max_prompt_tokens: int,
+                   names: Sequence[str] | None = None) -> list[list[int]]:
+    """Token ids of the templated prompts; a prompt over the limit is refused (it cannot be cut safely),
+    naming it by `names` (e.g. each record's `source`, "file.jsonl:3"; default: "prompt i")."""
+    labels = record_labels(names, len(questions), "prompt")
     out = []
-    for i, q in enumerate(questions):
+    for label, q in zip(labels, questions, strict=True):
         ids = tokenizer(format_prompt(q, tokenizer), add_special_tokens=False)["input_ids"]
         if len(ids) > max_prompt_tokens:
-            raise ValueError(f"prompt {i}: {len(ids)} tokens > max_prompt_tokens={max_prompt_tokens}; raise the limit")
+            raise ValueError(f"{label}: prompt of {len(ids)} tokens > max_prompt_tokens={max_prompt_tokens}; raise the limit")
         out.append(ids)
     return out
 
 
 def encode_completions(
-    tokenizer: PreTrainedTokenizerBase, completions: Sequence[str], max_completion_tokens: int, add_eos: bool = True
+    tokenizer: PreTrainedTokenizerBase, completions: Sequence[str], max_completion_tokens: int, add_eos: bool = True,
+    names: Sequence[str] | None = None,
 ) -> list[list[int]]:
     """Token ids of completions, ended with EOS exactly as the policy ends its samples.
 
     An over-long completion is truncated to `max_completion_tokens` (EOS
     dropped, like a policy sample that hit the limit) with one warning naming
-    how many were cut. An empty completion is refused.
+    how many were cut and the first by `names` (default: "completion i"). An
+    empty completion is refused, named the same way.
     """
+    labels = record_labels(names, len(completions), "completion")
     out, cut = [], []
-    for i, text in enumerate(completions):
+    for label, text in zip(labels, completions, strict=True):
         if not text.strip():
-            raise ValueError(f"completion {i}: empty completion")
+            raise ValueError(f"{label}: empty completion")
         ids = tokenizer(text, add_special_tokens=False)["input_ids"] + ([tokenizer.eos_token_id] if add_eos else [])
         if len(ids) > max_completion_tokens:
-            cut.append(i)
+            cut.append(label)
             ids = ids[:max_completion_tokens]
         out.append(ids)
     if cut:
-        warnings.warn(f"{len(cut)} completion(s) truncated to max_completion_tokens={max_completion_tokens} (first: index {cut[0]})", stacklevel=2)
+        warnings.warn(f"{len(cut)} completion(s) truncated to max_completion_tokens={max_completion_tokens} (first: {cut[0]})", stacklevel=2)
     return out

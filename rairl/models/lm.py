@@ -7,6 +7,7 @@ fused, chunked LM-head + log-softmax + gather), never through full logits.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,16 +72,49 @@ def looks_local(path: str | Path) -> bool:
     return Path(text).is_absolute() or text.startswith((".", "~")) or text.count("/") > 1 or Path(text.split("/")[0]).is_dir() and "/" in text
 
 
+MODEL_FILES = ("config.json",)  # what a model folder holds
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")  # what a tokenizer folder holds, one of them at least
+
+
+def checked_path(path: str | Path, option: str = "", holds: Sequence[str] = MODEL_FILES, what: str = "model",
+                 hub: bool = True) -> str:
+    """`path` as `from_pretrained` should read it (`~` expanded), checked before anything is loaded.
+
+    A path meant as local (`looks_local`; every path with `hub=False`) that does not exist, is not a
+    folder, or holds none of `holds` is a one-line FileNotFoundError / NotADirectoryError naming `option`
+    (e.g. "--policy") and the path, never a hub lookup of the mistyped name. A hub id `org/name` passes.
+    """
+    label = f"{option} {path}" if option else str(path)
+    local = Path(path).expanduser()
+    if not local.exists():
+        if hub and not looks_local(path):
+            return str(path)
+        raise FileNotFoundError(f"{label}: no such folder")
+    if not local.is_dir():
+        raise NotADirectoryError(f"{label}: a file, not a {what} folder")
+    if not any((local / name).is_file() for name in holds):
+        raise FileNotFoundError(f"{label}: no {what} files ({' / '.join(holds)})")
+    return str(local)
+
+
+def check_vocab(tokenizer: PreTrainedTokenizerBase, model: torch.nn.Module) -> None:
+    """Refuse a tokenizer and a model that are not a pair: a token id (up to `len(tokenizer)`) past the model's
+    embedding rows would index out of range (a device assert, or garbage scores). Names both paths."""
+    n_ids, rows = len(tokenizer), model.get_input_embeddings().num_embeddings
+    if n_ids > rows:
+        raise ValueError(f"the tokenizer {tokenizer.name_or_path or '(built in code)'} has {n_ids} token ids but the model "
+                         f"{getattr(model, 'name_or_path', '') or '(built in code)'} embeds only {rows}: "
+                         "use the tokenizer saved with this model")
+
+
 def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa",
                    device: str | torch.device = "cpu") -> PreTrainedModel:
     """Load a causal LM saved with `save_pretrained` (tiny or real checkpoint) on `device` in `dtype`.
 
-    A local path that does not exist is an error here, never a hub lookup of the mistyped name.
+    A local path that does not exist or holds no model is an error here (`checked_path`), never a hub lookup.
     """
     check_attn_implementation(attn_implementation)
-    if looks_local(path) and not Path(path).exists():
-        raise FileNotFoundError(f"{path}: no such model directory")
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation=attn_implementation).to(device)
+    return AutoModelForCausalLM.from_pretrained(checked_path(path), dtype=dtype, attn_implementation=attn_implementation).to(device)
 
 
 # Padding-free forward passes are the default for every log-prob (trainer and scorer);

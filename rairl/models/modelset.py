@@ -23,6 +23,7 @@ from .engine import RoutedReward, TrainModule, gathered, is_sharded, plain_lm, r
 from .lm import per_token_logprobs
 from .reward import RewardModel
 from .sampling import sample_completions
+from .saving import save_pretrained
 
 
 class ModelSet:
@@ -116,6 +117,6 @@ class ModelSet:
     def save_pretrained(self, out: str | Path) -> None:
         """`out/policy` (save_pretrained) and `out/reward` (RewardModel.save_pretrained)."""
         out = Path(out)
-        self.policy.save_pretrained(out / "policy")
+        save_pretrained(self.policy, out / "policy")
         if self.reward is not None:
             self.reward.save_pretrained(out / "reward")

@@ -22,11 +22,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel
 
+from ..configs import check_finite
+from ..kernels.segments import MAX_INTERVAL
 from .batch import TokenBatch
 from .lm import load_causal_lm, per_token_logprobs
 from .lora import active_adapter
+from .saving import check_finite_weights, follow_umask
 
 FORMAT_VERSION = 1
+REWARD_FILES = ("reward_config.json",)  # what a reward model's folder holds (`checked_path`)
 GRANULARITIES = ("sparse", "step", "interval", "dense")
 
 
@@ -35,7 +39,7 @@ class RewardConfig:
     """How the reward is parametrised and what an action is."""
 
     granularity: str = "step"  # sparse: whole completion; step: one line; interval: n tokens; dense: one token
-    interval: int = 8  # tokens per action when granularity="interval"
+    interval: int = 8  # tokens per action when granularity="interval" (at most 2**31 - 1, a packed batch's token limit)
     beta: float = 1.0  # weight of the reward LM's log-likelihood in g
     gamma: float = 1.0  # discount of the shaping term γ·h(s')
     g_param: str = "lm"  # "lm": β·log π_φ + head; "head": scalar head only
@@ -43,8 +47,11 @@ class RewardConfig:
     def __post_init__(self) -> None:
         if self.granularity not in GRANULARITIES:
             raise ValueError(f"RewardConfig.granularity={self.granularity!r}; choose one of {GRANULARITIES}")
-        if self.interval < 1:
-            raise ValueError(f"RewardConfig.interval={self.interval}; must be >= 1")
+        check_finite(self)
+        # Bounded like StepRule.interval: a saved reward_config.json with a huge value must fail
+        # here, by name, before anything packs a batch with it.
+        if not isinstance(self.interval, int) or isinstance(self.interval, bool) or not 1 <= self.interval <= MAX_INTERVAL:
+            raise ValueError(f"RewardConfig.interval={self.interval!r}; must be an int in [1, {MAX_INTERVAL}] (tokens per action)")
         if self.g_param not in ("lm", "head"):
             raise ValueError(f"RewardConfig.g_param={self.g_param!r}; choose 'lm' or 'head'")
         if not 0.0 <= self.gamma <= 1.0:
@@ -92,9 +99,10 @@ class RewardModel(nn.Module):
 
         A reward that is a LoRA adapter on a shared base (`adapter` set) writes only that adapter
         (`adapter/<name>/`), and `reward_config.json` names the base checkpoint and its storage
-        (`rairl.models.adapters.load_reward_model` reads it back).
+        (`rairl.models.adapters.load_reward_model` reads it back). Refuses non-finite weights, naming `path`.
         """
         path = Path(path)
+        check_finite_weights(self, path)
         path.mkdir(parents=True, exist_ok=True)
         meta = {"format_version": FORMAT_VERSION, "reward": asdict(self.cfg)}
         if self.adapter is None:
@@ -108,6 +116,7 @@ class RewardModel(nn.Module):
         heads |= {f"h_head.{k}": v for k, v in self.h_head.state_dict().items()}
         save_file({k: v.detach().contiguous().cpu() for k, v in heads.items()}, str(path / "heads.safetensors"))
         (path / "reward_config.json").write_text(json.dumps(meta, indent=2))
+        follow_umask(path)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",

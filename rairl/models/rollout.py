@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
+from ..configs import check_finite
 from .merge import Samples, copy_merged
 from .sampling import sample_completions
 
@@ -38,6 +39,7 @@ class RolloutConfig:
     gpu_memory_share: float = 0.3  # vllm: share of the GPU's memory its weights and KV cache may take
 
     def __post_init__(self) -> None:
+        check_finite(self)
         if self.engine not in ENGINES:
             raise ValueError(f"RolloutConfig.engine={self.engine!r}; choose one of {ENGINES}")
         if self.is_cap < 0:

@@ -16,6 +16,8 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from .lm import TOKENIZER_FILES, checked_path
+
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"
 
 
@@ -62,8 +64,9 @@ def train_bpe_tokenizer(corpus: Iterable[str], vocab_size: int = 512) -> PreTrai
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
-    """Load any tokenizer by path (tiny or real); guarantees a pad token."""
-    tok = AutoTokenizer.from_pretrained(str(path))
+    """Load any tokenizer by path (tiny or real); guarantees a pad token. A local path that does not exist or
+    holds no tokenizer files is a one-line error (`checked_path`), never a hub lookup."""
+    tok = AutoTokenizer.from_pretrained(checked_path(path, holds=TOKENIZER_FILES, what="tokenizer"))
     if tok.eos_token_id is None:
         raise ValueError(f"{path}: tokenizer has no eos_token; rairl needs one to end completions")
     if tok.pad_token_id is None:

@@ -16,12 +16,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed.checkpoint as dcp
 
 from ..dist import Dist
+from ..models.saving import nonfinite_tensor
 
 FORMAT_VERSION = 3  # 3: a folder (distributed checkpoint) with a commit marker
 _PREFIX, _MARKER = "iter_", "COMMITTED"
@@ -46,10 +49,15 @@ def save_checkpoint(directory: str | Path, iteration: int, tensors: dict, meta: 
     """Write `directory/iter_{iteration:06d}/` on every rank; rank 0 commits it and keeps the newest `keep`.
 
     `tensors`: nested dicts of tensors (DTensor shards included); `meta`: JSON-able; `rng`: this rank's
-    RNG states (torch-saveable). Every rank calls this together.
+    RNG states (torch-saveable). Every rank calls this together. Refuses (every rank, before writing
+    anything) when a tensor holds NaN or inf: resuming from it would only carry the divergence on.
     """
     directory = Path(directory)
     path = directory / f"{_PREFIX}{iteration:06d}"
+    bad = nonfinite_tensor(_named_tensors(tensors))
+    if float(dist.all_sum(float(bad is not None))) > 0:  # a shard anywhere: every rank refuses together
+        raise ValueError(f"{path}: not saved: {bad or 'a tensor on another rank'} holds NaN or inf values "
+                         "(the run diverged; lower the learning rate and train again)")
     if dist.main:
         if path.exists():  # an uncommitted folder of a killed save, or a checkpoint being redone
             shutil.rmtree(path)
@@ -61,7 +69,7 @@ def save_checkpoint(directory: str | Path, iteration: int, tensors: dict, meta: 
     if dist.main:
         (path / "trainer.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "world_size": dist.world_size, **meta}, indent=2))
         _write_atomic(path / _MARKER, f"{iteration}\n")
-        for old in _committed(directory)[:-keep]:
+        for old in committed_checkpoints(directory, meta.get("run_id"))[:-keep]:  # never another run's
             shutil.rmtree(old)
         for stale in directory.glob(f"{_PREFIX}*"):
             if stale.is_dir() and not (stale / _MARKER).exists():
@@ -70,21 +78,37 @@ def save_checkpoint(directory: str | Path, iteration: int, tensors: dict, meta: 
     return path
 
 
+def _named_tensors(tree: dict, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted name, value) of every leaf of nested dicts."""
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _named_tensors(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
 def _committed(directory: Path) -> list[Path]:
     found = [p for p in directory.glob(f"{_PREFIX}*") if (p / _MARKER).exists()] if directory.is_dir() else []
     return sorted(found)  # zero-padded: name order is iteration order
 
 
-def holds_checkpoints(directory: str | Path) -> bool:
-    """Anything a run left under `directory`: a checkpoint folder, committed or not, or an older `.pt` file."""
-    directory = Path(directory)
-    return directory.is_dir() and any(directory.glob(f"{_PREFIX}*"))
+def committed_checkpoints(directory: str | Path, run_id: str | None = None) -> list[Path]:
+    """The committed checkpoint folders in `directory`, oldest first; with `run_id`, only that run's
+    (and those written before checkpoints carried one)."""
+    return [p for p in _committed(Path(directory)) if run_id is None or _run_of(p) in (run_id, None)]
 
 
-def latest_checkpoint(directory: str | Path) -> Path | None:
-    """The newest committed checkpoint folder in `directory`, or None."""
-    found = _committed(Path(directory))
+def latest_checkpoint(directory: str | Path, run_id: str | None = None) -> Path | None:
+    """The newest committed checkpoint folder in `directory` (of `run_id`, see `committed_checkpoints`), or None."""
+    found = committed_checkpoints(directory, run_id)
     return found[-1] if found else None
+
+
+def _run_of(path: Path) -> str | None:
+    try:
+        return json.loads((path / "trainer.json").read_text()).get("run_id")
+    except (OSError, ValueError):
+        return None
 
 
 def read_meta(path: str | Path) -> dict:

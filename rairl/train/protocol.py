@@ -34,6 +34,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..airl.layout import step_rule
+from ..configs import check_finite
 from ..data import TaskConfig
 from ..data.protocols import GoldKey, ProtocolData, SplitConfig, protocol_data
 from ..eval.discriminator import evaluate_steps
@@ -41,6 +42,7 @@ from ..eval.policy import evaluate_policy
 from ..metrics import write_metrics
 from ..models.batch import encode_completions, encode_prompts
 from ..models.lm import build_tiny_lm, load_causal_lm, per_token_logprobs
+from ..models.saving import save_pretrained
 from ..models.tokenizer import format_prompt, load_tokenizer, train_bpe_tokenizer
 from .rft import RFTConfig, ScoreFn, by_gold, by_logprob, by_majority, by_warm_reward, run_rft
 from .sft import SFTConfig, train_sft_es
@@ -74,6 +76,7 @@ class ProtocolConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "temperatures", tuple(float(t) for t in self.temperatures))
+        check_finite(self)
         if self.patience < 1 or self.val_samples < 1 or self.unlabelled_negatives < 0:
             raise ValueError("ProtocolConfig: patience and val_samples must be >= 1, unlabelled_negatives >= 0")
         if self.sft.check_every < 1:
@@ -159,7 +162,7 @@ def _shared(protocol: str, cfg: ProtocolConfig, warm_cfg: WarmStartConfig, data:
         validate = partial(_val_pass1, policy, tokenizer, data, cfg, seed, 1.0)
         es = train_sft_es(policy, p_ids, c_ids, tokenizer.pad_token_id, replace(cfg.sft, seed=seed), validate, cfg.patience,
                           start_score=0.0, metrics_path=es_dir / "sft_log.jsonl", progress=progress)
-        policy.save_pretrained(policy_dir)
+        save_pretrained(policy, policy_dir)
         tokenizer.save_pretrained(policy_dir)
         write_metrics(es_dir / "es.json", {**es, "seconds": time.time() - t0})
         log(f"SFT-ES: val pass@1 {es['best_val']:.3f} at step {es['best_step']} of {es['steps']}")

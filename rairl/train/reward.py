@@ -11,7 +11,7 @@ divides by its global action count, and the reward trains under DDP.
 
 from __future__ import annotations
 
-import json
+import math
 import random
 from dataclasses import dataclass, replace
 from functools import partial
@@ -22,12 +22,16 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from ..airl.discriminator import DiscRecord, class_counts, discriminator_batch, discriminator_loss
+from ..configs import check_finite
 from ..dist import Dist
 from ..eval.discriminator import evaluate_discriminator
 from ..kernels.segments import StepRule
 from ..models.engine import RoutedReward, TrainModule, wrap
 from ..models.lm import per_token_logprobs
 from ..models.reward import RewardModel
+from ..models.saving import nonfinite_tensor
+from ..tracking import log_row
+from .guard import DivergedError, StepGuard
 from .sft import lr_schedule
 
 
@@ -44,6 +48,9 @@ class RewardTrainConfig:
     seed: int = 0  # draw of the training batches
 
     def __post_init__(self) -> None:
+        check_finite(self)
+        if self.lr <= 0:
+            raise ValueError(f"RewardTrainConfig.lr={self.lr}; must be > 0")
         for name in ("steps", "batch_size", "eval_every", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"RewardTrainConfig.{name}={getattr(self, name)}; must be >= 1")
@@ -64,7 +71,10 @@ def train_reward(
     params: list[torch.nn.Parameter] | None = None,
     dist: Dist = Dist(),
 ) -> dict[str, float]:
-    """Train the discriminator in place; keeps the weights of the best validation AUROC.
+    """Train the discriminator in place; keeps the weights of the best validation AUROC (a pass whose
+    AUROC is NaN, or whose weights are not all finite, never counts: none that does raises `DivergedError`).
+    A step with a non-finite loss or gradient is skipped and counted (`skipped_steps` in the rows);
+    `rairl.train.guard.MAX_NONFINITE_STEPS` in a row raise `DivergedError`.
 
     `params`: what trains (default: every parameter of `reward_model` that requires grad; a
     LoRA reward on a shared base passes its adapter and heads).
@@ -88,43 +98,41 @@ def train_reward(
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     best: dict[str, float] = {"auroc": -1.0}
     best_state = None
-    log = open(metrics_path, "a") if metrics_path and dist.main else None  # noqa: SIM115 (closed below)
+    guard = StepGuard("RewardTrainConfig.lr", cfg.lr)
     bar = tqdm(range(cfg.steps), desc="reward", disable=not (progress and dist.main))
-    try:
-        for step in bar:
-            reward_model.train()
-            half = cfg.batch_size // 2
-            records = rng.sample(experts, min(half, len(experts))) + rng.sample(negatives, min(cfg.batch_size - half, len(negatives)))
-            records = [records[k] for k in dist.share(len(records))]
-            batch, layout, labels, valid = discriminator_batch(records, pad_id, rule, device)
-            counts = class_counts(labels, valid, dist)
-            with torch.no_grad():
-                policy_logp = per_token_logprobs(policy, batch.input_ids, batch.attention_mask, score_mask=batch.completion_mask())
-            loss, _ = discriminator_loss(reward, batch, layout, policy_logp, labels, valid, class_counts=counts)
-            for group in opt.param_groups:
-                group["lr"] = lr_schedule(step, cfg.lr, cfg.warmup, cfg.steps)
-            opt.zero_grad(set_to_none=True)
-            dist.scale_loss(loss).backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            loss_value = float(dist.all_sum(loss.detach().double()))
-            bar.set_postfix(loss=f"{loss_value:.3f}")
-            if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-                val = evaluate_discriminator(reward_model, partial(per_token_logprobs, policy), val_records, pad_id, rule, cfg.eval_batch_size)
-                row = {"step": step + 1, "loss": loss_value, "val_acc": val["acc"], "val_auroc": val["auroc"]}
-                if log:
-                    log.write(json.dumps(row) + "\n")
-                    log.flush()
-                if val["auroc"] > best["auroc"]:
-                    best = {**val, "step": step + 1}
-                    best_state = [p.detach().clone() for p in params]
-    finally:
-        if log:
-            log.close()
-    if best_state is not None:
+    for step in bar:
+        reward_model.train()
+        half = cfg.batch_size // 2
+        records = rng.sample(experts, min(half, len(experts))) + rng.sample(negatives, min(cfg.batch_size - half, len(negatives)))
+        records = [records[k] for k in dist.share(len(records))]
+        batch, layout, labels, valid = discriminator_batch(records, pad_id, rule, device)
+        counts = class_counts(labels, valid, dist)
         with torch.no_grad():
-            for p, best_p in zip(params, best_state, strict=True):
-                p.copy_(best_p)
+            policy_logp = per_token_logprobs(policy, batch.input_ids, batch.attention_mask, score_mask=batch.completion_mask())
+        loss, _ = discriminator_loss(reward, batch, layout, policy_logp, labels, valid, class_counts=counts)
+        for group in opt.param_groups:
+            group["lr"] = lr_schedule(step, cfg.lr, cfg.warmup, cfg.steps)
+        opt.zero_grad(set_to_none=True)
+        dist.scale_loss(loss).backward()
+        loss_value = float(dist.all_sum(loss.detach().double()))
+        guard.step(opt, params, loss_value, cfg.grad_clip, f"reward training step {step + 1}")
+        bar.set_postfix(loss=f"{loss_value:.3f}")
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+            val = evaluate_discriminator(reward_model, partial(per_token_logprobs, policy), val_records, pad_id, rule, cfg.eval_batch_size)
+            row = {"step": step + 1, "loss": loss_value, "val_acc": val["acc"], "val_auroc": val["auroc"],
+                   "skipped_steps": guard.skipped}
+            if metrics_path and dist.main:
+                log_row(metrics_path, row)
+            finite = math.isfinite(val["auroc"]) and nonfinite_tensor((str(k), p) for k, p in enumerate(params)) is None
+            if finite and val["auroc"] > best["auroc"]:
+                best = {**val, "step": step + 1}
+                best_state = [p.detach().clone() for p in params]
+    if best_state is None:
+        raise DivergedError(f"reward training: no validation pass had finite weights and a finite AUROC (the last: "
+                            f"{row['val_auroc']}); lower the learning rate RewardTrainConfig.lr (now {cfg.lr:g})")
+    with torch.no_grad():
+        for p, best_p in zip(params, best_state, strict=True):
+            p.copy_(best_p)
     reward_model.eval()
     return best
 

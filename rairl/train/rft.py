@@ -15,7 +15,6 @@ Each of R rounds:
 from __future__ import annotations
 
 import copy
-import json
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -27,10 +26,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..airl.discriminator import DiscRecord
 from ..airl.layout import step_rule
+from ..configs import check_finite
 from ..data import answer_kind, answers_match, extract_answer
 from ..models.reward import RewardConfig, RewardModel
 from ..models.sampling import sample_completions
 from ..score import SELECTORS, RewardScorer, ScorerSettings
+from ..tracking import log_row
 from .reward import RewardTrainConfig, train_reward
 from .sft import SFTConfig, train_sft
 from .warm_start import WarmStart
@@ -56,6 +57,7 @@ class RFTConfig:
     adversarial_steps: int = 20  # a re-trained (adversarial) reward: its optimiser steps per round, against that round's samples
 
     def __post_init__(self) -> None:
+        check_finite(self)
         if self.reward_selector not in SELECTORS:
             raise ValueError(f"RFTConfig.reward_selector={self.reward_selector!r}; choose one of {SELECTORS}")
         for name in ("rounds", "prompts_per_round", "samples", "max_new_tokens", "steps_per_round", "batch_size", "adversarial_steps"):
@@ -212,8 +214,7 @@ def run_rft(
             best_val, best_round, best_state = row["val"], r, copy.deepcopy(policy.state_dict())
         rows.append(row)
         if log_path:
-            with open(log_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            log_row(log_path, row)
         if progress:
             print(f"  rft round {r}/{cfg.rounds}: kept {len(kept)}/{len(prompts)}, val {row['val']:.3f} "
                   f"(best {best_val:.3f} at round {best_round}), {row['seconds']:.0f}s", flush=True)

@@ -33,14 +33,15 @@ from ..metrics import write_metrics
 from ..models.adapters import POLICY, AdapterConfig, SharedBaseModels, active_adapter, load_base
 from ..models.batch import encode_completions, encode_prompts
 from ..models.device import OnDevice
-from ..models.lm import load_causal_lm, looks_local, per_token_logprobs
+from ..models.lm import checked_path, load_causal_lm, per_token_logprobs
 from ..models.modelset import ModelSet
-from ..models.reward import RewardModel
+from ..models.reward import REWARD_FILES, RewardModel
 from ..models.rollout import RolloutConfig
-from .checkpoint import holds_checkpoints
+from ..models.saving import save_pretrained
+from .folder import claim_run_folder
 from .rft import RFTConfig, by_gold, by_warm_reward, run_rft
 from .sft import SFTConfig, train_sft
-from .trainer import AIRLTrainer, TrainConfig
+from .trainer import RESUMABLE_CHANGES, AIRLTrainer, TrainConfig
 from .warm_start import (
     WarmStart,
     WarmStartConfig,
@@ -123,10 +124,10 @@ class UserData:
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction={self.val_fraction}; must be in (0, 1)")
         parse_fields(self.fields)
-        for name in ("policy", "reward"):
-            path = getattr(self, name)
-            if path and (name == "reward" or looks_local(path)) and not Path(path).exists():
-                raise ValueError(f"--{name} {path}: no such model directory")
+        if self.policy:
+            checked_path(self.policy, "--policy")
+        if self.reward:
+            checked_path(self.reward, "--reward", REWARD_FILES, "reward model", hub=False)
 
 
 @dataclass
@@ -138,6 +139,7 @@ class RunData:
     demos: list[Example]  # expert demonstrations (method="sft" trains on them)
     eval_questions: list[str]  # held-out evaluation (empty: none)
     eval_answers: list[str]
+    prompt_sources: list[str] | None = None  # "file:line" of each rollout question, for errors (None: from the task)
 
 
 def warm_start_for(cfg: RunConfig, seed: int, warm_dir: Path, progress: bool = True, data: UserData = UserData(),
@@ -190,15 +192,16 @@ def run_data(cfg: RunConfig, seed: int, data: UserData) -> RunData:
     if cfg.train.method == "outcome" and any(p.answer is None for p in prompts):
         raise ValueError(f"{data.prompts}: train.method='outcome' reads a gold answer for every prompt; some have none")
     return RunData([p.prompt for p in prompts], [p.answer for p in prompts], load_examples(data.demos, fields=fields),
-                   [p.prompt for p in held_out], [p.answer for p in held_out])
+                   [p.prompt for p in held_out], [p.answer for p in held_out], [p.source for p in prompts])
 
 
 def post_train(cfg: RunConfig, seed: int, out: Path, warm_dir: Path | None = None, resume: bool = False, progress: bool = True,
-               data: UserData = UserData()) -> dict:
+               data: UserData = UserData(), overwrite: bool = False) -> dict:
     """Warm start (reused from `warm_dir` when it holds one), post-train with `cfg.train.method`, evaluate.
 
     On the embedded task, or with `data.policy` on the user's policy and files. Writes `out/config.json`
-    (the run's `seed`, `cfg` and `data`), `out/train_log.jsonl` or `out/sft_log.jsonl`, checkpoints,
+    (the run's `seed`, `cfg` and `data`; `run.json` claims the folder, see `rairl.train.folder`: `resume`
+    continues the run there, `overwrite` replaces it), `out/train_log.jsonl` or `out/sft_log.jsonl`, checkpoints,
     the trained models and `out/metrics.json`; returns the metrics.
 
     Under a launcher (several processes): rank 0 builds the warm start while the others wait, then every
@@ -210,19 +213,18 @@ def post_train(cfg: RunConfig, seed: int, out: Path, warm_dir: Path | None = Non
     if dist.on and (cfg.train.method == "sft" or cfg.train.operator == "rft"):
         raise ValueError(f"train.method={cfg.train.method!r}, train.operator={cfg.train.operator!r} run in one process; "
                          "launch it without torchrun / accelerate launch")
-    if not resume and ((out / "metrics.json").exists() or holds_checkpoints(out / "checkpoints")):
-        raise ValueError(f"{out} already holds a run (metrics.json or checkpoints); continue it with --resume {out} "
-                         "or choose another --out")
     rd = run_data(cfg, seed, data)  # files are read (and refused) before anything is written
-    dist.barrier()  # every rank checked the folder before rank 0 writes into it
+    run_tree = {"seed": seed, **asdict(cfg), **asdict(data)}
+    if dist.main:
+        claim_run_folder(out, "train", run_tree, resume, overwrite, may_change=tuple(f"train.{k}" for k in RESUMABLE_CHANGES))
+    dist.barrier()  # rank 0 claimed the folder before anyone writes into it
     warm_dir = warm_dir or out / "warm"
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
     warm = warm_start_for(cfg, seed, warm_dir, progress, data, dist)
     warm.sampler = None  # the warm start's vLLM engine (if any) held the SFT policy; the trainer builds its own
-    if dist.main and not resume:
-        (out / "config.json").write_text(json.dumps({"seed": seed, **asdict(cfg), **asdict(data)}, indent=2))
-        (out / "train_log.jsonl").unlink(missing_ok=True)
+    if dist.main:  # a resume may have changed how long the run goes: config.json says so
+        (out / "config.json").write_text(json.dumps(run_tree, indent=2))
     tokenizer, policy, reward, method = warm.tokenizer, warm.policy, warm.reward_model, cfg.train.method
     if method == "sft":
         tokens = continue_sft(cfg, seed, policy, tokenizer, rd.demos, out, progress)[-1]["tokens"]
@@ -236,7 +238,7 @@ def post_train(cfg: RunConfig, seed: int, out: Path, warm_dir: Path | None = Non
             policy, reward = models.model, models.reward
         else:
             models = ModelSet(policy, reward, with_reference=cfg.train.kl_coef > 0)
-        prompts = encode_prompts(tokenizer, rd.prompts, max_prompt_tokens=cfg.warm.max_prompt_tokens)
+        prompts = encode_prompts(tokenizer, rd.prompts, max_prompt_tokens=cfg.warm.max_prompt_tokens, names=rd.prompt_sources)
         trainer = AIRLTrainer(models, tokenizer, prompts, warm.train_records, cfg.train, answers=rd.answers,
                               val_records=warm.val_records, out_dir=out, progress=progress, dist=dist, rollout=cfg.rollout)
         if resume:
@@ -251,7 +253,7 @@ def post_train(cfg: RunConfig, seed: int, out: Path, warm_dir: Path | None = Non
     if cfg.lora:
         models.save_pretrained(out / "adapters")  # adapters/policy, adapters/reward over the warm start's base policy
     else:
-        policy.save_pretrained(out / "policy")
+        save_pretrained(policy, out / "policy")
         tokenizer.save_pretrained(out / "policy")
         if method == "airl":
             reward.save_pretrained(out / "reward")
@@ -274,7 +276,7 @@ def improve_by_rft(cfg: RunConfig, seed: int, warm: WarmStart, rd: RunData, out:
     or, for method outcome, by their gold answers. No labelled validation: the last round is kept.
     Returns the tokens trained on."""
     tok, method = warm.tokenizer, cfg.train.method
-    prompts = encode_prompts(tok, rd.prompts, max_prompt_tokens=cfg.warm.max_prompt_tokens)
+    prompts = encode_prompts(tok, rd.prompts, max_prompt_tokens=cfg.warm.max_prompt_tokens, names=rd.prompt_sources)
     kept = within_limits(tok, rd.demos, cfg.warm, "demos")  # as in the warm start: over-long ones left out, with a warning
     demos = list(zip(encode_prompts(tok, [e.prompt for e in kept], cfg.warm.max_prompt_tokens),
                      encode_completions(tok, [e.completion for e in kept], cfg.warm.max_completion_tokens), strict=True))

@@ -8,7 +8,6 @@ serve the stop check's sampling on every rank).
 from __future__ import annotations
 
 import copy
-import json
 import math
 import random
 import time
@@ -20,10 +19,13 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from ..configs import check_finite
 from ..dist import Dist
 from ..models.batch import collate
 from ..models.engine import TrainModule, wrap
 from ..models.lm import per_token_logprobs
+from ..tracking import log_row
+from .guard import StepGuard
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class SFTConfig:
                 raise ValueError(f"SFTConfig.{name}={getattr(self, name)}; must be >= 1")
         if self.steps < 0:
             raise ValueError(f"SFTConfig.steps={self.steps}; must be >= 0 (0: no SFT)")
+        check_finite(self)
         if self.lr <= 0:
             raise ValueError(f"SFTConfig.lr={self.lr}; must be > 0")
 
@@ -90,6 +93,9 @@ def train_sft(
 ) -> list[dict]:
     """Train `model` in place on (prompt, completion) pairs; returns the logged rows (rank 0 writes them).
 
+    A step with a non-finite loss or gradient is skipped (rows count them in `skipped_steps`; a logged
+    `loss` averages the steps taken); `rairl.train.guard.MAX_NONFINITE_STEPS` in a row raise `DivergedError`.
+
     With `cfg.check_every` and `stop_check`, training ends early the first time
     `stop_check(step)` returns True (the model is put back in train mode after each check); under
     several processes every rank runs the check and must reach the same answer.
@@ -103,12 +109,19 @@ def train_sft(
     rng = random.Random(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     rows: list[dict] = []
+    log_path = metrics_path if dist.main else None
+
+    def emit(row: dict) -> None:  # each row as it comes: a long SFT shows its progress on disk and in the tracker
+        rows.append(row)
+        if log_path:
+            log_row(log_path, row)
     model.train()
     bar = tqdm(range(cfg.steps), desc="sft", disable=not progress)
-    running, tokens = 0.0, 0
+    guard = StepGuard("SFTConfig.lr", cfg.lr)
+    running, taken, tokens = 0.0, 0, 0
     for step in bar:
         if cfg.max_tokens and tokens >= cfg.max_tokens:
-            rows.append({"step": step, "tokens": tokens, "budget_reached": True})
+            emit({"step": step, "tokens": tokens, "budget_reached": True})
             break
         idx = rng.sample(range(len(prompt_ids)), min(cfg.batch_size, len(prompt_ids)))  # the same on every rank
         tokens += sum(len(completion_ids[i]) for i in idx)
@@ -118,23 +131,20 @@ def train_sft(
             group["lr"] = lr_schedule(step, cfg.lr, cfg.warmup, cfg.steps)
         opt.zero_grad(set_to_none=True)
         dist.scale_loss(loss).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        running += float(dist.all_sum(loss.detach().double()))
+        loss_value = float(dist.all_sum(loss.detach().double()))
+        if guard.step(opt, model.parameters(), loss_value, cfg.grad_clip, f"SFT step {step + 1}"):
+            running, taken = running + loss_value, taken + 1
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            n = (step % cfg.log_every) + 1
-            rows.append({"step": step + 1, "loss": running / n, "lr": opt.param_groups[0]["lr"], "tokens": tokens})
-            running = 0.0
+            emit({"step": step + 1, "loss": running / taken if taken else float("nan"), "lr": opt.param_groups[0]["lr"],
+                  "tokens": tokens, "skipped_steps": guard.skipped})
+            running, taken = 0.0, 0
             bar.set_postfix(loss=f"{rows[-1]['loss']:.3f}")
         if stop_check and cfg.check_every and step + 1 >= cfg.check_after and (step + 1) % cfg.check_every == 0:
             stop = stop_check(step + 1)
             model.train()
             if stop:
-                rows.append({"step": step + 1, "stopped_early": True, "tokens": tokens})
+                emit({"step": step + 1, "stopped_early": True, "tokens": tokens})
                 break
-    if metrics_path and dist.main:
-        with open(metrics_path, "a") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
     model.eval()
     return rows
 

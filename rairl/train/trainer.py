@@ -37,11 +37,13 @@ import json
 import math
 import random
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
     get_optimizer_state_dict,
     set_optimizer_state_dict,
@@ -57,6 +59,7 @@ from ..airl.discriminator import (
     discriminator_terms,
 )
 from ..airl.layout import ActionLayout, action_layout, step_rule
+from ..configs import check_finite
 from ..data import answer_kind, answers_match, extract_answer
 from ..dist import Dist
 from ..eval.discriminator import evaluate_discriminator
@@ -67,14 +70,18 @@ from ..models.rollout import RolloutConfig, make_sampler
 from ..models.sampling import mix_seed
 from ..rl.advantages import broadcast_to_tokens, masked_mean, sequence_advantages, step_advantages
 from ..rl.ppo import policy_loss, sampled_entropy
-from .checkpoint import latest_checkpoint, load_checkpoint, read_meta, save_checkpoint
+from ..tracking import log_row, log_table
+from .checkpoint import committed_checkpoints, load_checkpoint, read_meta, save_checkpoint
+from .folder import folder_run_id
+from .guard import StepGuard
+from .samples import sample_rows
 
 # Every post-training method; `sft` is continued SFT (`rairl.train.sft`), the others run this loop.
 METHODS = ("sft", "airl", "frozen", "outcome")
 ADVANTAGES = ("step", "sequence")
 OPERATORS = ("ppo", "rft")
-# Fields a resumed run may change: how long it runs and how often it saves, never what it computes.
-RESUMABLE_CHANGES = ("iterations", "token_budget", "checkpoint_every", "keep_checkpoints", "eval_every")
+# Fields a resumed run may change: how long it runs and how often it saves or logs, never what it computes.
+RESUMABLE_CHANGES = ("iterations", "token_budget", "checkpoint_every", "keep_checkpoints", "eval_every", "log_samples")
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,9 @@ class TrainConfig:
     disc_lr: float = 1e-4  # discriminator (reward model) AdamW learning rate
     disc_warmup_iters: int = 0  # first iterations update the discriminator only
     eval_every: int = 10  # iterations between reward-model validation AUROC passes (0: never)
+    # rows of prompt / completion / per-step reward / advantage written to samples.jsonl (and to the
+    # tracker as a table) every eval_every iterations (0: none)
+    log_samples: int = 0
     # policy
     # What the policy maximises per action: "ell" = f − log π (AIRL's log D − log(1 − D), i.e. f plus
     # an entropy bonus of weight 1 sampled as −log π), or "f" = the shaped reward alone (any entropy
@@ -124,6 +134,7 @@ class TrainConfig:
     seed: int = 0  # prompt draws, sampling and minibatch order of the loop
 
     def __post_init__(self) -> None:
+        check_finite(self)
         if self.method not in METHODS:
             raise ValueError(f"TrainConfig.method={self.method!r}; choose one of {METHODS}")
         if self.operator not in OPERATORS:
@@ -136,11 +147,15 @@ class TrainConfig:
                      "ppo_epochs", "minibatch_size", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)}; must be >= 1")
-        for name in ("token_budget", "n_disc", "disc_warmup_iters", "lr_warmup_steps", "eval_every", "checkpoint_every", "kl_coef", "entropy_coef"):
+        for name in ("token_budget", "n_disc", "disc_warmup_iters", "lr_warmup_steps", "eval_every", "log_samples", "checkpoint_every",
+                     "kl_coef", "entropy_coef"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)}; must be >= 0")
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"TrainConfig.gamma={self.gamma}; must be in [0, 1]")
+        if self.log_samples and (self.eval_every == 0 or self.method == "sft" or self.operator != "ppo"):
+            raise ValueError(f"TrainConfig.log_samples={self.log_samples} logs the PPO loop's rollouts every eval_every "
+                             f"iterations: it needs operator='ppo', a method other than 'sft' and eval_every >= 1")
         if self.adam_eps <= 0:
             raise ValueError(f"TrainConfig.adam_eps={self.adam_eps}; must be > 0")
         if self.lr <= 0 or self.sft_lr <= 0:
@@ -159,12 +174,6 @@ class Rollout:
     ref_logp: torch.Tensor | None  # (B·G, T) reference log-probs when kl_coef > 0
     sampler_logp: torch.Tensor | None = None  # (B·G, T) the rollout engine's own log-probs of the sampled tokens
     is_weight: torch.Tensor | None = None  # (B·G, T) min(π_trainer / π_sampler, is_cap) per token; None: 1
-
-
-def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> float:
-    """Clip the gradients' global norm to `max_norm`; returns the norm before clipping (whole, under FSDP2 too)."""
-    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
 
 
 class AIRLTrainer:
@@ -221,6 +230,8 @@ class AIRLTrainer:
         self.rollout_cfg, self.sampler = rollout, make_sampler(rollout, models)
         self.rng = random.Random(cfg.seed)
         self.iteration_done, self.tokens_trained, self.policy_steps = 0, 0, 0
+        # non-finite steps are skipped and counted (`skipped_steps`, `disc_skipped_steps` in the rows)
+        self.policy_guard, self.disc_guard = StepGuard("TrainConfig.lr", cfg.lr), StepGuard("TrainConfig.disc_lr", cfg.disc_lr)
 
     # 1. rollout ----------------------------------------------------------------------------
     def rollout(self) -> Rollout:
@@ -298,11 +309,12 @@ class AIRLTrainer:
         loss, ell = discriminator_loss(self.reward, batch, layout, policy_logp, labels, valid, class_counts=counts)
         self.reward_opt.zero_grad(set_to_none=True)
         self.dist.scale_loss(loss).backward()
-        clip_grad_norm(self.models.reward_parameters(), self.cfg.grad_clip)
-        self.reward_opt.step()
+        loss_value = float(self.dist.all_sum(loss.detach().double()))
+        self.disc_guard.step(self.reward_opt, self.models.reward_parameters(), loss_value, self.cfg.grad_clip,
+                             f"iteration {self.iteration_done + 1}: discriminator step")
         hits = torch.stack([((ell > 0) & valid & pos).sum(), ((ell <= 0) & valid & ~pos).sum()]).double()
         acc = self.dist.all_sum(hits) / counts.clamp(min=1)  # ℓ before the step
-        return {"disc_loss": float(self.dist.all_sum(loss.detach().double())), "disc_acc": float(acc.mean())}
+        return {"disc_loss": loss_value, "disc_acc": float(acc.mean()), "disc_skipped_steps": self.disc_guard.skipped}
 
     # 3. rewards ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -335,7 +347,8 @@ class AIRLTrainer:
 
     # 5. PPO --------------------------------------------------------------------------------
     def policy_update(self, rollout: Rollout, advantages: torch.Tensor) -> dict[str, float]:
-        """`ppo_epochs` passes of clipped-surrogate minibatch steps; returns mean stats."""
+        """`ppo_epochs` passes of clipped-surrogate minibatch steps; returns the mean stats of the steps taken
+        and `skipped_steps`, the non-finite steps `StepGuard` skipped so far."""
         cfg, batch = self.cfg, rollout.batch
         mask = batch.completion_mask()  # (B·G, T)
         self.models.train()
@@ -360,16 +373,18 @@ class AIRLTrainer:
                 )
                 self.policy_opt.zero_grad(set_to_none=True)
                 self.dist.scale_loss(loss).backward()
-                grad_norm = clip_grad_norm(self.models.policy_parameters(), cfg.grad_clip)
                 for group in self.policy_opt.param_groups:
                     group["lr"] = self.policy_lr()
-                self.policy_opt.step()
+                summed = self.dist.all_sum(torch.stack(list(st.values())).double())  # shares of global means
+                means = dict(zip(st, summed.tolist(), strict=True))
+                if not self.policy_guard.step(self.policy_opt, self.models.policy_parameters(), means["loss"], cfg.grad_clip,
+                                              f"iteration {self.iteration_done + 1}: policy step {self.policy_steps + 1}"):
+                    continue  # skipped: no tokens trained, no stats
                 self.policy_steps += 1
                 self.tokens_trained += int(count)
-                summed = self.dist.all_sum(torch.stack(list(st.values())).double())  # shares of global means
-                for k, v in {**dict(zip(st, summed.tolist(), strict=True)), "grad_norm": grad_norm}.items():
+                for k, v in {**means, "grad_norm": self.policy_guard.grad_norm}.items():
                     stats.setdefault(k, []).append(float(v))
-        return {k: sum(v) / len(v) for k, v in stats.items()}
+        return {**{k: sum(v) / len(v) for k, v in stats.items()}, "skipped_steps": self.policy_guard.skipped}
 
     def policy_lr(self) -> float:
         """The learning rate of the next policy step: linear warm-up over `lr_warmup_steps`, then `lr`."""
@@ -396,12 +411,17 @@ class AIRLTrainer:
             row["sampled_entropy"] = float(masked_mean(-rollout.old_logp, mask))
             if rollout.sampler_logp is not None:  # nats/token between the rollout engine and the trainer
                 row["sampler_gap"] = float(masked_mean((rollout.old_logp - rollout.sampler_logp).abs(), mask))
+        advantages = self.token_advantages(rollout, rewards)
         if self.iteration_done >= self.cfg.disc_warmup_iters or self.cfg.method != "airl":
-            advantages = self.token_advantages(rollout, rewards)
             row |= self.policy_update(rollout, advantages if rollout.is_weight is None else advantages * rollout.is_weight)
             self.sampler.refresh()  # the rollout engine samples the updated policy next
         self.iteration_done += 1
-        if self.val_records and self.models.reward is not None and self.cfg.eval_every and self.iteration_done % self.cfg.eval_every == 0:
+        evaluating = self.cfg.eval_every and self.iteration_done % self.cfg.eval_every == 0
+        if evaluating and self.cfg.log_samples and self.out_dir and self.dist.main:
+            log_table(self.out_dir / "samples.jsonl", sample_rows(self.tokenizer, rollout.batch, rollout.layout, rewards, advantages,
+                                                                   self.cfg.group_size, self.cfg.log_samples, self.iteration_done),
+                      self.iteration_done)
+        if evaluating and self.val_records and self.models.reward is not None:
             val = evaluate_discriminator(self.reward, self.models.policy_logprobs, self.val_records, self.pad_id, self.rule)
             row |= {"val_auroc": val["auroc"], "val_acc": val["acc"]}
             self.models.reshard()
@@ -422,8 +442,7 @@ class AIRLTrainer:
             row = self.iteration()
             rows.append(row)
             if log_path:
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(row) + "\n")
+                log_row(log_path, row)
             bar.update(1)
             bar.set_postfix(reward=f"{row['mean_reward']:.3f}", len=f"{row['mean_len']:.1f}")
             if self.out_dir and self.cfg.checkpoint_every and self.iteration_done % self.cfg.checkpoint_every == 0:
@@ -446,22 +465,39 @@ class AIRLTrainer:
     def save_checkpoint(self) -> Path:
         """Every rank together: a committed checkpoint folder under `out_dir/checkpoints`."""
         meta = {"iteration": self.iteration_done, "tokens": self.tokens_trained, "policy_steps": self.policy_steps,
-                "config": asdict(self.cfg)}
+                "config": asdict(self.cfg), "run_id": folder_run_id(self.out_dir)}
         rng = {"python": self.rng.getstate(), "torch": torch.get_rng_state()}
         return save_checkpoint(self.out_dir / "checkpoints", self.iteration_done, self._tensors(), meta, rng, self.dist,
                                keep=self.cfg.keep_checkpoints)
 
     def resume(self) -> int:
-        """Load the newest committed checkpoint under `out_dir` (written at any world size); drop log rows
-        written after it. Returns its iteration."""
-        path = latest_checkpoint(self.out_dir / "checkpoints")
-        if path is None:
-            raise FileNotFoundError(f"{self.out_dir / 'checkpoints'}: no committed checkpoint to resume from")
-        meta = read_meta(path)
-        saved = {**asdict(TrainConfig()), **meta["config"]}  # fields added since the checkpoint: their defaults
-        diff = sorted(k for k, v in asdict(self.cfg).items() if saved[k] != v and k not in RESUMABLE_CHANGES)
-        if diff:
-            raise ValueError(f"{path}: written with another TrainConfig (fields {diff} differ); resume with the run's config.json")
+        """Load the newest committed checkpoint of this run under `out_dir` (written at any world size; a
+        damaged one is passed over for the one before, with a warning); drop log rows written after it.
+        Returns its iteration."""
+        candidates = committed_checkpoints(self.out_dir / "checkpoints", folder_run_id(self.out_dir))[::-1]
+        if not candidates:
+            raise FileNotFoundError(f"{self.out_dir / 'checkpoints'}: no committed checkpoint of this run to resume from")
+        errors = []
+        for path in candidates:
+            saved = {**asdict(TrainConfig()), **read_meta(path)["config"]}  # fields added since the checkpoint: their defaults
+            diff = sorted(k for k, v in asdict(self.cfg).items() if saved[k] != v and k not in RESUMABLE_CHANGES)
+            if diff:
+                raise ValueError(f"{path}: written with another TrainConfig (fields {diff} differ); resume with the run's config.json")
+            try:
+                self._load(path)
+            except (Exception, CheckpointException) as e:  # (a BaseException) a truncated shard or RNG file: the one before is whole
+                errors.append(f"{path.name}: {(str(e).strip().splitlines() or [type(e).__name__])[-1]}")  # DCP's: a traceback
+                warnings.warn(f"{path}: cannot be read ({errors[-1]}); trying the checkpoint before it", stacklevel=2)
+                continue
+            if self.dist.main:
+                for log_path in (self.out_dir / "train_log.jsonl", self.out_dir / "samples.jsonl"):
+                    if log_path.exists():  # rows of iterations after the checkpoint are redone
+                        rows = [line for line in log_path.read_text().splitlines() if json.loads(line)["iteration"] <= self.iteration_done]
+                        log_path.write_text("".join(r + "\n" for r in rows))
+            return self.iteration_done
+        raise ValueError(f"{self.out_dir / 'checkpoints'}: no committed checkpoint can be read ({'; '.join(errors)})")
+
+    def _load(self, path: Path) -> None:
         tensors = self._tensors()
         meta, rng = load_checkpoint(path, tensors, self.dist)
         self.models.load_state_dict(tensors["models"])
@@ -471,10 +507,3 @@ class AIRLTrainer:
         self.rng.setstate(rng["python"])
         torch.set_rng_state(rng["torch"])
         self.iteration_done, self.tokens_trained, self.policy_steps = meta["iteration"], meta["tokens"], meta["policy_steps"]
-        if not self.dist.main:
-            return self.iteration_done
-        log_path = self.out_dir / "train_log.jsonl"
-        if log_path.exists():  # rows of iterations after the checkpoint are redone
-            rows = [line for line in log_path.read_text().splitlines() if json.loads(line)["iteration"] <= self.iteration_done]
-            log_path.write_text("".join(r + "\n" for r in rows))
-        return self.iteration_done

@@ -30,7 +30,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..airl.discriminator import DiscRecord
 from ..airl.layout import step_rule
 from ..airl.negatives import discriminator_records
-from ..configs import config_from_dict
+from ..configs import check_finite, config_from_dict
 from ..data import Example, LocaliseItem, load_examples
 from ..dist import Dist
 from ..eval.discriminator import evaluate_discriminator
@@ -40,10 +40,11 @@ from ..metrics import write_metrics
 from ..models.adapters import AdapterConfig, SharedBaseModels, load_base, load_reward_model
 from ..models.batch import encode_completions, encode_prompts
 from ..models.device import attn_implementation
-from ..models.lm import TinyLMConfig, build_tiny_lm, load_causal_lm, per_token_logprobs
+from ..models.lm import TinyLMConfig, build_tiny_lm, check_vocab, load_causal_lm, per_token_logprobs
 from ..models.modelset import ModelSet
 from ..models.reward import RewardConfig, RewardModel
 from ..models.rollout import RolloutConfig, make_sampler
+from ..models.saving import save_pretrained
 from ..models.tokenizer import (
     TEMPLATES,
     format_prompt,
@@ -81,6 +82,7 @@ class WarmStartConfig:
     template: str = "plain"  # prompt format: plain ("Question: …\nAnswer:\n") | chat (the policy tokenizer's chat template)
 
     def __post_init__(self) -> None:
+        check_finite(self)
         for name in ("val_samples", "disc_experts", "negative_prompts", "negative_samples", "max_new_tokens",
                      "max_prompt_tokens", "max_completion_tokens", "vocab_size"):
             if getattr(self, name) < 1:
@@ -119,6 +121,10 @@ class WarmStart:
     val_items: list[LocaliseItem]  # localisation validation: perturbed experts (label: first wrong step), then clean ones (-1)
     reward_best: dict  # best validation metrics of the reward model (auroc, acc, step)
     sampler: object = None  # the vllm rollout engine that sampled the pools, kept for the caller's sampling (not saved)
+
+    def __post_init__(self) -> None:
+        check_vocab(self.tokenizer, self.policy)
+        check_vocab(self.tokenizer, self.reward_model.lm)
 
     def save(self, out: str | Path, seconds: float = 0.0) -> None:
         """Write the reward model, records and `warm.json` under `out` (the policy is already on disk)."""
@@ -210,7 +216,7 @@ def build_warm_start(
     p_ids = encode_prompts(tokenizer, [e.prompt for e in train], cfg.max_prompt_tokens)
     c_ids = encode_completions(tokenizer, [e.completion for e in train], cfg.max_completion_tokens)
     if tiny and dist.main:
-        build_tiny_lm(tokenizer, cfg.model, seed=seed).save_pretrained(out / "policy")
+        save_pretrained(build_tiny_lm(tokenizer, cfg.model, seed=seed), out / "policy")
     dist.barrier()
     if tiny or cfg.sft.steps:
         policy = load_causal_lm(policy_path, dtype, attn_implementation(torch.device(device)), device)
@@ -220,11 +226,12 @@ def build_warm_start(
                       stop_check=_sft_stop_check(cfg, policy, tokenizer, val, log, dist) if cfg.sft_target_accuracy > 0 else None,
                       dist=dist)
             if dist.main:
-                policy.save_pretrained(out / "policy")
+                save_pretrained(policy, out / "policy")
                 tokenizer.save_pretrained(out / "policy")
             dist.barrier()
             policy_path = out / "policy"
     policy = load_causal_lm(policy_path, dtype, attn_implementation(torch.device(device)), device).eval()
+    check_vocab(tokenizer, policy)
     if rollout.engine == "vllm" and dist.on:
         raise ValueError("--rollout.engine vllm runs in one process; under torchrun / accelerate use hf or hf_merged")
     sampler = make_sampler(rollout, ModelSet(policy, None)) if rollout.engine == "vllm" else None
@@ -247,6 +254,7 @@ def build_warm_start(
 
     if reward_path is not None:  # a given reward model: evaluated on this validation data, not trained
         reward_model = load_reward_model(reward_path, dtype, device, attn_implementation(torch.device(device)))
+        check_vocab(tokenizer, reward_model.lm)  # a --reward trained with another tokenizer
         best = {**evaluate_discriminator(reward_model, partial(per_token_logprobs, policy), val_records, tokenizer.pad_token_id,
                                          step_rule(reward_model.cfg, tokenizer)), "step": 0, "given": str(reward_path)}
     else:  # reward model initialised from the policy, trained as the AIRL discriminator

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from matplotlib.image import imread
 
 GSM8K = Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k" / "train.jsonl"
 
@@ -28,6 +29,16 @@ def test_demo_writes_every_metric_and_prints_the_table(quick_demo):
     assert {"sft_pass1"} <= set(m["policy"]) and "val_auroc" in m["reward"] and m["seconds"] > 0
     assert m["seed"] == 3 and m["config"]["seed"] == 3
     assert "R-AIRL reward" in proc.stdout and "majority vote" in proc.stdout and "policy mean log-prob" in proc.stdout
+    r = m["rerank"]
+    curve = r["curve"]  # best-of-N against N: the table's numbers at N = n, the sampled accuracy at N = 1
+    assert curve["n"] == list(range(1, r["n"] + 1))
+    for key, at_n in (("reward", "reward_best_of_n"), ("logprob", "logprob_best_of_n"), ("majority_vote", "majority_vote"),
+                      ("random", "random_expected"), ("oracle", "oracle")):
+        assert curve[key][0] == pytest.approx(r["random_expected"]) and curve[key][-1] == pytest.approx(r[at_n]), key
+    assert 0.0 <= m["localise"]["step_auroc"] <= 1.0 and 0.0 <= m["localise"]["logprob_step_auroc"] <= 1.0
+    for name in ("best_of_n.png", "localise_roc.png"):
+        image = imread(out / name)
+        assert image.ndim == 3 and min(image.shape[:2]) > 200 and image.std() > 0, name
 
 
 def test_localise_and_rerank_commands_on_files(rairl, quick_demo, tmp_path):

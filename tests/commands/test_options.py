@@ -6,22 +6,29 @@ from __future__ import annotations
 import argparse
 import json
 import random
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import pytest
 
 from rairl.cli import build_config, build_parser, main, parse_bool
 from rairl.commands.compare import CompareConfig
-from rairl.commands.demo import DemoConfig
-from rairl.commands.files import LocaliseConfig, RerankConfig, ScoreConfig, TrainRewardConfig
+from rairl.commands.demo import DemoConfig, quick_config
+from rairl.commands.files import (
+    LocaliseConfig,
+    RerankConfig,
+    ScoreConfig,
+    TrainRewardConfig,
+    ViewConfig,
+)
 from rairl.commands.train import TrainRunConfig
 from rairl.plan import PlanConfig
 
 COMMANDS = {"demo": DemoConfig, "train": TrainRunConfig, "compare": CompareConfig, "train-reward": TrainRewardConfig,
-            "score": ScoreConfig, "rerank": RerankConfig, "localise": LocaliseConfig, "plan": PlanConfig}
+            "score": ScoreConfig, "rerank": RerankConfig, "localise": LocaliseConfig, "plan": PlanConfig,
+            "view": ViewConfig}
 # fields with no default: required options
 REQUIRED = {"train-reward": ("--data",), "score": ("--reward", "--data"), "rerank": ("--reward", "--pools"),
-            "localise": ("--reward", "--items"), "plan": ("--model",)}
+            "localise": ("--reward", "--items"), "plan": ("--model",), "view": ("--reward", "--data")}
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:
@@ -200,3 +207,29 @@ def test_warm_sft_lr_is_one_option_in_demo_train_and_compare():
         default = build_config(cls, None, parser.parse_args([command]))
         assert replace(cfg, warm=replace(cfg.warm, sft=replace(cfg.warm.sft, lr=default.warm.sft.lr))) == default  # only lr changed
     assert len(helps) == 1  # one definition, one help text
+
+
+FILE_ARGS = {"score": ["--reward", "r", "--data", "d"], "rerank": ["--reward", "r", "--pools", "p"],
+             "localise": ["--reward", "r", "--items", "i"], "view": ["--reward", "r", "--data", "d"]}  # required paths: never opened by --print-config
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_print_config_prints_the_resolved_config_and_runs_nothing(command, tmp_path, capsys):
+    seed = random.randint(1, 10_000)
+    args = [command, *REQUIRED_ARGS.get(command, []), *FILE_ARGS.get(command, []), "--out", str(tmp_path / "out"), "--print-config"]
+    has_seed = any(a.option_strings == ["--seed"] for a in _subparsers()[command]._actions)
+    if has_seed:
+        args += ["--seed", str(seed)]
+    assert main(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    want = build_config(COMMANDS[command], None, build_parser().parse_args(args))
+    assert printed == json.loads(json.dumps(asdict(want)))  # tuples print as lists
+    if has_seed:
+        assert printed["seed"] == seed
+    assert not (tmp_path / "out").exists()  # nothing ran
+
+
+def test_print_config_of_quick_is_the_preset(capsys):
+    assert main(["demo", "--quick", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(asdict(quick_config())))
+    assert quick_config() != DemoConfig()

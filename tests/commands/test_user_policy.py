@@ -85,7 +85,7 @@ def test_bad_options_are_refused_before_anything_is_written(rairl, user_files, t
     proc = rairl("train", "--policy", str(root / "policy"), "--out", str(out), check=False)
     assert proc.returncode == 2 and "--demos" in proc.stderr
     proc = rairl("train", *common[:-2], "--policy", str(tmp_path / "polcy"), "--out", str(out), check=False)
-    assert proc.returncode == 2 and "no such model directory" in proc.stderr
+    assert proc.returncode == 2 and f"--policy {tmp_path / 'polcy'}: no such folder" in proc.stderr
     assert not out.exists()
 
 

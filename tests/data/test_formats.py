@@ -19,7 +19,14 @@ from rairl.data.formats import (
     write_jsonl,
 )
 from rairl.data.perturb import perturb
-from rairl.data.records import CandidatePool, DataError, DataWarning, Example, LocaliseItem
+from rairl.data.records import (
+    CandidatePool,
+    DataError,
+    DataWarning,
+    Example,
+    LocaliseItem,
+    NoRecordsError,
+)
 from rairl.data.steps import answers_match, extract_answer, normalise_number, split_steps
 
 GSM8K_TRAIN = Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k" / "train.jsonl"
@@ -184,7 +191,8 @@ def test_load_examples_dispatches_on_first_record(tmp_path):
     expert = _write_lines(tmp_path / "e.jsonl", [{"prompt": "P", "completion": "C"}])
     assert load_examples(expert) == [Example("P", "C")]
     empty = _write_lines(tmp_path / "empty.jsonl", [])
-    assert load_examples(empty) == []
+    with pytest.raises(NoRecordsError, match=f"^{re.escape(str(empty))}: empty, no records$"):
+        load_examples(empty)
     unknown = _write_lines(tmp_path / "u.jsonl", [{"text": "T"}])
     _expect_error(load_examples, unknown, 1, "<record>", r"unknown format with keys \['text'\]")
     broken = _write_lines(tmp_path / "b.jsonl", ["", "{oops"])
@@ -240,7 +248,8 @@ def test_localise_items_broken_json_list(tmp_path):
     )
     _expect_error(load_localise_items, path, 2, "<record>", "extra data")
     path.write_text("[ ]", encoding="utf-8")
-    assert load_localise_items(path) == []
+    with pytest.raises(NoRecordsError, match="an empty JSON list, no records"):
+        load_localise_items(path)
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from rairl.data.formats import (  # noqa: E402
     load_localise_items,
     load_prompts,
 )
-from rairl.data.records import DataError, DataWarning, Example, LocaliseItem, Prompt  # noqa: E402
+from rairl.data.records import DataError, DataWarning, Example, LocaliseItem, NoRecordsError, Prompt  # noqa: E402
 
 EXPERT_ROWS = [
     {"prompt": "P1", "completion": "1 + 1 = 2\n#### 2", "answer": "2"},
@@ -221,7 +221,8 @@ def test_load_prompts_reads_both_schemas(tmp_path):
     assert load_prompts(_write(tmp_path / "g.parquet", GSM8K_ROWS)) == got
     assert load_prompts(_jsonl(tmp_path / "q.jsonl", [{"question": "Q"}])) == [Prompt("Q")]
     assert load_prompts(gsm, limit=1) == got[:1]
-    assert load_prompts(_jsonl(tmp_path / "empty.jsonl", [])) == []
+    with pytest.raises(NoRecordsError, match="empty.jsonl: empty, no records"):
+        load_prompts(_jsonl(tmp_path / "empty.jsonl", []))
 
 
 def test_load_prompts_field_mapping_and_errors(tmp_path):

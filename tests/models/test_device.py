@@ -52,6 +52,6 @@ def test_a_mistyped_local_path_is_never_looked_up_on_a_hub(tmp_path):
 
     for path in (tmp_path / "policyy", "./runs/nope", "runs/demo/policyy"):
         assert looks_local(path)
-        with pytest.raises(FileNotFoundError, match="no such model directory"):
+        with pytest.raises(FileNotFoundError, match="no such folder"):
             load_causal_lm(path)
     assert not looks_local("Qwen/Qwen2.5-0.5B")  # a hub id stays one

@@ -79,7 +79,7 @@ def test_one_step_is_one_reward_forward_and_updates_the_reward_only(tiny, monkey
         hook.remove()
 
     assert calls == {"token_terms": 1, "reward_lm": 1}
-    assert set(row) == {"disc_loss", "disc_acc"}
+    assert set(row) == {"disc_loss", "disc_acc", "disc_skipped_steps"} and row["disc_skipped_steps"] == 0
     assert isinstance(row["disc_loss"], float) and row["disc_loss"] == row["disc_loss"] and row["disc_loss"] > 0
     assert isinstance(row["disc_acc"], float) and 0.0 <= row["disc_acc"] <= 1.0
 

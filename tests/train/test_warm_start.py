@@ -188,6 +188,6 @@ def test_post_train_refuses_a_folder_that_holds_a_run(tmp_path):
         out = tmp_path / marker.replace("/", "_")
         (out / marker).parent.mkdir(parents=True, exist_ok=True)
         (out / marker).write_text("{}")
-        with pytest.raises(ValueError, match="already holds a run"):
+        with pytest.raises(ValueError, match="holds another run"):
             post_train(quick_run_config(), 0, out)
         assert not (out / "warm").exists()  # refused before any work

@@ -1,0 +1,99 @@
+"""One run per output folder: `run.json` names the run that owns it (an id, the command, its config).
+
+A training command claims its `--out` before it writes anything (`claim_run_folder`): a new or empty
+folder becomes the run's; a folder holding another run is refused unless the user asks to continue it
+(`--resume`, with the same config but for the fields a resume may change) or to replace it
+(`--overwrite`, which empties it first). A folder holding files that no rairl run wrote is never
+emptied. Checkpoints carry the run id, so pruning and resuming touch only this run's.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+RUN_FILE = "run.json"
+# What a rairl run leaves in its folder (runs from before run.json existed have no RUN_FILE).
+_RUN_MARKERS = (RUN_FILE, "config.json", "metrics.json", "warm.json", "checkpoints", "train_log.jsonl", "sft_log.jsonl",
+                "reward_log.jsonl", "warm", "policy", "reward")
+
+
+def folder_run_id(out: str | Path | None) -> str | None:
+    """The id of the run owning `out` (its run.json), or None."""
+    path = Path(out) / RUN_FILE if out else None
+    return json.loads(path.read_text())["run_id"] if path and path.exists() else None
+
+
+def claim_run_folder(out: str | Path, command: str, config: dict, resume: bool = False, overwrite: bool = False,
+                     may_change: tuple[str, ...] = ()) -> str:
+    """Make `out` the folder of this run and return its id (call it on the writing rank, before any write).
+
+    `config`: the run's config as a JSON-able tree; `resume`: continue the run already there (or start in an
+    empty folder); `may_change`: dotted fields a continued run may set anew (how long it runs, how often it
+    saves). Errors name the folder and what to do.
+    """
+    out = Path(out)
+    config = json.loads(json.dumps(config))  # as run.json holds it (tuples become lists)
+    run_file = out / RUN_FILE
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: is a file, not a folder")
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if resume and held and not overwrite:
+        if run_file.exists():
+            saved = json.loads(run_file.read_text())
+        elif (out / "config.json").exists():  # a run of a rairl from before run.json: its config.json
+            saved = {"command": command, "run_id": None, "config": json.loads((out / "config.json").read_text())}
+        else:
+            raise ValueError(f"{out}: holds no run to continue (no {RUN_FILE} or config.json)")
+        if saved.get("command") != command:
+            raise ValueError(f"{out}: holds a `rairl {saved.get('command')}` run, not `rairl {command}`; choose another --out")
+        changed = [k for k in _differences(saved["config"], config) if k not in may_change]
+        if changed:
+            raise ValueError(f"{out}: holds a run made with another config ({', '.join(changed)} differ); a continued run keeps "
+                             f"its config (only {', '.join(may_change) or 'nothing'} may change); drop those options or use another --out")
+        return _write_run(out, command, config, saved["run_id"], saved.get("created"))
+    if held:
+        ours = [name for name in held if name in _RUN_MARKERS]
+        if not ours:
+            raise ValueError(f"--out {out}: holds files no rairl run wrote ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''}); "
+                             "choose a new or empty folder")
+        if not overwrite:
+            who = json.loads(run_file.read_text()) if run_file.exists() else {"command": "an earlier", "run_id": "?"}
+            raise ValueError(f"--out {out}: holds another run (`rairl {who['command']}`, id {who['run_id']}); "
+                             "continue it with --resume (train), replace it with --overwrite, or choose another --out")
+        foreign = [name for name in held if name not in _RUN_MARKERS and not _run_output(out / name)]
+        if foreign:
+            raise ValueError(f"--out {out} --overwrite: the folder also holds {', '.join(foreign[:3])}, which no rairl run "
+                             "wrote; move them away or choose another --out")
+        shutil.rmtree(out)
+    return _write_run(out, command, config)
+
+
+def _run_output(path: Path) -> bool:
+    """Files a run writes besides its markers: logs, tables, plots, tensorboard events, samples."""
+    return path.suffix in (".jsonl", ".json", ".png", ".md", ".html") or path.name in ("tensorboard", "adapters") or path.name.startswith("seed")
+
+
+def _write_run(out: Path, command: str, config: dict, run_id: str | None = None, created: float | None = None) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    run_id = run_id or uuid.uuid4().hex[:12]
+    record = {"run_id": run_id, "command": command, "created": created or time.time(), "config": config}
+    tmp = out / (RUN_FILE + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.replace(out / RUN_FILE)
+    return run_id
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the leaves that differ between two config trees."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        x, y = a.get(k), b.get(k)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += _differences(x, y, f"{prefix}{k}.")
+        elif x != y:
+            out.append(prefix + k)
+    return out
