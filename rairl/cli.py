@@ -51,6 +51,7 @@ from .dist import finish_dist
 from .plan import PRESETS, PlanConfig
 from .plots import RUN_LOGS, plot_dir
 from .tracking import REPORT_TO, end_tracking, start_tracking
+from .train.folder import RUN_FILE, run_config
 
 BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
@@ -149,22 +150,30 @@ def _merge(tree: dict, update: dict, source: str, cls: type, path: str = "") -> 
 
 # commands --------------------------------------------------------------------------------------
 def _config(args: argparse.Namespace) -> Any:
-    """The command's resolved config: its dataclass defaults (or the --quick preset, or a resumed run's
-    config.json), then --config, then the options; built once per command."""
+    """The command's resolved config: its dataclass defaults (or the --quick preset, or the config a resumed
+    run saved: train's config.json, demo's and train-reward's run.json), then --config, then the options;
+    built once per command."""
     if "resolved_config" not in vars(args):
         if getattr(args, "resume", None):  # the run's own config; options may change only what a resume can
-            args.resolved_config = build_config(args.config_cls, resume_config(Path(args.resume)), args)
+            args.resolved_config = build_config(args.config_cls, args.resumed(Path(args.resume)), args)
         else:
             preset = args.preset() if getattr(args, "quick", False) else None
             args.resolved_config = build_config(args.config_cls, preset, args)
     return args.resolved_config
 
 
+def _saved_config(cls: type, command: str) -> Callable[[Path], Any]:
+    """`--resume DIR` of demo and train-reward: the config in DIR/run.json."""
+    return lambda out: config_from_dict(cls, run_config(out, command), str(out / RUN_FILE))
+
+
 def _run_and_tabulate(run: Callable[..., dict], table: Callable[[dict], str], args: argparse.Namespace) -> int:
-    """demo / compare: run the config, print the table."""
-    metrics = run(_config(args), args.out, progress=not args.no_progress, overwrite=args.overwrite)
+    """demo / compare: run the config (demo --resume DIR: continue DIR), print the table."""
+    out = getattr(args, "resume", None) or args.out
+    resume = {"resume": True} if getattr(args, "resume", None) else {}
+    metrics = run(_config(args), out, progress=not args.no_progress, overwrite=args.overwrite, **resume)
     print(table(metrics))
-    print(f"metrics: {Path(args.out) / 'metrics.json'}")
+    print(f"metrics: {Path(out) / 'metrics.json'}")
     return 0
 
 
@@ -190,9 +199,10 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _train_reward(args: argparse.Namespace) -> int:
-    m = train_reward_command(_config(args), Path(args.out), progress=not args.no_progress, overwrite=args.overwrite)
+    out = Path(args.resume or args.out)
+    m = train_reward_command(_config(args), out, progress=not args.no_progress, overwrite=args.overwrite, resume=bool(args.resume))
     print(f"reward val AUROC {m['reward']['val_auroc']:.3f}  acc {m['reward']['val_acc']:.3f}; "
-          f"localise (val) F1 {m['localise_val']['f1']:.3f}\nmetrics: {Path(args.out) / 'metrics.json'}")
+          f"localise (val) F1 {m['localise_val']['f1']:.3f}\nmetrics: {out / 'metrics.json'}")
     return 0
 
 
@@ -259,24 +269,36 @@ def _command(sub, name: str, func, cls: type, help: str, out_default: str | None
     return parser
 
 
+def _resumable(parser: argparse.ArgumentParser, resumed: Callable[[Path], Any]) -> None:
+    """--resume DIR for a command whose warm start resumes stage by stage; `resumed(DIR)`: the run's config."""
+    parser.add_argument("--resume", metavar="DIR", help="continue the killed run in DIR with its config (DIR/run.json): SFT and "
+                        "reward training from their checkpoints (--warm.sft.checkpoint_every, --warm.reward_train.checkpoint_every), "
+                        "stages already done restored, the evaluation run again, to the result of a run never killed; a finished "
+                        "run reports its results again. Options may change only how often it checkpoints; others are refused")
+    parser.set_defaults(resumed=resumed)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rairl", description="Learn a process-level reasoning reward from expert "
                                      "demonstrations (R-AIRL); rerank, localise errors and post-train with it.")
     sub = parser.add_subparsers(dest="command", required=True)
-    _command(sub, "demo", _demo, DemoConfig, "learn a reasoning reward on the embedded task and evaluate it",
-             "runs/demo", "output directory (metrics.json, warm start, models)", (quick_config, "a seconds-long smoke run (tests use it)"),
-             trains=True)
+    demo = _command(sub, "demo", _demo, DemoConfig, "learn a reasoning reward on the embedded task and evaluate it",
+                    "runs/demo", "output directory (metrics.json, warm start, models)",
+                    (quick_config, "a seconds-long smoke run (tests use it)"), trains=True)
+    _resumable(demo, _saved_config(DemoConfig, "demo"))
     train = _command(sub, "train", _train, TrainRunConfig,
                      "post-train the policy with the learned reward (R-AIRL) or a baseline, then evaluate",
                      "runs/train", "output directory (checkpoints, train_log.jsonl, metrics.json)",
                      (quick_train_config, "a seconds-long smoke run (tests use it)"), trains=True)
     train.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last readable checkpoint, with its config (options may change only how long it runs and how often it saves or logs; others are refused)")
+    train.set_defaults(resumed=resume_config)
     train.add_argument("--warm", metavar="DIR", help="a finished warm start to reuse, e.g. a demo's output (default: OUT/warm, made if missing)")
     _command(sub, "compare", _compare, CompareConfig, "R-AIRL vs SFT, outcome GRPO and a frozen reward on the embedded task, several seeds",
              "runs/compare", "output directory (metrics.json, results.md, curves.png, runs)",
              (quick_compare_config, "a minutes-long smoke run (tests use it)"), trains=True)
-    _command(sub, "train-reward", _train_reward, TrainRewardConfig, "train a reward model on expert demonstrations from a file",
-             "runs/reward", "output directory (reward/, policy/, warm start, metrics.json)", trains=True)
+    train_reward = _command(sub, "train-reward", _train_reward, TrainRewardConfig, "train a reward model on expert demonstrations from a file",
+                            "runs/reward", "output directory (reward/, policy/, warm start, metrics.json)", trains=True)
+    _resumable(train_reward, _saved_config(TrainRewardConfig, "train-reward"))
     _command(sub, "score", _score, ScoreConfig, "per-step rewards of (prompt, completion) pairs from a JSONL file",
              "runs/score", "output directory (metrics.json with one row of step scores per completion)")
     _command(sub, "rerank", _rerank, RerankConfig, "best-of-N over a candidate-pool JSONL file",

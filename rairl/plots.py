@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from .tracking import STEP_COLUMNS
+
 CURVE_KEYS = ("mean_reward", "disc_loss", "disc_acc", "approx_kl", "sampled_entropy", "clipfrac", "mean_len", "val_auroc")
 RUN_LOGS = ("train_log.jsonl", "sft_log.jsonl", "reward_log.jsonl")
-STEP_COLUMNS = ("iteration", "round", "step")  # a log row's own position, in this order of preference
 BOOKKEEPING = frozenset({"tokens", "tokens_sampled", "tokens_trained", "seconds"})  # counters, not curves
 
 

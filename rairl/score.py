@@ -205,10 +205,13 @@ class RewardScorer:
         return [s.tolist() for s in lines.per_sequence(sums)]
 
     def solution_scores_ids(
-        self, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], selector: str | None = None
+        self, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], selector: str | None = None,
+        names: Sequence[str] | None = None,
     ) -> list[float]:
-        """One score per (prompt, completion) pair of token ids under `selector` (default: the calibrated one)."""
-        return select_all(self.score_ids(prompt_ids, completion_ids), completion_ids, selector or self.settings.selector)
+        """One score per (prompt, completion) pair of token ids under `selector` (default: the calibrated one);
+        `names` label the pairs in errors."""
+        scores = self.score_ids(prompt_ids, completion_ids, names=names)
+        return select_all(scores, completion_ids, selector or self.settings.selector)
 
     def encode(self, prompts: Sequence[str], completions: Sequence[str],
                names: Sequence[str] | None = None) -> tuple[list[list[int]], list[list[int]]]:

@@ -17,7 +17,7 @@ from typing import Any
 
 REPORT_TO = ("none", "tensorboard", "trackio", "wandb")
 _PACKAGE = {"tensorboard": "tensorboard", "trackio": "trackio", "wandb": "wandb"}  # the module each tracker imports
-_STEP_KEYS = ("iteration", "step", "round")  # a row's own position, in this order of preference
+STEP_COLUMNS = ("iteration", "round", "step")  # a log row's own position, in this order of preference
 
 
 class _Session:
@@ -87,7 +87,7 @@ def log_row(path: str | Path, row: dict) -> None:
         return
     values = {f"{_tag(path)}/{k}": v for k, v in row.items()
               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
-    own_step = next((int(row[k]) for k in _STEP_KEYS if k in row), None)
+    own_step = next((int(row[k]) for k in STEP_COLUMNS if k in row), None)
     _log(values, own_step)
 
 

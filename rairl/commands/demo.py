@@ -44,6 +44,7 @@ from ..plots import plot_best_of_n, plot_localise_roc
 from ..score import RewardScorer, ScorerSettings
 from ..train.folder import claim_run_folder
 from ..train.warm_start import (
+    RESUMABLE_CHANGES,
     WarmStartConfig,
     build_warm_start,
     check_template,
@@ -78,17 +79,19 @@ def quick_config(seed: int = 0) -> DemoConfig:
     return DemoConfig(seed=seed, task=quick_task_config(), warm=quick_warm_config(), n_samples=4)
 
 
-def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True, overwrite: bool = False) -> dict:
+def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True, overwrite: bool = False, resume: bool = False) -> dict:
     """Run the pipeline, write `out_dir/metrics.json`, `best_of_n.png` and `localise_roc.png` (and the warm
     start, models included) into a new folder (or, with `overwrite`, one whose earlier run is replaced),
-    return the metrics."""
+    return the metrics. `resume`: continue the run killed in `out_dir` (same config, but for how often it
+    checkpoints): its warm start resumes stage by stage and the evaluation runs again, to the metrics of a
+    run never killed; a finished run resumed trains nothing and reports the same metrics again."""
     t0 = time.time()
     out = Path(out_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     dist = init_dist("ddp")
     if dist.main:
-        claim_run_folder(out, "demo", asdict(cfg), overwrite=overwrite)
+        claim_run_folder(out, "demo", asdict(cfg), resume, overwrite, may_change=tuple(f"warm.{k}" for k in RESUMABLE_CHANGES))
     dist.barrier()
     progress = progress and dist.main
     rng = random.Random(cfg.seed)
@@ -99,7 +102,8 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True, overwr
     # 1-4. tokenizer, tiny policy, SFT warm start, reward model (AIRL discriminator)
     device = cfg.torch_device()
     warm = build_warm_start(cfg.warm, cfg.seed, train_ex, val_ex, out, rng, {"seed": cfg.seed, "task": asdict(cfg.task)},
-                            device=device, dtype=cfg.torch_dtype(), log=log, progress=progress, dist=dist, rollout=cfg.rollout)
+                            device=device, dtype=cfg.torch_dtype(), log=log, progress=progress, dist=dist, rollout=cfg.rollout,
+                            resume=resume)
     if dist.main:
         warm.save(out, seconds=time.time() - t0)
     tokenizer, policy, w = warm.tokenizer, warm.policy, cfg.warm

@@ -39,7 +39,12 @@ from ..score import SELECTORS, RewardScorer, ScorerSettings
 from ..train.folder import claim_run_folder
 from ..train.reward import RewardTrainConfig
 from ..train.sft import SFTConfig
-from ..train.warm_start import WarmStartConfig, check_template, warm_start_from_file
+from ..train.warm_start import (
+    RESUMABLE_CHANGES,
+    WarmStartConfig,
+    check_template,
+    warm_start_from_file,
+)
 from ..view import example_traces, item_traces, view_summary, write_view
 
 # train-reward's warm start: real data is longer than the embedded task's; every example is an expert
@@ -81,18 +86,21 @@ class TrainRewardConfig(OnDevice):
             raise ValueError(f"TrainRewardConfig.limit={self.limit}; must be >= 0 (0: all)")
 
 
-def train_reward_command(cfg: TrainRewardConfig, out: Path, progress: bool = True, overwrite: bool = False) -> dict:
+def train_reward_command(cfg: TrainRewardConfig, out: Path, progress: bool = True, overwrite: bool = False,
+                         resume: bool = False) -> dict:
     """Warm start on the file's examples, the localiser calibrated on held-out ones; writes `out/reward` and metrics
-    into `out`, a new folder (or, with `overwrite`, one whose earlier run is replaced)."""
+    into `out`, a new folder (or, with `overwrite`, one whose earlier run is replaced). `resume`: continue the run
+    killed in `out` (same config, but for how often it checkpoints) to the result of a run never killed; a finished
+    run resumed trains nothing and reports the same metrics again."""
     t0 = time.time()
     check_template(cfg.warm, cfg.policy or None)  # before anything is written
     dist = init_dist("ddp", cfg.lora)  # under a launcher: SFT, sampling and reward training split over the ranks
     if dist.main:
-        claim_run_folder(out, "train-reward", asdict(cfg), overwrite=overwrite)
+        claim_run_folder(out, "train-reward", asdict(cfg), resume, overwrite, may_change=tuple(f"warm.{k}" for k in RESUMABLE_CHANGES))
     dist.barrier()
     warm, val_ex, n_read = warm_start_from_file(cfg.warm, cfg.seed, cfg.data, out, cfg.policy or None, None, cfg.val_fraction, cfg.limit,
                                         cfg.torch_device(), cfg.torch_dtype(), progress, parse_fields(cfg.fields),
-                                        cfg.adapters if cfg.lora else None, dist, cfg.rollout)
+                                        cfg.adapters if cfg.lora else None, dist, cfg.rollout, resume)
     if dist.main:
         warm.save(out, seconds=time.time() - t0)
     scorer = RewardScorer(warm.reward_model, warm.tokenizer, ScorerSettings(template=cfg.warm.template),
@@ -207,9 +215,10 @@ def rerank_command(cfg: RerankConfig, out: Path, progress: bool = True) -> dict:
     scored = []  # (reward scores, log-prob scores, answers) of this rank's pools
     for k in tqdm(dist.share(len(pools)), desc="rerank", disable=not (progress and dist.main)):
         p = pools[k]
-        p_ids, c_ids = scorer.encode([p.question] * len(p.solutions), p.solutions, names=[p.source] * len(p.solutions))
-        scored.append((scorer.solution_scores_ids(p_ids, c_ids, selector),
-                       baseline.solution_scores_ids(p_ids, c_ids, "token_mean") if baseline else None,
+        names = [f"{p.source} candidate {c}" for c in range(len(p.solutions))]
+        p_ids, c_ids = scorer.encode([p.question] * len(p.solutions), p.solutions, names=names)
+        scored.append((scorer.solution_scores_ids(p_ids, c_ids, selector, names),
+                       baseline.solution_scores_ids(p_ids, c_ids, "token_mean", names) if baseline else None,
                        [extract_answer(s) for s in p.solutions]))
     reward_scores, logprob_scores, answers = (list(column) for column in zip(*dist.gather(scored), strict=True))
     correct = [list(p.is_correct) for p in pools]

@@ -93,6 +93,7 @@ def _records(source: PathLike) -> Records:
 
 
 def _open(path: Path, name: str) -> io.BufferedReader:
+    """``path`` opened for reading; a file this user may not read is a one-line PermissionError naming it."""
     try:
         return open(path, "rb")  # noqa: SIM115 (closed by the caller's `with`)
     except PermissionError as e:
@@ -217,6 +218,7 @@ def _import_datasets(name: str) -> Any:
 
 
 def _jsonl_records(lines: Iterable[bytes], name: str) -> Records:
+    """One record per non-blank line of ``lines``, each with its 1-based line (a bad one as its DataError)."""
     for lineno, raw in enumerate(lines, start=1):
         at = _At(name, lineno)
         try:
@@ -235,6 +237,7 @@ def _jsonl_records(lines: Iterable[bytes], name: str) -> Records:
 
 
 def _json_problem(e: ValueError) -> str:
+    """What ``json`` could not read, for a DataError's message."""
     if isinstance(e, json.JSONDecodeError):
         return f"malformed JSON: {e.msg} (column {e.colno})"
     return f"unreadable JSON: {e}"

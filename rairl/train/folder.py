@@ -18,13 +18,24 @@ from pathlib import Path
 RUN_FILE = "run.json"
 # What a rairl run leaves in its folder (runs from before run.json existed have no RUN_FILE).
 _RUN_MARKERS = (RUN_FILE, "config.json", "metrics.json", "warm.json", "checkpoints", "train_log.jsonl", "sft_log.jsonl",
-                "reward_log.jsonl", "warm", "policy", "reward")
+                "reward_log.jsonl", "warm", "policy", "reward", "sft_checkpoints", "negatives_checkpoint", "reward_checkpoints")
 
 
 def folder_run_id(out: str | Path | None) -> str | None:
     """The id of the run owning `out` (its run.json), or None."""
     path = Path(out) / RUN_FILE if out else None
     return json.loads(path.read_text())["run_id"] if path and path.exists() else None
+
+
+def run_config(out: str | Path, command: str) -> dict:
+    """The config tree the `rairl {command}` run in `out` was started with (its run.json), for `--resume`."""
+    path = Path(out) / RUN_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found; is {out} the --out folder of a `rairl {command}` run?")
+    saved = json.loads(path.read_text())
+    if saved.get("command") != command:
+        raise ValueError(f"{out}: holds a `rairl {saved.get('command')}` run, not `rairl {command}`; resume it with that command")
+    return saved["config"]
 
 
 def claim_run_folder(out: str | Path, command: str, config: dict, resume: bool = False, overwrite: bool = False,

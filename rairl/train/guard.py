@@ -41,6 +41,13 @@ class StepGuard:
         self.skipped, self.in_row = 0, 0
         self.grad_norm = float("nan")  # of the last step, before clipping
 
+    def state(self) -> dict[str, int]:
+        """The counters a checkpoint keeps, for `load_state` in a resumed loop."""
+        return {"skipped": self.skipped, "in_row": self.in_row}
+
+    def load_state(self, state: dict[str, int]) -> None:
+        self.skipped, self.in_row = state["skipped"], state["in_row"]
+
     def step(self, opt: torch.optim.Optimizer, params: Iterable[torch.nn.Parameter], loss: float, max_norm: float,
              where: str) -> bool:
         """After `backward()`: clip the gradients of `params` to `max_norm`, then step `opt` if `loss` (the

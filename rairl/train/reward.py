@@ -6,7 +6,8 @@ wrong step on: its prefix is the expert's own and carries no signal. The
 policy is frozen here; its per-token log-probs are recomputed per batch (no
 grad) so the same code serves the alternating AIRL loop. Under several processes
 (`dist`) each batch is drawn once and split over the ranks, each class's loss
-divides by its global action count, and the reward trains under DDP.
+divides by its global action count, and the reward trains under DDP. Given a checkpoint folder,
+training checkpoints every `checkpoint_every` steps and when it ends, and resumes bit-exact.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..models.lm import per_token_logprobs
 from ..models.reward import RewardModel
 from ..models.saving import nonfinite_tensor
 from ..tracking import log_row
+from .checkpoint import LoopCheckpoints, drop_rows_after, rng_states
 from .guard import DivergedError, StepGuard
 from .sft import lr_schedule
 
@@ -46,11 +48,14 @@ class RewardTrainConfig:
     eval_every: int = 100  # steps between validation passes (the best one is kept)
     eval_batch_size: int = 64  # sequences per validation batch
     seed: int = 0  # draw of the training batches
+    checkpoint_every: int = 100  # steps between resumable checkpoints, where the caller keeps them (0: never)
 
     def __post_init__(self) -> None:
         check_finite(self)
         if self.lr <= 0:
             raise ValueError(f"RewardTrainConfig.lr={self.lr}; must be > 0")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"RewardTrainConfig.checkpoint_every={self.checkpoint_every}; must be >= 0 (0: never)")
         for name in ("steps", "batch_size", "eval_every", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"RewardTrainConfig.{name}={getattr(self, name)}; must be >= 1")
@@ -70,6 +75,8 @@ def train_reward(
     progress: bool = True,
     params: list[torch.nn.Parameter] | None = None,
     dist: Dist = Dist(),
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> dict[str, float]:
     """Train the discriminator in place; keeps the weights of the best validation AUROC (a pass whose
     AUROC is NaN, or whose weights are not all finite, never counts: none that does raises `DivergedError`).
@@ -81,6 +88,12 @@ def train_reward(
 
     Writes one JSON line per evaluation to `metrics_path` when given (rank 0). Returns
     the best validation metrics.
+
+    With `checkpoint_dir`, a checkpoint every `cfg.checkpoint_every` steps and at the last (the trained
+    parameters, optimiser, random states, skip counters, the best AUROC so far with its step and weights);
+    `resume=True` continues from the newest readable one there (a finished run returns at once; none: from
+    the start) with the log's later rows dropped, to the weights and metrics of a run never stopped. Without
+    `resume` the checkpoints already in `checkpoint_dir` are removed.
     """
     experts = [r for r in train_records if r.label == 1]
     negatives = [r for r in train_records if r.label == 0]
@@ -97,9 +110,22 @@ def train_reward(
     reward = RoutedReward(wrap(TrainModule(None, reward_model), replace(dist, engine="ddp")), reward_model)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     best: dict[str, float] = {"auroc": -1.0}
-    best_state = None
+    best_state, row, start = None, None, 0
     guard = StepGuard("RewardTrainConfig.lr", cfg.lr)
-    bar = tqdm(range(cfg.steps), desc="reward", disable=not (progress and dist.main))
+    names = _names(reward_model, params)
+    checkpoints = LoopCheckpoints(checkpoint_dir, cfg, reward_model, opt, dist)
+
+    def best_layout(meta: dict) -> dict:  # a checkpoint holds the best weights once a validation pass counted
+        return {"best": {n: torch.empty_like(p) for n, p in zip(names, params, strict=True)}} if meta["has_best"] else {}
+    found = checkpoints.start(resume, rng, best_layout)
+    if found:
+        saved, extra = found
+        start, best, row = saved["step"], saved["best"], saved["row"]
+        best_state = [extra["best"][n] for n in names] if extra else None
+        guard.load_state(saved["guard"])
+    if resume and metrics_path and dist.main:  # rows after the checkpoint (all, when the run stopped before its first) are redone
+        drop_rows_after(Path(metrics_path), "step", start)
+    bar = tqdm(range(start, cfg.steps), desc="reward", initial=start, total=cfg.steps, disable=not (progress and dist.main))
     for step in bar:
         reward_model.train()
         half = cfg.batch_size // 2
@@ -127,6 +153,9 @@ def train_reward(
             if finite and val["auroc"] > best["auroc"]:
                 best = {**val, "step": step + 1}
                 best_state = [p.detach().clone() for p in params]
+        if checkpoints.due(step + 1) or step + 1 == cfg.steps:
+            checkpoints.save(step + 1, {"best": best, "has_best": best_state is not None, "row": row, "guard": guard.state()},
+                             rng_states(rng), {"best": dict(zip(names, best_state, strict=True))} if best_state else None)
     if best_state is None:
         raise DivergedError(f"reward training: no validation pass had finite weights and a finite AUROC (the last: "
                             f"{row['val_auroc']}); lower the learning rate RewardTrainConfig.lr (now {cfg.lr:g})")
@@ -136,3 +165,11 @@ def train_reward(
     reward_model.eval()
     return best
 
+
+def _names(module: torch.nn.Module, params: list[torch.nn.Parameter]) -> list[str]:
+    """The name in `module` of each of `params` (what a checkpoint files them under)."""
+    named = {id(p): n for n, p in module.named_parameters()}
+    missing = [k for k, p in enumerate(params) if id(p) not in named]
+    if missing:
+        raise ValueError(f"train_reward: params[{missing[0]}] is not a parameter of the reward model")
+    return [named[id(p)] for p in params]

@@ -143,10 +143,10 @@ class RunData:
 
 
 def warm_start_for(cfg: RunConfig, seed: int, warm_dir: Path, progress: bool = True, data: UserData = UserData(),
-                   dist: Dist = Dist()) -> WarmStart:
+                   dist: Dist = Dist(), resume: bool = False) -> WarmStart:
     """The run's warm start: loaded from `warm_dir` when one is there (it must match the run's seed, data
     and warm config), else built (from the task's splits, or `data.demos` with `data.policy`) and saved there
-    (by rank 0; every launched rank builds it together)."""
+    (by rank 0; every launched rank builds it together); `resume` continues a build killed there."""
     if data.policy:
         provenance = file_provenance(seed, data.demos, 0, data.val_fraction, data.policy, data.reward)
     else:
@@ -162,12 +162,12 @@ def warm_start_for(cfg: RunConfig, seed: int, warm_dir: Path, progress: bool = T
     if data.policy:
         warm, _, _ = warm_start_from_file(cfg.warm, seed, data.demos, warm_dir, data.policy, data.reward or None,
                                           data.val_fraction, 0, device, dtype, progress, parse_fields(data.fields), dist=dist,
-                                          rollout=cfg.rollout)
+                                          rollout=cfg.rollout, resume=resume)
     else:
         splits = make_splits(seed, cfg.task)
         warm = build_warm_start(cfg.warm, seed, [p.example() for p in splits.train], [p.example() for p in splits.val], warm_dir,
                                 random.Random(seed), provenance, device=device, dtype=dtype, log=timed_log("warm ", progress and dist.main),
-                                progress=progress, dist=dist, rollout=cfg.rollout)
+                                progress=progress, dist=dist, rollout=cfg.rollout, resume=resume)
     if dist.main:
         warm.save(warm_dir, seconds=time.time() - t0)
     dist.barrier()
@@ -221,13 +221,13 @@ def post_train(cfg: RunConfig, seed: int, out: Path, warm_dir: Path | None = Non
     warm_dir = warm_dir or out / "warm"
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
-    warm = warm_start_for(cfg, seed, warm_dir, progress, data, dist)
+    warm = warm_start_for(cfg, seed, warm_dir, progress, data, dist, resume)
     warm.sampler = None  # the warm start's vLLM engine (if any) held the SFT policy; the trainer builds its own
     if dist.main:  # a resume may have changed how long the run goes: config.json says so
         (out / "config.json").write_text(json.dumps(run_tree, indent=2))
     tokenizer, policy, reward, method = warm.tokenizer, warm.policy, warm.reward_model, cfg.train.method
     if method == "sft":
-        tokens = continue_sft(cfg, seed, policy, tokenizer, rd.demos, out, progress)[-1]["tokens"]
+        tokens = continue_sft(cfg, seed, policy, tokenizer, rd.demos, out, progress, resume)[-1]["tokens"]
     elif cfg.train.operator == "rft":
         if resume:
             raise ValueError(f"{out}: a train.operator='rft' run has no checkpoints to resume; start it again in a new --out")
@@ -313,8 +313,10 @@ def reward_step_metrics(cfg: RunConfig, seed: int, reward: RewardModel, warm_pol
     return evaluate_steps(reward, partial(per_token_logprobs, policy), val_records, references, tokenizer, step_rule(reward.cfg, tokenizer))
 
 
-def continue_sft(cfg: RunConfig, seed: int, policy, tokenizer, examples: list[Example], out: Path, progress: bool) -> list[dict]:
-    """The SFT baseline: more SFT on the demonstrations, to the same token budget as the RL methods."""
+def continue_sft(cfg: RunConfig, seed: int, policy, tokenizer, examples: list[Example], out: Path, progress: bool,
+                 resume: bool = False) -> list[dict]:
+    """The SFT baseline: more SFT on the demonstrations, to the same token budget as the RL methods (checkpointed
+    under `out/sft_checkpoints`; `resume` continues from there)."""
     p_ids = encode_prompts(tokenizer, [e.prompt for e in examples], max_prompt_tokens=cfg.warm.max_prompt_tokens)
     c_ids = encode_completions(tokenizer, [e.completion for e in examples], max_completion_tokens=cfg.warm.max_completion_tokens)
     batch_size = 64
@@ -323,4 +325,5 @@ def continue_sft(cfg: RunConfig, seed: int, policy, tokenizer, examples: list[Ex
     steps = math.ceil(budget / (batch_size * mean_len)) + 1  # the schedule ends where the budget does
     sft = SFTConfig(steps=steps, batch_size=batch_size, lr=cfg.train.sft_lr, warmup=max(1, steps // 20), log_every=max(1, steps // 10),
                     seed=seed, max_tokens=budget)
-    return train_sft(policy, p_ids, c_ids, tokenizer.pad_token_id, sft, metrics_path=out / "sft_log.jsonl", progress=progress)
+    return train_sft(policy, p_ids, c_ids, tokenizer.pad_token_id, sft, metrics_path=out / "sft_log.jsonl", progress=progress,
+                     checkpoint_dir=out / "sft_checkpoints", resume=resume)

@@ -3,6 +3,9 @@
 Under several processes (`dist`) each batch is drawn once, split over the ranks, and its loss
 divides by the batch's global token count; the policy trains under DDP (its replicas also
 serve the stop check's sampling on every rank).
+
+Given a checkpoint folder, `train_sft` checkpoints every `checkpoint_every` steps and when it ends
+(`rairl.train.checkpoint`); `resume=True` continues from the newest readable one, bit-exact.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from ..models.batch import collate
 from ..models.engine import TrainModule, wrap
 from ..models.lm import per_token_logprobs
 from ..tracking import log_row
+from .checkpoint import LoopCheckpoints, drop_rows_after, rng_states
 from .guard import StepGuard
 
 
@@ -45,13 +49,15 @@ class SFTConfig:
     check_after: int = 0  # first step at which the early-stop check may run
     # Matched budgets: stop once this many completion tokens were trained on (0: `steps` only).
     max_tokens: int = 0
+    checkpoint_every: int = 100  # steps between resumable checkpoints, where the caller keeps them (0: never)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"SFTConfig.{name}={getattr(self, name)}; must be >= 1")
-        if self.steps < 0:
-            raise ValueError(f"SFTConfig.steps={self.steps}; must be >= 0 (0: no SFT)")
+        for name in ("steps", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"SFTConfig.{name}={getattr(self, name)}; must be >= 0 (0: {'no SFT' if name == 'steps' else 'never'})")
         check_finite(self)
         if self.lr <= 0:
             raise ValueError(f"SFTConfig.lr={self.lr}; must be > 0")
@@ -90,6 +96,8 @@ def train_sft(
     progress: bool = True,
     stop_check: Callable[[int], bool] | None = None,
     dist: Dist = Dist(),
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> list[dict]:
     """Train `model` in place on (prompt, completion) pairs; returns the logged rows (rank 0 writes them).
 
@@ -98,7 +106,14 @@ def train_sft(
 
     With `cfg.check_every` and `stop_check`, training ends early the first time
     `stop_check(step)` returns True (the model is put back in train mode after each check); under
-    several processes every rank runs the check and must reach the same answer.
+    several processes every rank runs the check and must reach the same answer. A stateless
+    `stop_check` (one whose answer depends only on the step and the weights) keeps a resume bit-exact.
+
+    With `checkpoint_dir`, a checkpoint every `cfg.checkpoint_every` steps and one when training ends
+    (weights, optimiser, the batch draw's and torch's random states, counters, rows); `resume=True`
+    continues from the newest readable one there (a finished run returns at once; none: from the start)
+    with the log's later rows dropped, to the weights and rows of a run never stopped. Without `resume`
+    the checkpoints already in `checkpoint_dir` are removed.
     """
     if len(prompt_ids) != len(completion_ids) or not prompt_ids:
         raise ValueError(f"train_sft: {len(prompt_ids)} prompts and {len(completion_ids)} completions")
@@ -109,16 +124,28 @@ def train_sft(
     rng = random.Random(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     rows: list[dict] = []
-    log_path = metrics_path if dist.main else None
+    log_path = Path(metrics_path) if metrics_path and dist.main else None
 
     def emit(row: dict) -> None:  # each row as it comes: a long SFT shows its progress on disk and in the tracker
         rows.append(row)
         if log_path:
             log_row(log_path, row)
-    model.train()
-    bar = tqdm(range(cfg.steps), desc="sft", disable=not progress)
     guard = StepGuard("SFTConfig.lr", cfg.lr)
-    running, taken, tokens = 0.0, 0, 0
+    running, taken, tokens, done, finished = 0.0, 0, 0, 0, False
+    checkpoints = LoopCheckpoints(checkpoint_dir, cfg, model, opt, dist)
+    found = checkpoints.start(resume, rng)
+    if found:
+        saved = found[0]
+        rows[:], running, taken, tokens, done, finished = saved["rows"], saved["running"], saved["taken"], saved["tokens"], saved["step"], saved["finished"]
+        guard.load_state(saved["guard"])
+    if resume and log_path:  # rows after the checkpoint (all, when the run stopped before its first) are redone
+        drop_rows_after(log_path, "step", done)
+
+    def save(final: bool) -> None:
+        checkpoints.save(done, {"rows": rows, "running": running, "taken": taken, "tokens": tokens, "finished": final,
+                                "guard": guard.state()}, rng_states(rng))
+    model.train()
+    bar = tqdm(range(done, done if finished else cfg.steps), desc="sft", initial=done, total=cfg.steps, disable=not progress)
     for step in bar:
         if cfg.max_tokens and tokens >= cfg.max_tokens:
             emit({"step": step, "tokens": tokens, "budget_reached": True})
@@ -134,6 +161,7 @@ def train_sft(
         loss_value = float(dist.all_sum(loss.detach().double()))
         if guard.step(opt, model.parameters(), loss_value, cfg.grad_clip, f"SFT step {step + 1}"):
             running, taken = running + loss_value, taken + 1
+        done = step + 1
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             emit({"step": step + 1, "loss": running / taken if taken else float("nan"), "lr": opt.param_groups[0]["lr"],
                   "tokens": tokens, "skipped_steps": guard.skipped})
@@ -145,6 +173,10 @@ def train_sft(
             if stop:
                 emit({"step": step + 1, "stopped_early": True, "tokens": tokens})
                 break
+        if done < cfg.steps and checkpoints.due(done):
+            save(final=False)
+    if not finished:
+        save(final=True)
     model.eval()
     return rows
 

@@ -33,17 +33,14 @@ sampled estimate of `rairl.rl.ppo.sampled_entropy`.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
     get_optimizer_state_dict,
     set_optimizer_state_dict,
@@ -71,7 +68,15 @@ from ..models.sampling import mix_seed
 from ..rl.advantages import broadcast_to_tokens, masked_mean, sequence_advantages, step_advantages
 from ..rl.ppo import policy_loss, sampled_entropy
 from ..tracking import log_row, log_table
-from .checkpoint import committed_checkpoints, load_checkpoint, read_meta, save_checkpoint
+from .checkpoint import (
+    check_config,
+    drop_rows_after,
+    load_checkpoint,
+    load_newest,
+    restore_rng,
+    rng_states,
+    save_checkpoint,
+)
 from .folder import folder_run_id
 from .guard import StepGuard
 from .samples import sample_rows
@@ -466,36 +471,21 @@ class AIRLTrainer:
         """Every rank together: a committed checkpoint folder under `out_dir/checkpoints`."""
         meta = {"iteration": self.iteration_done, "tokens": self.tokens_trained, "policy_steps": self.policy_steps,
                 "config": asdict(self.cfg), "run_id": folder_run_id(self.out_dir)}
-        rng = {"python": self.rng.getstate(), "torch": torch.get_rng_state()}
-        return save_checkpoint(self.out_dir / "checkpoints", self.iteration_done, self._tensors(), meta, rng, self.dist,
+        return save_checkpoint(self.out_dir / "checkpoints", self.iteration_done, self._tensors(), meta, rng_states(self.rng), self.dist,
                                keep=self.cfg.keep_checkpoints)
 
     def resume(self) -> int:
         """Load the newest committed checkpoint of this run under `out_dir` (written at any world size; a
         damaged one is passed over for the one before, with a warning); drop log rows written after it.
         Returns its iteration."""
-        candidates = committed_checkpoints(self.out_dir / "checkpoints", folder_run_id(self.out_dir))[::-1]
-        if not candidates:
+        found = load_newest(self.out_dir / "checkpoints", self._load, folder_run_id(self.out_dir),
+                            check=lambda path: check_config(path, self.cfg, RESUMABLE_CHANGES))
+        if found is None:
             raise FileNotFoundError(f"{self.out_dir / 'checkpoints'}: no committed checkpoint of this run to resume from")
-        errors = []
-        for path in candidates:
-            saved = {**asdict(TrainConfig()), **read_meta(path)["config"]}  # fields added since the checkpoint: their defaults
-            diff = sorted(k for k, v in asdict(self.cfg).items() if saved[k] != v and k not in RESUMABLE_CHANGES)
-            if diff:
-                raise ValueError(f"{path}: written with another TrainConfig (fields {diff} differ); resume with the run's config.json")
-            try:
-                self._load(path)
-            except (Exception, CheckpointException) as e:  # (a BaseException) a truncated shard or RNG file: the one before is whole
-                errors.append(f"{path.name}: {(str(e).strip().splitlines() or [type(e).__name__])[-1]}")  # DCP's: a traceback
-                warnings.warn(f"{path}: cannot be read ({errors[-1]}); trying the checkpoint before it", stacklevel=2)
-                continue
-            if self.dist.main:
-                for log_path in (self.out_dir / "train_log.jsonl", self.out_dir / "samples.jsonl"):
-                    if log_path.exists():  # rows of iterations after the checkpoint are redone
-                        rows = [line for line in log_path.read_text().splitlines() if json.loads(line)["iteration"] <= self.iteration_done]
-                        log_path.write_text("".join(r + "\n" for r in rows))
-            return self.iteration_done
-        raise ValueError(f"{self.out_dir / 'checkpoints'}: no committed checkpoint can be read ({'; '.join(errors)})")
+        if self.dist.main:
+            for log_path in (self.out_dir / "train_log.jsonl", self.out_dir / "samples.jsonl"):
+                drop_rows_after(log_path, "iteration", self.iteration_done)
+        return self.iteration_done
 
     def _load(self, path: Path) -> None:
         tensors = self._tensors()
@@ -504,6 +494,5 @@ class AIRLTrainer:
         set_optimizer_state_dict(self.models.module, self.policy_opt, tensors["policy_opt"])
         if self.reward_opt:
             set_optimizer_state_dict(self.models.module, self.reward_opt, tensors["reward_opt"])
-        self.rng.setstate(rng["python"])
-        torch.set_rng_state(rng["torch"])
+        restore_rng(rng, self.rng)
         self.iteration_done, self.tokens_trained, self.policy_steps = meta["iteration"], meta["tokens"], meta["policy_steps"]

@@ -10,6 +10,11 @@
 `reward/`, `records.json` and `warm.json`; `load_warm_start(dir)` reads them back,
 `warm.json` files of format 1 (written before this module existed) included.
 Verifier-free: gold answers are read only by the SFT stop check (sampled accuracy).
+
+A killed build resumes stage by stage (`resume=True`), to the warm start an uninterrupted one gives:
+SFT and reward training continue from their checkpoints (`dir/sft_checkpoints`, `dir/reward_checkpoints`;
+a finished one restores its end state at once), and the negatives, saved with the random states after
+them at the stage's end (`dir/negatives_checkpoint`), are not sampled again.
 """
 
 from __future__ import annotations
@@ -52,10 +57,13 @@ from ..models.tokenizer import (
     set_template,
     train_bpe_tokenizer,
 )
+from .checkpoint import load_checkpoint, load_newest, restore_rng, rng_states, save_checkpoint
 from .reward import RewardTrainConfig, train_reward
 from .sft import SFTConfig, train_sft
 
 FORMAT_VERSION = 2  # of warm.json; 1: {"config": <DemoConfig of rairl <= 0.1>, ...}
+# WarmStartConfig fields a resumed build may set anew: how often it checkpoints changes no result.
+RESUMABLE_CHANGES = ("sft.checkpoint_every", "reward_train.checkpoint_every")
 
 
 @dataclass(frozen=True)
@@ -130,8 +138,7 @@ class WarmStart:
         """Write the reward model, records and `warm.json` under `out` (the policy is already on disk)."""
         out = Path(out)
         self.reward_model.save_pretrained(out / "reward")
-        records = {"train": [asdict(r) for r in self.train_records], "val": [asdict(r) for r in self.val_records],
-                   "val_pools": [asdict(p) for p in self.val_pools], "val_items": [asdict(i) for i in self.val_items]}
+        records = records_tree(self.train_records, self.val_records, self.val_pools, self.val_items)
         (out / "records.json").write_text(json.dumps(records))
         policy = "policy" if self.policy_path.resolve() == (out / "policy").resolve() else str(self.policy_path)
         write_metrics(out / "warm.json", {"format_version": FORMAT_VERSION, "config": asdict(self.cfg), "provenance": self.provenance,
@@ -156,13 +163,23 @@ def load_warm_start(warm_dir: str | Path, device: str | torch.device = "cpu", dt
     else:
         raise ValueError(f"{meta_file}: field 'format_version' is {version!r}; this rairl reads 1 and {FORMAT_VERSION}")
     policy_path = warm_dir / policy if policy == "policy" else Path(policy)
-    records = json.loads((warm_dir / "records.json").read_text())
+    records = from_records_tree(json.loads((warm_dir / "records.json").read_text()))
     return WarmStart(
         cfg, provenance, set_template(load_tokenizer(policy_path), cfg.template), load_causal_lm(policy_path, dtype, attn_implementation(torch.device(device)), device),
-        policy_path, load_reward_model(warm_dir / "reward", dtype, device, attn_implementation(torch.device(device))),
-        [DiscRecord(**r) for r in records["train"]], [DiscRecord(**r) for r in records["val"]],
-        [SampledPool(**p) for p in records.get("val_pools", [])], [LocaliseItem(**i) for i in records.get("val_items", [])], best,
+        policy_path, load_reward_model(warm_dir / "reward", dtype, device, attn_implementation(torch.device(device))), *records, best,
     )
+
+
+def records_tree(train: list[DiscRecord], val: list[DiscRecord], val_pools: list[SampledPool], val_items: list[LocaliseItem]) -> dict:
+    """The discriminator data of a warm start as JSON-able lists (`records.json`, the negatives checkpoint)."""
+    return {"train": [asdict(r) for r in train], "val": [asdict(r) for r in val],
+            "val_pools": [asdict(p) for p in val_pools], "val_items": [asdict(i) for i in val_items]}
+
+
+def from_records_tree(tree: dict) -> tuple[list[DiscRecord], list[DiscRecord], list[SampledPool], list[LocaliseItem]]:
+    """`records_tree`'s lists back as (train, val, val_pools, val_items); old files may lack the last two."""
+    return ([DiscRecord(**r) for r in tree["train"]], [DiscRecord(**r) for r in tree["val"]],
+            [SampledPool(**p) for p in tree.get("val_pools", [])], [LocaliseItem(**i) for i in tree.get("val_items", [])])
 
 
 def build_warm_start(
@@ -183,6 +200,7 @@ def build_warm_start(
     negative_questions: Sequence[str] = (),
     dist: Dist = Dist(),
     rollout: RolloutConfig = RolloutConfig(),
+    resume: bool = False,
 ) -> WarmStart:
     """Tokenizer, policy, negatives and reward model from expert `train` / `val` examples.
 
@@ -200,6 +218,10 @@ def build_warm_start(
     split their batches over the ranks; rank 0 writes the files (the caller saves the `WarmStart`).
     `rollout.engine="vllm"`: the SFT policy's negative and validation samples come from a vLLM engine
     (kept on the returned `WarmStart.sampler`); hf and hf_merged sample the full-weight policy itself.
+
+    `resume`: continue a build killed in `out`, stage by stage (see the module's docstring), with the
+    same arguments and an `rng` in the state it was in then; without it, `out`'s stage checkpoints are
+    replaced.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -224,7 +246,7 @@ def build_warm_start(
         if cfg.sft.steps:
             train_sft(policy, p_ids, c_ids, tokenizer.pad_token_id, cfg.sft, metrics_path=out / "sft_log.jsonl", progress=progress,
                       stop_check=_sft_stop_check(cfg, policy, tokenizer, val, log, dist) if cfg.sft_target_accuracy > 0 else None,
-                      dist=dist)
+                      dist=dist, checkpoint_dir=out / "sft_checkpoints", resume=resume)
             if dist.main:
                 save_pretrained(policy, out / "policy")
                 tokenizer.save_pretrained(out / "policy")
@@ -237,19 +259,28 @@ def build_warm_start(
     sampler = make_sampler(rollout, ModelSet(policy, None)) if rollout.engine == "vllm" else None
 
     # negatives: policy samples on training prompts; validation pools for model selection
-    negative = rng.sample(list(train), min(cfg.negative_prompts, len(train)))
-    neg_pools = _pools(cfg, policy, tokenizer, negative, cfg.negative_samples, seed + 2, progress, dist, sampler)
-    if negative_questions:  # no answers: these pools are negatives only
-        neg_pools += sample_pools(policy, tokenizer, list(negative_questions), [None] * len(negative_questions), cfg.negative_samples,
-                                  cfg.max_new_tokens, cfg.temperature, seed + 4, cfg.max_prompt_tokens, progress, dist, sampler)
-    val_pools = _pools(cfg, policy, tokenizer, val, cfg.val_samples, seed + 3, progress, dist, sampler)
-    n_exp = min(cfg.disc_experts, len(train))
-    train_records, _ = discriminator_records(tokenizer, train[:n_exp], p_ids[:n_exp], c_ids[:n_exp],
-                                             [(p.prompt_ids, p.completion_ids) for p in neg_pools], rng)
-    val_p = encode_prompts(tokenizer, [e.prompt for e in val], cfg.max_prompt_tokens)
-    val_c = encode_completions(tokenizer, [e.completion for e in val], cfg.max_completion_tokens)
-    val_records, val_perturbed = discriminator_records(tokenizer, val, val_p, val_c,
-                                                       [(p.prompt_ids, p.completion_ids) for p in val_pools], rng)
+    stage = out / "negatives_checkpoint"
+    found = load_newest(stage, lambda path: load_checkpoint(path, {}, dist)) if resume else None
+    if found:
+        meta, states = found[1]
+        train_records, val_records, val_pools, val_perturbed = from_records_tree(meta["records"])
+        restore_rng(states, rng)
+    else:
+        negative = rng.sample(list(train), min(cfg.negative_prompts, len(train)))
+        neg_pools = _pools(cfg, policy, tokenizer, negative, cfg.negative_samples, seed + 2, progress, dist, sampler)
+        if negative_questions:  # no answers: these pools are negatives only
+            neg_pools += sample_pools(policy, tokenizer, list(negative_questions), [None] * len(negative_questions), cfg.negative_samples,
+                                      cfg.max_new_tokens, cfg.temperature, seed + 4, cfg.max_prompt_tokens, progress, dist, sampler)
+        val_pools = _pools(cfg, policy, tokenizer, val, cfg.val_samples, seed + 3, progress, dist, sampler)
+        n_exp = min(cfg.disc_experts, len(train))
+        train_records, _ = discriminator_records(tokenizer, train[:n_exp], p_ids[:n_exp], c_ids[:n_exp],
+                                                 [(p.prompt_ids, p.completion_ids) for p in neg_pools], rng)
+        val_p = encode_prompts(tokenizer, [e.prompt for e in val], cfg.max_prompt_tokens)
+        val_c = encode_completions(tokenizer, [e.completion for e in val], cfg.max_completion_tokens)
+        val_records, val_perturbed = discriminator_records(tokenizer, val, val_p, val_c,
+                                                           [(p.prompt_ids, p.completion_ids) for p in val_pools], rng)
+        save_checkpoint(stage, 0, {}, {"records": records_tree(train_records, val_records, val_pools, val_perturbed)},
+                        rng_states(rng), dist, keep=1)
     log(f"discriminator data: {len(train_records)} train / {len(val_records)} val sequences")
 
     if reward_path is not None:  # a given reward model: evaluated on this validation data, not trained
@@ -264,7 +295,8 @@ def build_warm_start(
         else:
             reward_model, logp_model, params = RewardModel(copy.deepcopy(policy), cfg.reward).to(device), policy, None
         best = train_reward(reward_model, logp_model, train_records, val_records, tokenizer.pad_token_id, step_rule(cfg.reward, tokenizer),
-                            cfg.reward_train, metrics_path=out / "reward_log.jsonl", progress=progress, params=params, dist=dist)
+                            cfg.reward_train, metrics_path=out / "reward_log.jsonl", progress=progress, params=params, dist=dist,
+                            checkpoint_dir=out / "reward_checkpoints", resume=resume)
     log(f"reward model: best val AUROC {best['auroc']:.3f} (acc {best['acc']:.3f}) at step {best['step']}")
     return WarmStart(cfg, provenance, tokenizer, policy, Path(policy_path), reward_model, train_records, val_records,
                      val_pools, val_perturbed + clean_items(val), best, sampler)
@@ -289,11 +321,11 @@ def warm_start_from_file(
     cfg: WarmStartConfig, seed: int, demos: str, out: str | Path, policy_path: str | None = None, reward_path: str | None = None,
     val_fraction: float = 0.1, limit: int = 0, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
     progress: bool = True, fields: dict[str, str] | None = None, adapters: AdapterConfig | None = None, dist: Dist = Dist(),
-    rollout: RolloutConfig = RolloutConfig(),
+    rollout: RolloutConfig = RolloutConfig(), resume: bool = False,
 ) -> tuple[WarmStart, list[Example], int]:
     """`build_warm_start` on the expert demonstrations in `demos` (JSONL, GSM8K or a dataset), shuffled
     with `seed`, `val_fraction` of them held out (`fields` maps rairl's field names to the file's columns); returns the warm start, the held-out examples and
-    how many examples were read."""
+    how many examples were read. `resume`: continue a build killed in `out`."""
     examples = load_examples(demos, limit=limit or None, fields=fields)
     rng = random.Random(seed)
     rng.shuffle(examples)
@@ -303,7 +335,7 @@ def warm_start_from_file(
     val, train = examples[:n_val], examples[n_val:]
     warm = build_warm_start(cfg, seed, train, val, out, rng, file_provenance(seed, demos, limit, val_fraction, policy_path, reward_path), policy_path=policy_path, reward_path=reward_path,
                             device=device, dtype=dtype, log=timed_log("warm ", progress and dist.main), progress=progress, adapters=adapters,
-                            dist=dist, rollout=rollout)
+                            dist=dist, rollout=rollout, resume=resume)
     return warm, val, len(examples)
 
 

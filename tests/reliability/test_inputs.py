@@ -20,10 +20,8 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub lookup would fail at once instead of waiting on the network
-
-from rairl import cli  # noqa: E402
-from rairl.data import load_candidate_pools  # noqa: E402
+from rairl import cli
+from rairl.data import load_candidate_pools
 
 EXAMPLES = [{"prompt": "Tom has 3 pens. Tom gets 2 more.", "completion": "3 + 2 = 5\n#### 5", "answer": "5"},
             {"prompt": "Ann has 4 cups.", "completion": "4 * 2 = 8\n#### 8"},
@@ -47,6 +45,12 @@ def reward_dir(tiny_dir, tmp_path_factory):
     path = tmp_path_factory.mktemp("reward")
     RewardScorer(RewardModel(load_causal_lm(tiny_dir), RewardConfig()), load_tokenizer(tiny_dir)).save_pretrained(path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    """A hub lookup, should one slip through, fails at once instead of waiting on the network."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture()
@@ -220,7 +224,7 @@ def test_an_over_long_prompt_is_named_by_file_and_line(reward_dir, tmp_path, cap
     items = _jsonl(tmp_path / "i.jsonl", [{"id": k, "problem": q, "steps": ["3 + 2 = 5", "#### 5"], "label": -1}
                                           for k, q in (("a", "Q1?"), ("b", "Q2?"), ("c", LONG))])
     limits = ["--max_prompt_tokens", "48", "--reward", str(reward_dir), "--no-progress"]
-    for argv, where in ((["score", "--data", str(data)], f"{data}:3"), (["rerank", "--pools", str(pools)], f"{pools}:3"),
+    for argv, where in ((["score", "--data", str(data)], f"{data}:3"), (["rerank", "--pools", str(pools)], f"{pools}:3 candidate 0"),
                         (["localise", "--items", str(items)], f"item c ({items}:3)"),
                         (["view", "--data", str(data)], f"{data}:3")):
         err = _error(capsys, [*argv, *limits, "--out", str(tmp_path / argv[0])])
