@@ -124,3 +124,35 @@ def test_log_samples_needs_the_ppo_loop_and_evaluations():
             TrainConfig(log_samples=4, **bad)
     with pytest.raises(ValueError, match="log_samples"):
         TrainConfig(log_samples=-1)
+
+
+@pytest.mark.parametrize("report_to", ["wandb", "trackio"])
+def test_wandb_and_trackio_get_one_growing_step_and_the_rows_own_step_as_a_value(report_to, tmp_path, monkeypatch):
+    pytest.importorskip(report_to, reason=f"--report_to {report_to} needs: pip install 'rairl[{report_to}]'")
+    monkeypatch.setenv("WANDB_MODE", "offline")  # no network, here or in CI
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "trackio"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "warm").mkdir()
+    rng = random.Random()
+    sft = [{"step": 10 * i, "loss": rng.uniform(0, 3)} for i in range(1, 4)]
+    train = [{"iteration": i, "mean_reward": rng.uniform(-1, 1)} for i in (1, 2)]
+    tracking.start_tracking(report_to, tmp_path, {"seed": 3, "train": {"lr": 1e-4}})
+    sent = []
+    try:
+        tracking.log_row(tmp_path / "warm" / "sft_log.jsonl", sft[0])  # opens the tracker
+        real = tracking._session.tracker.log
+        monkeypatch.setattr(tracking._session.tracker, "log", lambda values, step=None, **kw: (sent.append((values, step)), real(values, step=step, **kw)))
+        for row in sft[1:]:
+            tracking.log_row(tmp_path / "warm" / "sft_log.jsonl", row)
+        for row in train:
+            tracking.log_row(tmp_path / "train_log.jsonl", row)
+        tracking.log_table(tmp_path / "samples.jsonl", [{"prompt": "p", "completion": "c", "step_rewards": [0.5]}], step=2)
+        if report_to == "wandb":
+            summary = dict(tracking._session.tracker.run.summary)
+            assert summary["train/mean_reward"] == pytest.approx(train[-1]["mean_reward"]) and summary["warm/sft/step"] == 30
+    finally:
+        tracking.end_tracking()
+    scalars = [(v, s) for v, s in sent if not any(k == "samples" for k in v)]
+    assert [s for _, s in scalars] == sorted({s for _, s in scalars}) and len(scalars) == 4  # one step, growing across keys
+    assert [v for v, _ in scalars] == [{f"warm/sft/{k}": r[k] for k in r} for r in sft[1:]] + [{f"train/{k}": r[k] for k in r} for r in train]
