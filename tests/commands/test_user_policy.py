@@ -26,9 +26,11 @@ def user_files(tmp_path_factory):
     tokenizer = train_bpe_tokenizer([format_prompt(e.prompt) + e.completion for e in examples], 400)
     tokenizer.chat_template = CHAT  # saved with the tokenizer, as a chat model's is
     tokenizer.save_pretrained(root / "policy")
-    tokenizer = load_tokenizer(root / "policy")
-    build_tiny_lm(tokenizer, TinyLMConfig(arch="qwen2", hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64),
-                  seed=1).save_pretrained(root / "policy")
+    shape = TinyLMConfig(arch="qwen2", hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
+    build_tiny_lm(load_tokenizer(root / "policy"), shape, seed=1).save_pretrained(root / "policy")
+    # Its config.json makes AutoTokenizer load Qwen2's tokenizer class, which adds <|endoftext|>: the model is
+    # built again for the tokenizer as it now loads, so that it embeds every id (rairl refuses a pair that does not).
+    build_tiny_lm(load_tokenizer(root / "policy"), shape, seed=1).save_pretrained(root / "policy")
     (root / "demos.jsonl").write_text("".join(json.dumps({"prompt": e.prompt, "completion": e.completion, "answer": e.answer}) + "\n"
                                               for e in examples[:60]))
     (root / "prompts.jsonl").write_text("".join(json.dumps({"question": e.prompt}) + "\n" for e in examples[60:]))  # no answers
