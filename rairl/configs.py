@@ -39,6 +39,14 @@ def check_finite(cfg: Any) -> None:
             raise ValueError(f"{type(cfg).__name__}.{f.name}={value}; must be finite (no NaN or inf)")
 
 
+def check_at_least(cfg: Any, low: float, *names: str, strict: bool = False) -> None:
+    """Refuse each field `names` of the config dataclass `cfg` below `low` (or, `strict`, not above it), naming it."""
+    for name in names:
+        value = getattr(cfg, name)
+        if value < low or (strict and value == low):
+            raise ValueError(f"{type(cfg).__name__}.{name}={value}; must be {'>' if strict else '>='} {low}")
+
+
 def config_from_dict(cls: type, tree: dict, source: str = "") -> Any:
     """`cls` built from a nested dict (a saved config, a config file merged with the defaults).
 

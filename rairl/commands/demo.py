@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from ..airl.negatives import perturbed_negatives
+from ..configs import check_at_least
 from ..data import TaskConfig, make_splits
 from ..data.task import quick_task_config
 from ..dist import init_dist
@@ -69,6 +70,7 @@ class DemoConfig(OnDevice):
         check_template(self.warm, None)  # the embedded task's tiny policy
         if self.n_samples < 2:
             raise ValueError(f"DemoConfig.n_samples={self.n_samples}; need >= 2 for best-of-N")
+        check_at_least(self, 0, "seed", "threads")
         for name in ("negative_prompts", "disc_experts"):
             if getattr(self.warm, name) > self.task.n_train:
                 raise ValueError(f"DemoConfig.warm.{name}={getattr(self.warm, name)} > task.n_train={self.task.n_train}")

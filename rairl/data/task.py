@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from ..configs import check_at_least
 from .records import Example
 
 NAMES = ("Mia", "Tom", "Ana", "Ben", "Eva", "Sam", "Lily", "Omar", "Zoe", "Max")
@@ -40,6 +41,7 @@ class TaskConfig:
     n_test: int = 300  # held-out test problems
 
     def __post_init__(self) -> None:
+        check_at_least(self, 1, "n_train", "n_val", "n_test")
         if not 1 <= self.min_steps <= self.max_steps:
             raise ValueError(f"TaskConfig: need 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
         if self.max_start < 2 or self.max_operand < 1 or self.max_value < self.max_start:

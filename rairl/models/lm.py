@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
+from ..configs import check_at_least
 from ..kernels import token_logprobs
 from .packing import packed_decoder_hidden
 
@@ -32,6 +33,7 @@ class TinyLMConfig:
     def __post_init__(self) -> None:
         if self.arch not in ("llama", "qwen2"):
             raise ValueError(f"TinyLMConfig.arch: {self.arch!r}; use 'llama' or 'qwen2'")
+        check_at_least(self, 1, "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_positions")
         if self.hidden_size % self.num_heads:
             raise ValueError("TinyLMConfig: hidden_size must be a multiple of num_heads")
 

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel
 
-from ..configs import check_finite
+from ..configs import check_at_least, check_finite
 from ..kernels.segments import MAX_INTERVAL
 from .batch import TokenBatch
 from .lm import load_causal_lm, per_token_logprobs
@@ -48,6 +48,7 @@ class RewardConfig:
         if self.granularity not in GRANULARITIES:
             raise ValueError(f"RewardConfig.granularity={self.granularity!r}; choose one of {GRANULARITIES}")
         check_finite(self)
+        check_at_least(self, 0, "beta")
         # Bounded like StepRule.interval: a saved reward_config.json with a huge value must fail
         # here, by name, before anything packs a batch with it.
         if not isinstance(self.interval, int) or isinstance(self.interval, bool) or not 1 <= self.interval <= MAX_INTERVAL:

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from ..airl.discriminator import DiscRecord, class_counts, discriminator_batch, discriminator_loss
-from ..configs import check_finite
+from ..configs import check_at_least, check_finite
 from ..dist import Dist
 from ..eval.discriminator import evaluate_discriminator
 from ..kernels.segments import StepRule
@@ -52,8 +52,8 @@ class RewardTrainConfig:
 
     def __post_init__(self) -> None:
         check_finite(self)
-        if self.lr <= 0:
-            raise ValueError(f"RewardTrainConfig.lr={self.lr}; must be > 0")
+        check_at_least(self, 0, "warmup", "weight_decay", "seed")
+        check_at_least(self, 0, "lr", "grad_clip", strict=True)
         if self.checkpoint_every < 0:
             raise ValueError(f"RewardTrainConfig.checkpoint_every={self.checkpoint_every}; must be >= 0 (0: never)")
         for name in ("steps", "batch_size", "eval_every", "eval_batch_size"):

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from ..configs import check_finite
+from ..configs import check_at_least, check_finite
 from ..dist import Dist
 from ..models.batch import collate
 from ..models.engine import TrainModule, wrap
@@ -59,8 +59,8 @@ class SFTConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"SFTConfig.{name}={getattr(self, name)}; must be >= 0 (0: {'no SFT' if name == 'steps' else 'never'})")
         check_finite(self)
-        if self.lr <= 0:
-            raise ValueError(f"SFTConfig.lr={self.lr}; must be > 0")
+        check_at_least(self, 0, "warmup", "weight_decay", "seed", "check_every", "check_after", "max_tokens")
+        check_at_least(self, 0, "lr", "grad_clip", strict=True)
 
 
 def lr_schedule(step: int, peak: float, warmup: int, total: int) -> float:

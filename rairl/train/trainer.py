@@ -56,7 +56,7 @@ from ..airl.discriminator import (
     discriminator_terms,
 )
 from ..airl.layout import ActionLayout, action_layout, step_rule
-from ..configs import check_finite
+from ..configs import check_at_least, check_finite
 from ..data import answer_kind, answers_match, extract_answer
 from ..dist import Dist
 from ..eval.discriminator import evaluate_discriminator
@@ -140,6 +140,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_finite(self)
+        check_at_least(self, 0, "disc_lr", "clip_eps", "grad_clip", strict=True)
+        check_at_least(self, 0, "seed")
         if self.method not in METHODS:
             raise ValueError(f"TrainConfig.method={self.method!r}; choose one of {METHODS}")
         if self.operator not in OPERATORS:

@@ -35,7 +35,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..airl.discriminator import DiscRecord
 from ..airl.layout import step_rule
 from ..airl.negatives import discriminator_records
-from ..configs import check_finite, config_from_dict
+from ..configs import check_at_least, check_finite, config_from_dict
 from ..data import Example, LocaliseItem, load_examples
 from ..dist import Dist
 from ..eval.discriminator import evaluate_discriminator
@@ -91,6 +91,7 @@ class WarmStartConfig:
 
     def __post_init__(self) -> None:
         check_finite(self)
+        check_at_least(self, 0, "sft_check_problems")
         for name in ("val_samples", "disc_experts", "negative_prompts", "negative_samples", "max_new_tokens",
                      "max_prompt_tokens", "max_completion_tokens", "vocab_size"):
             if getattr(self, name) < 1:

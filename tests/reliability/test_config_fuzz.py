@@ -110,3 +110,21 @@ def test_non_finite_options_are_refused_before_any_work(option, value, tmp_path,
     assert main(["train", "--quick", f"{option}={value}", "--out", str(out)]) == 2
     assert option.removeprefix("--").split(".")[-1] in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--warm.sft.grad_clip", "-1"), ("--warm.sft.warmup", "-3"), ("--warm.sft.check_after", "-1"), ("--warm.sft.max_tokens", "-5"),
+    ("--warm.reward_train.weight_decay", "-0.1"), ("--warm.reward_train.grad_clip", "0"), ("--warm.reward.beta", "-1"),
+    ("--warm.sft_check_problems", "-1"), ("--warm.model.num_heads", "0"), ("--task.n_val", "0"), ("--threads", "-2"), ("--seed", "-1"),
+])
+def test_out_of_range_values_are_refused_naming_the_field(option, value, capsys):
+    assert main(["demo", f"{option}={value}", "--print-config"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and option.rsplit(".", 1)[-1].removeprefix("--") in err, err
+
+
+@pytest.mark.parametrize("option, value", [("--train.disc_lr", "-1e-4"), ("--train.clip_eps", "0"), ("--train.grad_clip", "-1"),
+                                           ("--train.seed", "-7")])
+def test_out_of_range_train_values_are_refused_naming_the_field(option, value, capsys):
+    assert main(["train", f"{option}={value}", "--print-config"]) == 2
+    assert option.rsplit(".", 1)[-1] in capsys.readouterr().err
