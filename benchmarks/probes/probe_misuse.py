@@ -32,7 +32,7 @@ class Probe:
     expect: str  # "refuse" | "work"
     words: tuple[str, ...] = ()  # refuse: in the one-line message
     check: Callable[[], bool] | None = None  # work: what it wrote is right
-    stdin: str | None = None  # a file piped in
+    stdin: str | None = None  # a file piped in (through a pipe, not a file handle)
     before: Callable[[], None] | None = None  # set-up run just before
 
 
@@ -121,7 +121,7 @@ def probes(f: dict[str, Path]) -> list[Probe]:
               "refuse", ("nan",)),
         Probe("a first run", [*train, "--train.iterations", "2", "--train.checkpoint_every", "1", "--out", out("resume")], "work",
               check=lambda: (root / "out" / "resume" / "metrics.json").exists()),
-        Probe("a second run into the same --out", [*train, "--out", out("resume")], "refuse", ("holds another run",)),
+        Probe("a second run into the same --out", [*train, "--out", out("resume")], "refuse", ("holds",)),
         Probe("--resume with an option that changes the run", ["train", "--resume", out("resume"), "--train.lr", "0.5", *q],
               "refuse", ("train.lr",)),
         Probe("a demo into a train run's folder", ["demo", "--quick", "--out", out("resume"), *q], "refuse", ("holds another run",)),
@@ -139,7 +139,7 @@ def probes(f: dict[str, Path]) -> list[Probe]:
         Probe("a mistyped local --policy", ["train-reward", "--data", demos, "--policy", "./runs/pollicy", "--out", out("typo"), *q],
               "refuse", ("pollicy",)),
         Probe("a --policy folder with no tokenizer", ["train-reward", "--data", demos, "--policy", str(root / "no_tokenizer"),
-              "--out", out("notok"), *q], "refuse", ("tokenizer",)),
+              "--out", out("notok"), *q], "refuse", ("no tokenizer",)),
         Probe("an over-long prompt on line 3", ["score", "--reward", r, "--data", str(root / "long.jsonl"), "--max_prompt_tokens", "64",
               "--out", out("long"), *q], "refuse", ("long.jsonl:3",)),
         Probe("weight files readable like the folder", ["score", "--reward", r, "--data", demos, "--out", out("modes"), *q], "work",
@@ -151,13 +151,9 @@ def run(p: Probe, cwd: Path) -> dict:
     if p.before:
         p.before()
     t0 = time.time()
-    stdin = open(p.stdin) if p.stdin else subprocess.DEVNULL  # noqa: SIM115
-    try:
-        proc = subprocess.run([sys.executable, "-m", "rairl.cli", *p.argv], capture_output=True, text=True, timeout=600, cwd=cwd,
-                              stdin=stdin, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
-    finally:
-        if p.stdin:
-            stdin.close()
+    piped = {"input": Path(p.stdin).read_text()} if p.stdin else {"stdin": subprocess.DEVNULL}
+    proc = subprocess.run([sys.executable, "-m", "rairl.cli", *p.argv], capture_output=True, text=True, timeout=600, cwd=cwd,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}, **piped)
     err = proc.stderr.strip().splitlines()
     last = err[-1] if err else ""
     if proc.returncode < 0:
