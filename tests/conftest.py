@@ -40,3 +40,21 @@ def tiny(tiny_dir):
     from rairl.models.tokenizer import load_tokenizer
 
     return load_tokenizer(tiny_dir), load_causal_lm(tiny_dir).eval()
+
+
+@pytest.fixture(scope="session")
+def reward_dir(tiny_dir, tmp_path_factory):
+    """A reward model on the tiny policy with random heads (its step scores differ), saved with its tokenizer
+    as `rairl score` / `rerank` / `localise` / `view` read it. Tests must not write into it."""
+    from rairl.models.lm import load_causal_lm
+    from rairl.models.reward import RewardConfig, RewardModel
+    from rairl.models.tokenizer import load_tokenizer
+    from rairl.score import RewardScorer, ScorerSettings
+
+    path = tmp_path_factory.mktemp("reward")
+    reward = RewardModel(load_causal_lm(tiny_dir), RewardConfig())
+    torch.manual_seed(0)
+    for head in (reward.g_head, reward.h_head):
+        torch.nn.init.normal_(head.weight, std=0.5)
+    RewardScorer(reward, load_tokenizer(tiny_dir), ScorerSettings()).save_pretrained(path)
+    return path

@@ -6,9 +6,6 @@ import json
 import re
 from html.parser import HTMLParser
 
-import pytest
-import torch
-
 from rairl.data import Example
 from rairl.metrics import first_below, localisation_metrics
 from rairl.view import Trace, example_traces, render_view, view_summary
@@ -138,23 +135,6 @@ def test_answers_are_checked_and_summarised():
     assert any("✗ answer 5 (gold 4)" in c for c in page.cards[1]["chips"])
     assert not any("answer" in c for c in page.cards[2]["chips"]) and not any("gold" in c for c in page.cards[2]["chips"])
     assert "50.0%" in page.stats and "answers correct (of 2)" in page.stats
-
-
-@pytest.fixture(scope="module")
-def reward_dir(tiny_dir, tmp_path_factory):
-    """A reward on the tiny policy with random heads (its step scores differ)."""
-    from rairl.models.lm import load_causal_lm
-    from rairl.models.reward import RewardConfig, RewardModel
-    from rairl.models.tokenizer import load_tokenizer
-    from rairl.score import RewardScorer, ScorerSettings
-
-    path = tmp_path_factory.mktemp("reward")
-    reward = RewardModel(load_causal_lm(tiny_dir), RewardConfig())
-    torch.manual_seed(0)
-    for head in (reward.g_head, reward.h_head):
-        torch.nn.init.normal_(head.weight, std=0.5)
-    RewardScorer(reward, load_tokenizer(tiny_dir), ScorerSettings()).save_pretrained(path)
-    return path
 
 
 def test_view_command_reads_items_or_examples_and_localise_writes_the_same_view(rairl, reward_dir, tmp_path):

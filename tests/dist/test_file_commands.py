@@ -21,18 +21,6 @@ HERE = Path(__file__).parent
 QUESTION = "Tom has {a} pens. Tom gets {b} more."
 
 
-@pytest.fixture(scope="module")
-def reward_dir(tiny_dir, tmp_path_factory):
-    """A reward on the tiny policy with random heads (its scores differ between candidates)."""
-    path = tmp_path_factory.mktemp("reward")
-    reward = RewardModel(load_causal_lm(tiny_dir), RewardConfig())
-    torch.manual_seed(0)
-    for head in (reward.g_head, reward.h_head):
-        torch.nn.init.normal_(head.weight, std=0.5)
-    RewardScorer(reward, load_tokenizer(tiny_dir), ScorerSettings()).save_pretrained(path)
-    return path
-
-
 def files(tmp_path: Path, n: int = 5) -> tuple[Path, Path]:
     """n candidate pools (3 candidates each) and n step-labelled items: an odd count splits unevenly."""
     rng = random.Random(n)

@@ -11,20 +11,11 @@ import pytest
 pytest.importorskip("trl", reason="the trl integration needs: pip install 'rairl[trl]'")
 
 from rairl.integrations.trl import RAIRLReward, reward  # noqa: E402
-from rairl.models.reward import RewardModel  # noqa: E402
 from rairl.models.tokenizer import format_prompt  # noqa: E402
 from rairl.score import RewardScorer  # noqa: E402
 
 QUESTIONS = ["Tom has 3 pens. Tom gets 2 more.", "Mia has 8 coins. Mia gives away 5.",
              "Ben has 4 cards. The number of cards doubles.", "Zoe has 9 books. Zoe gets 1 more."]
-
-
-@pytest.fixture()
-def reward_dir(tiny, tmp_path):
-    tokenizer, lm = tiny
-    path = tmp_path / "reward"
-    RewardScorer(RewardModel(lm), tokenizer).save_pretrained(path)
-    return path
 
 
 def test_module_reward_reads_its_directory_from_the_environment(reward_dir, monkeypatch):

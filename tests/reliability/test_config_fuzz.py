@@ -4,6 +4,7 @@ and the field; never another exception, never a non-finite number accepted."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 
@@ -12,20 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rairl.cli import _leaves, build_config, build_parser, main
-from rairl.commands.compare import CompareConfig
-from rairl.commands.demo import DemoConfig
-from rairl.commands.files import (
-    LocaliseConfig,
-    RerankConfig,
-    ScoreConfig,
-    TrainRewardConfig,
-    ViewConfig,
-)
-from rairl.commands.train import TrainRunConfig
-from rairl.plan import PlanConfig
 
-COMMANDS = {"demo": DemoConfig, "train": TrainRunConfig, "compare": CompareConfig, "train-reward": TrainRewardConfig,
-            "score": ScoreConfig, "rerank": RerankConfig, "localise": LocaliseConfig, "plan": PlanConfig, "view": ViewConfig}
+_SUB = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+COMMANDS = {name: sp.get_default("config_cls") for name, sp in _SUB.choices.items() if sp.get_default("config_cls")}
+assert len(COMMANDS) >= 9  # every command built from a config dataclass
 REQUIRED = {"train-reward": {"data": "d.jsonl"}, "score": {"reward": "r", "data": "d"}, "rerank": {"reward": "r", "pools": "p"},
             "localise": {"reward": "r", "items": "i"}, "plan": {"model": "qwen2.5-0.5b"}, "view": {"reward": "r", "data": "d"}}
 FIELDS = [(command, name) for command, cls in COMMANDS.items() for name, *_ in _leaves(cls)]

@@ -34,19 +34,6 @@ def _jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def reward_dir(tiny_dir, tmp_path_factory):
-    """A reward model on the tiny policy, saved with its tokenizer as `rairl score` reads it."""
-    from rairl.models.lm import load_causal_lm
-    from rairl.models.reward import RewardConfig, RewardModel
-    from rairl.models.tokenizer import load_tokenizer
-    from rairl.score import RewardScorer
-
-    path = tmp_path_factory.mktemp("reward")
-    RewardScorer(RewardModel(load_causal_lm(tiny_dir), RewardConfig()), load_tokenizer(tiny_dir)).save_pretrained(path)
-    return path
-
-
 @pytest.fixture(autouse=True)
 def offline(monkeypatch):
     """A hub lookup, should one slip through, fails at once instead of waiting on the network."""
