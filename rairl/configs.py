@@ -60,6 +60,20 @@ def config_from_dict(cls: type, tree: dict, source: str = "") -> Any:
         raise ValueError(f"{source}: {e}" if source else str(e)) from None
 
 
+def read_config(cls: type, path: str | Path, key: str | None = None) -> Any:
+    """`cls` from a saved JSON (or YAML) file, or from its object `key`; checked like `config_from_dict`, the
+    errors naming the file and the field (`reward.interval`)."""
+    tree = load_config_file(path)
+    if key is not None:
+        if key not in tree:
+            raise ValueError(f"{path}: field '{key}' missing")
+        tree = tree[key]
+    try:
+        return _build(cls, tree, f"{key}." if key else "")
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
 def _build(cls: type, tree: Any, prefix: str) -> Any:
     resolve_types(cls)
     if not isinstance(tree, dict):

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from .airl.layout import action_layout, step_rule
-from .configs import check_finite
+from .configs import check_finite, read_config
 from .data.steps import step_separator, step_spans
 from .kernels import airl_terms
 from .kernels.segments import StepRule
@@ -121,7 +121,7 @@ class RewardScorer:
         (auto | cpu | cuda | cuda:N) in `dtype` (auto | fp32 | bf16 | fp16); see `rairl.models.device`."""
         path = Path(checked_path(path, holds=REWARD_FILES, what="reward model", hub=False))
         settings_file = path / "scorer.json"
-        settings = ScorerSettings(**json.loads(settings_file.read_text())) if settings_file.exists() else None
+        settings = read_config(ScorerSettings, settings_file) if settings_file.exists() else None
         dev = resolve_device(device)
         reward = load_reward_model(path, resolve_dtype(dtype, dev), dev, attn_implementation(dev))
         return cls(reward, load_tokenizer(path / "lm"), settings, **kwargs)

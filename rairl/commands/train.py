@@ -10,11 +10,10 @@ The run itself is `rairl.train.run.post_train`; `--resume DIR` continues a kille
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..configs import config_from_dict
+from ..configs import config_from_dict, load_config_file
 from ..models.lm import checked_path
 from ..train.run import RunConfig, UserData, post_train, quick_run_config
 from ..train.warm_start import check_template
@@ -55,6 +54,6 @@ def resume_config(out: Path) -> TrainRunConfig:
     if not path.exists():
         raise FileNotFoundError(f"{path}: not found; is {out} a `rairl train` output directory?")
     try:
-        return config_from_dict(TrainRunConfig, json.loads(path.read_text()))
+        return config_from_dict(TrainRunConfig, load_config_file(path))
     except (ValueError, TypeError) as e:
         raise ValueError(f"{path}: not a config this rairl can resume ({e}); start a new run in another directory") from e

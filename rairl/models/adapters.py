@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from ..configs import check_finite
+from ..configs import check_finite, config_from_dict, load_config_file, read_config
 from ..dist import Dist
 from .engine import RoutedReward, TrainModule, wrap
 from .lm import check_attn_implementation, checked_path, load_causal_lm, per_token_logprobs
@@ -295,10 +295,8 @@ class SharedBaseModels:
         cfg_file = path / "rairl_adapters.json"
         if not cfg_file.exists():
             raise FileNotFoundError(f"{cfg_file}: not found; is {path} a directory written by SharedBaseModels.save_pretrained?")
-        raw = json.loads(cfg_file.read_text())
-        cfg = AdapterConfig(**(raw | {"target_modules": tuple(raw["target_modules"])}))
-        meta = json.loads((path / REWARD / "reward_config.json").read_text())
-        models = cls(load_base(base_path, cfg, device), RewardConfig(**meta["reward"]), cfg)
+        cfg = read_config(AdapterConfig, cfg_file)
+        models = cls(load_base(base_path, cfg, device), read_config(RewardConfig, path / REWARD / "reward_config.json", "reward"), cfg)
         from peft.utils import load_peft_weights, set_peft_model_state_dict
 
         for name in (POLICY, REWARD):
@@ -316,17 +314,15 @@ def load_reward_model(path: str | Path, dtype: torch.dtype = torch.float32, devi
     loaded over its base checkpoint stored as it was trained (`AdapterConfig.quantization`) on `device`."""
     path = Path(path)
     meta_file = path / "reward_config.json"
-    base = json.loads(meta_file.read_text()).get("base") if meta_file.exists() else None
+    base = load_config_file(meta_file).get("base") if meta_file.exists() else None
     if base is None:
         return RewardModel.from_pretrained(path, dtype, device, attn_implementation)
     peft = _require("peft", "a LoRA reward model")
-    raw = base["adapters"]
-    cfg = AdapterConfig(**(raw | {"target_modules": tuple(raw["target_modules"])}))
+    cfg = config_from_dict(AdapterConfig, base.get("adapters"), f"{meta_file}: base.adapters")
     if not Path(base["path"]).exists():
         raise FileNotFoundError(f"{meta_file}: the reward's base checkpoint {base['path']} is not there")
     lm = peft.PeftModel.from_pretrained(load_base(base["path"], cfg, device), str(path / "adapter" / REWARD), adapter_name=REWARD)
-    meta = json.loads(meta_file.read_text())
-    model = RewardModel(lm, RewardConfig(**meta["reward"]), adapter=REWARD)
+    model = RewardModel(lm, read_config(RewardConfig, meta_file, "reward"), adapter=REWARD)
     model.base = base
     heads = load_file(str(path / "heads.safetensors"))
     model.g_head.load_state_dict({k.split(".", 1)[1]: v for k, v in heads.items() if k.startswith("g_head.")})

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel
 
-from ..configs import check_at_least, check_finite
+from ..configs import check_at_least, check_finite, load_config_file, read_config
 from ..kernels.segments import MAX_INTERVAL
 from .batch import TokenBatch
 from .lm import load_causal_lm, per_token_logprobs
@@ -127,7 +127,7 @@ class RewardModel(nn.Module):
         meta_file = path / "reward_config.json"
         if not meta_file.exists():
             raise FileNotFoundError(f"{meta_file}: not found; is {path} a directory written by RewardModel.save_pretrained?")
-        meta = json.loads(meta_file.read_text())
+        meta = load_config_file(meta_file)
         if "base" in meta:
             raise ValueError(f"{meta_file}: a LoRA reward on a shared base; load it with rairl.models.adapters.load_reward_model")
         version = meta.get("format_version")
@@ -136,8 +136,8 @@ class RewardModel(nn.Module):
                 f"{meta_file}: field 'format_version' is {version!r}, this rairl reads {FORMAT_VERSION}; "
                 "retrain the reward model or install the rairl version that wrote it"
             )
-        model = cls(load_causal_lm(path / "lm", dtype=dtype, attn_implementation=attn_implementation, device=device),
-                    RewardConfig(**meta["reward"]))
+        reward_cfg = read_config(RewardConfig, meta_file, "reward")  # before the weights: a bad field fails fast
+        model = cls(load_causal_lm(path / "lm", dtype=dtype, attn_implementation=attn_implementation, device=device), reward_cfg)
         heads = load_file(str(path / "heads.safetensors"))
         model.g_head.load_state_dict({k.split(".", 1)[1]: v for k, v in heads.items() if k.startswith("g_head.")})
         model.h_head.load_state_dict({k.split(".", 1)[1]: v for k, v in heads.items() if k.startswith("h_head.")})

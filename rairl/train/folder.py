@@ -15,6 +15,8 @@ import time
 import uuid
 from pathlib import Path
 
+from ..configs import load_config_file
+
 RUN_FILE = "run.json"
 # What a rairl run leaves in its folder (runs from before run.json existed have no RUN_FILE).
 _RUN_MARKERS = (RUN_FILE, "config.json", "metrics.json", "warm.json", "checkpoints", "train_log.jsonl", "sft_log.jsonl",
@@ -24,7 +26,7 @@ _RUN_MARKERS = (RUN_FILE, "config.json", "metrics.json", "warm.json", "checkpoin
 def folder_run_id(out: str | Path | None) -> str | None:
     """The id of the run owning `out` (its run.json), or None."""
     path = Path(out) / RUN_FILE if out else None
-    return json.loads(path.read_text())["run_id"] if path and path.exists() else None
+    return load_config_file(path)["run_id"] if path and path.exists() else None
 
 
 def run_config(out: str | Path, command: str) -> dict:
@@ -32,7 +34,7 @@ def run_config(out: str | Path, command: str) -> dict:
     path = Path(out) / RUN_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path}: not found; is {out} the --out folder of a `rairl {command}` run?")
-    saved = json.loads(path.read_text())
+    saved = load_config_file(path)
     if saved.get("command") != command:
         raise ValueError(f"{out}: holds a `rairl {saved.get('command')}` run, not `rairl {command}`; resume it with that command")
     return saved["config"]
@@ -54,9 +56,9 @@ def claim_run_folder(out: str | Path, command: str, config: dict, resume: bool =
     held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     if resume and held and not overwrite:
         if run_file.exists():
-            saved = json.loads(run_file.read_text())
+            saved = load_config_file(run_file)
         elif (out / "config.json").exists():  # a run of a rairl from before run.json: its config.json
-            saved = {"command": command, "run_id": None, "config": json.loads((out / "config.json").read_text())}
+            saved = {"command": command, "run_id": None, "config": load_config_file(out / "config.json")}
         else:
             raise ValueError(f"{out}: holds no run to continue (no {RUN_FILE} or config.json)")
         if saved.get("command") != command:
@@ -72,7 +74,7 @@ def claim_run_folder(out: str | Path, command: str, config: dict, resume: bool =
             raise ValueError(f"--out {out}: holds files no rairl run wrote ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''}); "
                              "choose a new or empty folder")
         if not overwrite:
-            who = json.loads(run_file.read_text()) if run_file.exists() else {"command": "an earlier", "run_id": "?"}
+            who = load_config_file(run_file) if run_file.exists() else {"command": "an earlier", "run_id": "?"}
             raise ValueError(f"--out {out}: holds another run (`rairl {who['command']}`, id {who['run_id']}); "
                              "continue it with --resume (train), replace it with --overwrite, or choose another --out")
         foreign = [name for name in held if name not in _RUN_MARKERS and not _run_output(out / name)]

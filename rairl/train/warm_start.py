@@ -35,7 +35,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..airl.discriminator import DiscRecord
 from ..airl.layout import step_rule
 from ..airl.negatives import discriminator_records
-from ..configs import check_at_least, check_finite, config_from_dict
+from ..configs import check_at_least, check_finite, config_from_dict, load_config_file
 from ..data import Example, LocaliseItem, load_examples
 from ..dist import Dist
 from ..eval.discriminator import evaluate_discriminator
@@ -152,7 +152,7 @@ def load_warm_start(warm_dir: str | Path, device: str | torch.device = "cpu", dt
     meta_file = warm_dir / "warm.json"
     if not meta_file.exists():
         raise FileNotFoundError(f"{meta_file}: no finished warm start here")
-    meta = json.loads(meta_file.read_text())
+    meta = load_config_file(meta_file)
     version = meta.get("format_version", 1)
     if version == 1:  # {"config": DemoConfig fields (seed, task and the warm-start knobs), ...}
         old = meta["config"]

@@ -61,3 +61,30 @@ def test_train_reward_with_an_infinite_lr_is_refused_before_any_work(tmp_path: P
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "reward_train.lr" in lines[0] and "finite" in lines[0], done.stderr[-2000:]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("file, edit, words", [
+    ("reward_config.json", lambda m: m["reward"].update(beta="high"), "field 'reward.beta' must be float"),
+    ("reward_config.json", lambda m: m["reward"].update(gama=0.9), "unknown field 'reward.gama'"),
+    ("reward_config.json", lambda m: m.pop("reward"), "field 'reward' missing"),
+    ("scorer.json", lambda m: m.update(threshold=[1]), "field 'threshold' must be float"),
+])
+def test_a_damaged_saved_config_names_its_file_and_field(reward_dir, tmp_path, capsys, file, edit, words):
+    import json
+    import shutil
+
+    from rairl.cli import main
+
+    damaged = tmp_path / "reward"
+    shutil.copytree(reward_dir, damaged)
+    meta = json.loads((damaged / file).read_text())
+    edit(meta)
+    (damaged / file).write_text(json.dumps(meta))
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"prompt": "Tom has 3 pens.", "completion": "3 + 2 = 5\n#### 5"}) + "\n")
+    assert main(["score", "--reward", str(damaged), "--data", str(data), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"{damaged / file}: {words}" in err, err
+    (damaged / file).write_text('{"reward": ')  # cut short
+    assert main(["score", "--reward", str(damaged), "--data", str(data), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    assert f"{damaged / file}:1: not valid JSON" in capsys.readouterr().err
