@@ -14,6 +14,7 @@ training (`LoopCheckpoints`) and the warm start's stage boundaries all save in t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -73,7 +74,8 @@ def save_checkpoint(directory: str | Path, iteration: int, tensors: dict, meta: 
             shutil.rmtree(path)
         path.mkdir(parents=True)
     dist.barrier()
-    dcp.save(tensors, checkpoint_id=str(path), no_dist=not dist.on)
+    with _one_process_quiet():
+        dcp.save(tensors, checkpoint_id=str(path), no_dist=not dist.on)
     torch.save(rng, path / f"rng_rank{dist.rank}.pt")
     dist.barrier()  # every rank's shards are on disk
     if dist.main:
@@ -95,6 +97,14 @@ def _named_tensors(tree: dict, prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield from _named_tensors(value, f"{prefix}{key}.")
         else:
             yield f"{prefix}{key}", value
+
+
+@contextlib.contextmanager
+def _one_process_quiet() -> Iterator[None]:
+    """DCP warns, in one process, that it "assumes the intent is to save in a single process": it is the intent."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
+        yield
 
 
 def _committed(directory: Path) -> list[Path]:
@@ -139,7 +149,8 @@ def load_checkpoint(path: str | Path, tensors: dict, dist: Dist = Dist()) -> tup
     `(meta, rng)`, rng being this rank's states (rank 0's when the writing run had fewer ranks)."""
     path = Path(path)
     meta = read_meta(path)
-    dcp.load(tensors, checkpoint_id=str(path), no_dist=not dist.on)
+    with _one_process_quiet():
+        dcp.load(tensors, checkpoint_id=str(path), no_dist=not dist.on)
     rng_file = path / f"rng_rank{dist.rank}.pt"
     rng = torch.load(rng_file if rng_file.exists() else path / "rng_rank0.pt", weights_only=True)
     return meta, rng
