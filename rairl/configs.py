@@ -109,6 +109,8 @@ def typed_value(value: Any, kind: Any, name: str) -> Any:
     if typing.get_origin(kind) is tuple:
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"field '{name}' must be a list, got {value!r}")
+        if Ellipsis not in args and len(value) != len(args):  # tuple[int, int]: exactly two
+            raise ValueError(f"field '{name}' must hold {len(args)} values, got {list(value)!r}")
         return tuple(typed_value(v, args[0], f"{name}[{k}]") for k, v in enumerate(value))
     ok = {bool: lambda v: isinstance(v, bool), int: lambda v: isinstance(v, int) and not isinstance(v, bool),
           float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), str: lambda v: isinstance(v, str)}.get(kind)

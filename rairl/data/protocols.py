@@ -37,6 +37,8 @@ class SplitConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"SplitConfig.{name}={getattr(self, name)}; must be >= 1")
         for name in ("short_steps", "long_steps"):
+            if len(getattr(self, name)) != 2:
+                raise ValueError(f"SplitConfig.{name}={getattr(self, name)}; give two numbers, min and max")
             lo, hi = getattr(self, name)
             if not 1 <= lo <= hi:
                 raise ValueError(f"SplitConfig.{name}={getattr(self, name)}; need 1 <= min <= max")
