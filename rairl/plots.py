@@ -47,6 +47,19 @@ def _number(v: Any) -> bool:
 
 
 # comparisons -----------------------------------------------------------------------------------
+def _seed_means(out: Path, seeds: Sequence[int], name: str, x: str, y: str) -> tuple[list[int], list[float]]:
+    """(sorted x values, mean of y over seeds at each) from every `out/seed<S>/<name>/train_log.jsonl` row holding y."""
+    by_x: dict[int, list[float]] = {}
+    for seed in seeds:
+        log = out / f"seed{seed}" / name / "train_log.jsonl"
+        if log.exists():
+            for row in _rows(log):
+                if row.get(y) is not None:
+                    by_x.setdefault(row[x], []).append(row[y])
+    xs = sorted(by_x)
+    return xs, [float(np.mean(by_x[v])) for v in xs]
+
+
 def plot_curves(out: Path, seeds: Sequence[int], methods: Sequence[str], path: Path) -> None:
     """One panel per logged metric, one line per method (mean over seeds at each iteration), from
     `out/seed<S>/<method>/train_log.jsonl`."""
@@ -54,16 +67,9 @@ def plot_curves(out: Path, seeds: Sequence[int], methods: Sequence[str], path: P
     fig, axes = plt.subplots(2, 4, figsize=(16, 7))
     for ax, key in zip(axes.flat, CURVE_KEYS, strict=True):
         for name in methods:
-            by_iter: dict[int, list[float]] = {}
-            for seed in seeds:
-                log = out / f"seed{seed}" / name / "train_log.jsonl"
-                if log.exists():
-                    for row in _rows(log):
-                        if key in row and row[key] is not None:
-                            by_iter.setdefault(row["iteration"], []).append(row[key])
-            if by_iter:
-                its = sorted(by_iter)
-                ax.plot(its, [np.mean(by_iter[i]) for i in its], label=name)
+            its, means = _seed_means(out, seeds, name, "iteration", key)
+            if its:
+                ax.plot(its, means, label=name)
         ax.set_title(key)
         ax.set_xlabel("iteration")
     axes.flat[0].legend()
@@ -77,15 +83,9 @@ def plot_protocol_curves(out: Path, seeds: Sequence[int], methods: Sequence[str]
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for name in methods:
-        by_round: dict[int, list[float]] = {}
-        for seed in seeds:
-            log = out / f"seed{seed}" / name / "train_log.jsonl"
-            if log.exists():
-                for row in _rows(log):
-                    by_round.setdefault(row["round"], []).append(row["val"])
-        if by_round:
-            rounds = sorted(by_round)
-            ax.plot(rounds, [np.mean(by_round[r]) for r in rounds], marker="o", label=name)
+        rounds, means = _seed_means(out, seeds, name, "round", "val")
+        if rounds:
+            ax.plot(rounds, means, marker="o", label=name)
     ax.set_xlabel("round")
     ax.set_ylabel("V pass@1 (T = 1)")
     ax.legend()
