@@ -74,9 +74,10 @@ def claim_run_folder(out: str | Path, command: str, config: dict, resume: bool =
             raise ValueError(f"--out {out}: holds files no rairl run wrote ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''}); "
                              "choose a new or empty folder")
         if not overwrite:
-            who = load_config_file(run_file) if run_file.exists() else {"command": "an earlier", "run_id": "?"}
-            raise ValueError(f"--out {out}: holds another run (`rairl {who['command']}`, id {who['run_id']}); "
-                             "continue it with --resume (train), replace it with --overwrite, or choose another --out")
+            who = load_config_file(run_file) if run_file.exists() else None
+            what = f"`rairl {who['command']}`, id {who['run_id']}" if who else f"from a rairl before {RUN_FILE}"
+            raise ValueError(f"--out {out}: holds another run ({what}); continue it with --resume, "
+                             "replace it with --overwrite, or choose another --out")
         foreign = [name for name in held if name not in _RUN_MARKERS and not _run_output(out / name)]
         if foreign:
             raise ValueError(f"--out {out} --overwrite: the folder also holds {', '.join(foreign[:3])}, which no rairl run "
