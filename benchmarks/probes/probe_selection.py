@@ -7,8 +7,10 @@ samples for each of B unlabelled questions, as an rft round draws them; then, fo
 (the learned reward, majority vote, the policy's mean log-prob, a uniform random pick), the share of
 questions whose kept sample is correct ("precision": what the round fine-tunes on), the same on the
 contested questions only (some samples right, some wrong: where a ranking decides anything), and
-the share of questions with any correct sample (the ceiling, what ranking by the gold answer keeps). Gold
-answers are read here to measure, never to train.
+the share of questions with any correct sample (the ceiling, what ranking by the gold answer keeps).
+`--all-selectors` adds the reward and the log-prob under every way of combining step scores (`rairl.score.SELECTORS`);
+`--accept-quantiles 0.1,0.5` the share and precision of the samples whose reward reaches D's own q-quantile.
+Gold answers are read here to measure, never to train.
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ import random
 import sys
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import provenance, write_json
 
@@ -26,10 +30,11 @@ from rairl.airl.layout import step_rule
 from rairl.configs import config_from_dict
 from rairl.data import answers_match, extract_answer
 from rairl.data.protocols import protocol_data
-from rairl.models.batch import encode_prompts
+from rairl.models.batch import encode_completions, encode_prompts
 from rairl.models.lm import load_causal_lm
+from rairl.models.reward import RewardConfig, RewardModel
 from rairl.models.sampling import sample_completions
-from rairl.score import RewardScorer, ScorerSettings
+from rairl.score import SELECTORS, RewardScorer, ScorerSettings, select_all
 from rairl.train.reward import RewardTrainConfig, train_reward
 from rairl.train.rft import by_logprob, by_majority, by_reward, pick_best
 from rairl.train.warm_start import load_warm_start
@@ -42,6 +47,9 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=256, help="unlabelled questions drawn (B)")
     ap.add_argument("--samples", type=int, default=8, help="samples per question (N)")
     ap.add_argument("--retrain-steps", type=int, default=0, help="then train the reward on minority-answer negatives (0: no)")
+    ap.add_argument("--all-selectors", action="store_true", help="also rank by the reward and by the log-prob under every selector")
+    ap.add_argument("--accept-quantiles", default="", help="comma-separated q: also keep only samples whose reward is at least "
+                    "the q-quantile of D's own rewards (a verifier-free acceptance bar), each selector")
     ap.add_argument("--json", default="", help="also write the numbers here")
     args = ap.parse_args()
     from rairl.commands.compare import CompareConfig
@@ -61,6 +69,14 @@ def main() -> None:
     scorer = RewardScorer(warm.reward_model, tok, ScorerSettings(selector=cfg.scarce.rft.reward_selector))
     rankings = {"reward": by_reward(scorer, cfg.scarce.rft.reward_selector), "majority": by_majority(tok),
                 "logprob": by_logprob(policy, tok), "random": lambda p, s: [[0.0] * len(g) for g in s]}
+    if args.all_selectors:
+        logprob = RewardScorer(RewardModel(policy, RewardConfig()), tok, ScorerSettings())
+        for name, sc in (("reward", scorer), ("logprob", logprob)):
+            steps = sc.score_ids([p for p, g in zip(prompts, samples, strict=True) for c in g if c], [c for g in samples for c in g if c])
+            for selector in SELECTORS:  # the samples' scores under each way of combining step scores, regrouped per question
+                flat = iter(select_all(steps, [c for g in samples for c in g if c], selector))
+                grouped = [[next(flat) if c else None for c in g] for g in samples]
+                rankings[f"{name}_{selector}"] = lambda p, s, grouped=grouped: grouped
     out = {"seed": args.seed, "questions": len(questions), "samples": args.samples,
            "sample_accuracy": sum(map(sum, correct)) / sum(map(len, correct)), "any_correct": sum(map(any, correct)) / len(correct),
            "precision": {}, "provenance": provenance("cpu")}
@@ -89,6 +105,20 @@ def main() -> None:
         out["precision"]["reward_minority"] = sum(c[k] for c, k in zip(correct, picks, strict=True) if k is not None) / len(correct)
         out["precision_contested"]["reward_minority"] = (sum(correct[i][picks[i]] for i in contested if picks[i] is not None)
                                                          / max(len(contested), 1))
+    if args.accept_quantiles:  # every sample scoring at least D's q-quantile is kept: how many, and how many of those are right
+        flat_prompts = [p for p, g in zip(prompts, samples, strict=True) for c in g if c]
+        flat_samples = [c for g in samples for c in g if c]
+        right = np.array([k for g, ok in zip(samples, correct, strict=True) for c, k in zip(g, ok, strict=True) if c])
+        steps = scorer.score_ids(flat_prompts, flat_samples)
+        demo_c = encode_completions(tok, [e.completion for e in data.demos], cfg.warm.max_completion_tokens)
+        demo_steps = scorer.score_ids(encode_prompts(tok, [e.prompt for e in data.demos], cfg.warm.max_prompt_tokens), demo_c)
+        out["accept"] = {}
+        for selector in SELECTORS:
+            ours, theirs = np.array(select_all(steps, flat_samples, selector)), np.array(select_all(demo_steps, demo_c, selector))
+            for q in map(float, args.accept_quantiles.split(",")):
+                keep = ours >= np.quantile(theirs, q)
+                out["accept"][f"{selector}@q{q:g}"] = {"kept": int(keep.sum()), "kept_share": float(keep.mean()),
+                                                       "precision": float(right[keep].mean()) if keep.any() else None}
     print(json.dumps({k: v for k, v in out.items() if k != "provenance"}, indent=1))
     if args.json:
         write_json(args.json, out)
