@@ -69,12 +69,14 @@ def main() -> None:
     scorer = RewardScorer(warm.reward_model, tok, ScorerSettings(selector=cfg.scarce.rft.reward_selector))
     rankings = {"reward": by_reward(scorer, cfg.scarce.rft.reward_selector), "majority": by_majority(tok),
                 "logprob": by_logprob(policy, tok), "random": lambda p, s: [[0.0] * len(g) for g in s]}
+    flat_prompts = [p for p, g in zip(prompts, samples, strict=True) for c in g if c]  # every non-empty sample, in order
+    flat_samples = [c for g in samples for c in g if c]
     if args.all_selectors:
         logprob = RewardScorer(RewardModel(policy, RewardConfig()), tok, ScorerSettings())
         for name, sc in (("reward", scorer), ("logprob", logprob)):
-            steps = sc.score_ids([p for p, g in zip(prompts, samples, strict=True) for c in g if c], [c for g in samples for c in g if c])
+            steps = sc.score_ids(flat_prompts, flat_samples)
             for selector in SELECTORS:  # the samples' scores under each way of combining step scores, regrouped per question
-                flat = iter(select_all(steps, [c for g in samples for c in g if c], selector))
+                flat = iter(select_all(steps, flat_samples, selector))
                 grouped = [[next(flat) if c else None for c in g] for g in samples]
                 rankings[f"{name}_{selector}"] = lambda p, s, grouped=grouped: grouped
     out = {"seed": args.seed, "questions": len(questions), "samples": args.samples,
@@ -106,8 +108,6 @@ def main() -> None:
         out["precision_contested"]["reward_minority"] = (sum(correct[i][picks[i]] for i in contested if picks[i] is not None)
                                                          / max(len(contested), 1))
     if args.accept_quantiles:  # every sample scoring at least D's q-quantile is kept: how many, and how many of those are right
-        flat_prompts = [p for p, g in zip(prompts, samples, strict=True) for c in g if c]
-        flat_samples = [c for g in samples for c in g if c]
         right = np.array([k for g, ok in zip(samples, correct, strict=True) for c, k in zip(g, ok, strict=True) if c])
         steps = scorer.score_ids(flat_prompts, flat_samples)
         demo_c = encode_completions(tok, [e.completion for e in data.demos], cfg.warm.max_completion_tokens)
