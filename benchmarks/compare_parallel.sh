@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `rairl compare` with its seeds side by side: one process and one thread per seed, all writing into
 # OUT (each seed has its own OUT/seedS folder; its log is OUT.seedS.log, beside OUT, since OUT holds
-# only what rairl writes), then one more `rairl compare` over every seed, which reuses the finished
-# runs and writes the table, metrics.json and curves.
+# only what rairl writes; the seeds that find OUT claimed continue that run), then one more
+# `rairl compare` over every seed, which reuses the finished runs and writes the table,
+# metrics.json and curves.
 #
 #   benchmarks/compare_parallel.sh OUT SEEDS [rairl compare options...]
 #   benchmarks/compare_parallel.sh runs/scarce 1,2,3 --protocol scarce --eval.samples 4
@@ -14,8 +15,6 @@ pids=()
 for s in "${list[@]}"; do
   OMP_NUM_THREADS=1 "$rairl" compare --seeds "$s" --out "$out" "$@" > "$out.seed$s.log" 2>&1 &
   pids+=($!)
-  # the first seed claims OUT (writes OUT/run.json); the others then continue that run, never race to claim it
-  for _ in $(seq 600); do [ -f "$out/run.json" ] || ! kill -0 "${pids[0]}" 2>/dev/null && break; sleep 0.1; done
 done
 status=0
 for p in "${pids[@]}"; do wait "$p" || status=$?; done

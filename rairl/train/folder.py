@@ -10,6 +10,7 @@ emptied. Checkpoints carry the run id, so pruning and resuming touch only this r
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 import uuid
@@ -53,7 +54,8 @@ def claim_run_folder(out: str | Path, command: str, config: dict, resume: bool =
     run_file = out / RUN_FILE
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: is a file, not a folder")
-    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    # another process's run.json on its way in (`_write_run`'s temp file) is not yet a run held here
+    held = sorted(p.name for p in out.iterdir() if not (p.name.startswith(RUN_FILE + ".") and p.name.endswith(".tmp"))) if out.is_dir() else []
     if resume and held and not overwrite:
         if run_file.exists():
             saved = load_config_file(run_file)
@@ -83,7 +85,10 @@ def claim_run_folder(out: str | Path, command: str, config: dict, resume: bool =
             raise ValueError(f"--out {out} --overwrite: the folder also holds {', '.join(foreign[:3])}, which no rairl run "
                              "wrote; move them away or choose another --out")
         shutil.rmtree(out)
-    return _write_run(out, command, config)
+    try:
+        return _write_run(out, command, config, fresh=True)
+    except FileExistsError:  # another process claimed the folder after it was listed: continue or refuse its run, as above
+        return claim_run_folder(out, command, config, resume=resume, may_change=may_change)
 
 
 def _run_output(path: Path) -> bool:
@@ -91,13 +96,22 @@ def _run_output(path: Path) -> bool:
     return path.suffix in (".jsonl", ".json", ".png", ".md", ".html") or path.name in ("tensorboard", "adapters") or path.name.startswith("seed")
 
 
-def _write_run(out: Path, command: str, config: dict, run_id: str | None = None, created: float | None = None) -> str:
+def _write_run(out: Path, command: str, config: dict, run_id: str | None = None, created: float | None = None,
+               fresh: bool = False) -> str:
+    """Write `out/run.json` through this process's own temp file. `fresh`: only where no run.json is yet
+    (FileExistsError otherwise), so processes claiming one folder at the same moment agree on one run."""
     out.mkdir(parents=True, exist_ok=True)
     run_id = run_id or uuid.uuid4().hex[:12]
     record = {"run_id": run_id, "command": command, "created": created or time.time(), "config": config}
-    tmp = out / (RUN_FILE + ".tmp")
+    tmp = out / f"{RUN_FILE}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(out / RUN_FILE)
+    if not fresh:
+        tmp.replace(out / RUN_FILE)
+        return run_id
+    try:
+        os.link(tmp, out / RUN_FILE)  # atomic and exclusive, where replace would overwrite another process's claim
+    finally:
+        tmp.unlink()
     return run_id
 
 

@@ -38,6 +38,26 @@ def test_a_new_folder_is_claimed_and_a_second_run_refused(tmp_path):
     assert (tmp_path / "out" / "train_log.jsonl").exists()  # a refusal loses nothing
 
 
+def test_two_claims_of_one_empty_folder_at_the_same_moment_agree_on_one_run(tmp_path, monkeypatch):
+    from rairl.train import folder
+
+    out, cfg, write = tmp_path / "out", _config(), folder._write_run
+    winner = []
+
+    def racing_write(path, command, config, *args, fresh=False, **kw):  # another process claims `out` just before this one
+        if fresh and not winner:
+            winner.append(write(path, command, config, fresh=True))
+        return write(path, command, config, *args, fresh=fresh, **kw)
+
+    monkeypatch.setattr(folder, "_write_run", racing_write)
+    assert claim_run_folder(out, "compare", cfg, resume=True) == winner[0]  # continues the run the other process claimed
+    assert folder_run_id(out) == winner[0] and sorted(p.name for p in out.iterdir()) == [RUN_FILE]  # no temp file left
+    winner.clear()
+    with pytest.raises(ValueError, match="holds another run"):  # without --resume the late claim is refused, as always
+        claim_run_folder(tmp_path / "fresh", "train", cfg)
+    assert folder_run_id(tmp_path / "fresh") == winner[0]
+
+
 def test_overwrite_empties_a_run_folder_but_never_a_foreign_one(tmp_path):
     out = tmp_path / "out"
     first = claim_run_folder(out, "demo", _config())
