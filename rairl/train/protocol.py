@@ -10,12 +10,17 @@
         sft_es            SFT-ES itself
         sft_more          more SFT on D, for as long (wall-clock) as rft_reward took
         rft_reward        reward-ranked fine-tuning on U (`rairl.train.rft`), samples ranked by the learned reward
+        rft_reward_steps  ... each sample cut before its first step the learned reward scores below a bar (D's
+                          `rft.step_quantile` of its step scores), the longest cut sample kept (process-level)
         rft_majority      ... ranked by majority vote (self-consistency; no learned reward)
         rft_logprob       ... ranked by the policy's mean log-prob
         rft_gold          ... ranked by the gold answer (reads U's labels: the upper reference)
         airl_adversarial  rft_reward with the reward re-trained each round against that round's samples
 
     evaluation  pass@1 on T at temperature 1 and at the temperature best on V
+
+V is sampled in three independent draws: SFT-ES's checks, the arms' checkpoint choice (the start scored
+again: its score on the first draw is the best of many checks, biased up) and the temperature choice.
 
 Every stage writes its result under `DIR/seed{S}/`; a finished stage is read back, so a stopped run continues.
 """
@@ -44,7 +49,20 @@ from ..models.batch import encode_completions, encode_prompts
 from ..models.lm import build_tiny_lm, load_causal_lm, per_token_logprobs
 from ..models.saving import save_pretrained
 from ..models.tokenizer import format_prompt, load_tokenizer, train_bpe_tokenizer
-from .rft import RFTConfig, ScoreFn, by_gold, by_logprob, by_majority, by_warm_reward, run_rft
+from ..score import RewardScorer, ScorerSettings
+from .rft import (
+    RFTConfig,
+    ScoreFn,
+    TrimFn,
+    by_gold,
+    by_length,
+    by_logprob,
+    by_majority,
+    by_step_bar,
+    by_warm_reward,
+    run_rft,
+    step_bar,
+)
 from .sft import SFTConfig, train_sft_es
 from .warm_start import WarmStart, WarmStartConfig, build_warm_start, load_warm_start, timed_log
 
@@ -53,12 +71,14 @@ ARMS = {
     "sft_es": None,
     "rft_reward": "reward",
     "sft_more": None,
+    "rft_reward_steps": "reward_steps",
     "rft_majority": "majority",
     "rft_logprob": "logprob",
     "rft_gold": "gold",
     "airl_adversarial": "reward",
 }
 READS_GOLD = ("rft_gold",)  # arms handed U's gold answers
+ES_DRAW, CHOICE_DRAW, TEMPERATURE_DRAW = 0, 1, 2  # V's sampling draws: SFT-ES, the arms' checkpoint choice, the temperature
 
 
 @dataclass(frozen=True)
@@ -140,7 +160,7 @@ def run_protocol_seed(protocol: str, cfg: ProtocolConfig, task: TaskConfig, warm
         metrics = {"arm": arm, "seed": seed, "protocol": protocol, "reads_gold": arm in READS_GOLD, "demos": len(data.demos),
                    "policy_tokens": {"sampled": trained["tokens_sampled"], "trained": trained["tokens"]}, "seconds": seconds,
                    "train": {k: v for k, v in trained.items() if k not in ("rounds",)},
-                   **_evaluate(policy, shared.tokenizer, data, cfg, eval_samples, seed, trained["best_val"], progress)}
+                   **_evaluate(policy, shared.tokenizer, data, cfg, eval_samples, seed, progress)}
         write_metrics(done, metrics)
         results[arm] = metrics
     return shared.summary, results
@@ -159,7 +179,7 @@ def _shared(protocol: str, cfg: ProtocolConfig, warm_cfg: WarmStartConfig, data:
         tokenizer = load_tokenizer(policy_dir)
         policy = build_tiny_lm(tokenizer, warm_cfg.model, seed=seed).to(device=device, dtype=dtype)
         p_ids, c_ids = _encode(tokenizer, data.demos, warm_cfg)
-        validate = partial(_val_pass1, policy, tokenizer, data, cfg, seed, 1.0)
+        validate = partial(_val_pass1, policy, tokenizer, data, cfg, seed, 1.0, ES_DRAW)
         es = train_sft_es(policy, p_ids, c_ids, tokenizer.pad_token_id, replace(cfg.sft, seed=seed), validate, cfg.patience,
                           start_score=0.0, metrics_path=es_dir / "sft_log.jsonl", progress=progress)
         save_pretrained(policy, policy_dir)
@@ -196,51 +216,56 @@ def _train_arm(arm: str, cfg: ProtocolConfig, shared: Shared, policy: PreTrained
                device: torch.device, dtype: torch.dtype, done: dict[str, dict], progress: bool) -> dict:
     """Train `policy` (SFT-ES) in place as `arm`; returns its tokens and checkpoint choice."""
     tok = shared.tokenizer
-    validate = partial(_val_pass1, policy, tok, shared.data, cfg, seed, 1.0)
-    start = json.loads((shared.policy_dir.parent / "es.json").read_text())["best_val"]
+    validate = partial(_val_pass1, policy, tok, shared.data, cfg, seed, 1.0, CHOICE_DRAW)
     if arm == "sft_more":
         if "rft_reward" not in done:
             raise ValueError("arm sft_more is matched in wall-clock to rft_reward: run both")
         more = replace(cfg.sft, lr=cfg.rft.lr, seed=seed + 1)
         es = train_sft_es(policy, [p for p, _ in shared.demos], [c for _, c in shared.demos], tok.pad_token_id, more, validate,
-                          patience=10**9, seconds=done["rft_reward"]["seconds"], start_score=start,
+                          patience=10**9, seconds=done["rft_reward"]["seconds"],
                           metrics_path=out / "sft_log.jsonl", progress=progress)
         return {**es, "tokens_sampled": 0}
-    score = _scorer(ARMS[arm], shared, policy, gold, device, dtype, adversarial=arm == "airl_adversarial", cfg=cfg, seed=seed)
-    res = run_rft(policy, tok, shared.questions, shared.demos, cfg.rft, score, validate, seed, start_score=start,
-                  log_path=out / "train_log.jsonl", progress=progress)
-    return {**res, "tokens": res["tokens_trained"]}
+    score, trim, notes = _scorer(ARMS[arm], shared, policy, gold, device, dtype, adversarial=arm == "airl_adversarial", cfg=cfg,
+                                 seed=seed)
+    res = run_rft(policy, tok, shared.questions, shared.demos, cfg.rft, score, validate, seed, log_path=out / "train_log.jsonl",
+                  progress=progress, trim=trim)
+    return {**res, **notes, "tokens": res["tokens_trained"]}
 
 
 def _scorer(by: str, shared: Shared, policy: PreTrainedModel, gold: GoldKey | None, device, dtype, adversarial: bool,
-            cfg: ProtocolConfig, seed: int) -> ScoreFn:
-    """How an arm ranks its samples (`by`: reward | majority | logprob | gold)."""
+            cfg: ProtocolConfig, seed: int) -> tuple[ScoreFn, TrimFn | None, dict]:
+    """How an arm ranks its samples (`by`: reward | reward_steps | majority | logprob | gold), how it cuts them first
+    (None: not), and what to record of it."""
     tok = shared.tokenizer
     if by == "majority":
-        return by_majority(tok)
+        return by_majority(tok), None, {}
     if by == "logprob":
-        return by_logprob(policy, tok)
+        return by_logprob(policy, tok), None, {}
     if by == "gold":
         if gold is None:
             raise ValueError("ranking by the gold answer needs the GoldKey (only rft_gold reads it)")
-        return by_gold(tok, lambda prompt_ids: gold.answer(shared.question_text[tuple(prompt_ids)]))
-    return by_warm_reward(load_warm_start(shared.warm_dir, device, dtype), policy, cfg.rft, adversarial, seed)  # a fresh copy per arm
+        return by_gold(tok, lambda prompt_ids: gold.answer(shared.question_text[tuple(prompt_ids)])), None, {}
+    warm = load_warm_start(shared.warm_dir, device, dtype)  # a fresh copy per arm
+    if by == "reward_steps":
+        judge = RewardScorer(warm.reward_model, tok, ScorerSettings(template=warm.cfg.template))
+        bar = step_bar(judge, shared.demos, cfg.rft.step_quantile)
+        return by_length, by_step_bar(judge, bar), {"step_bar": bar}
+    return by_warm_reward(warm, policy, cfg.rft, adversarial, seed), None, {}
 
 
 def _val_pass1(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data: ProtocolData, cfg: ProtocolConfig, seed: int,
-               temperature: float) -> float:
-    """Sampled pass@1 on V (fixed sampling seed: every checkpoint sees the same draws)."""
+               temperature: float, draw: int) -> float:
+    """Sampled pass@1 on V, on sampling draw `draw` (fixed per draw: every checkpoint a draw compares sees the same samples)."""
     val = evaluate_policy(policy, tokenizer, [e.prompt for e in data.val], [e.answer for e in data.val], cfg.val_samples,
-                          cfg.rft.max_new_tokens, seed=seed + 20_000, progress=False, temperature=temperature)
+                          cfg.rft.max_new_tokens, seed=seed + 20_000 + 1_000 * draw, progress=False, temperature=temperature)
     policy.train()  # callers train on
     return val["pass1"]
 
 
 def _evaluate(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data: ProtocolData, cfg: ProtocolConfig, samples: int,
-              seed: int, val_at_1: float, progress: bool) -> dict:
-    """Pass@1 on T at temperature 1 and at the temperature best on V (ties: the higher one); `val_at_1` is
-    the checkpoint's V score at T = 1, already measured when it was chosen."""
-    val = {t: val_at_1 if t == 1.0 else _val_pass1(policy, tokenizer, data, cfg, seed, t) for t in cfg.temperatures}
+              seed: int, progress: bool) -> dict:
+    """Pass@1 on T at temperature 1 and at the temperature best on V's temperature draw (ties: the higher one)."""
+    val = {t: _val_pass1(policy, tokenizer, data, cfg, seed, t, TEMPERATURE_DRAW) for t in cfg.temperatures}
     tuned = max(sorted(val, reverse=True), key=lambda t: val[t])
     questions, answers = [e.prompt for e in data.test], [e.answer for e in data.test]
     at = {t: evaluate_policy(policy, tokenizer, questions, answers, samples, cfg.rft.max_new_tokens, seed=seed + 10_000,

@@ -4,7 +4,10 @@ Each of R rounds:
 
     1. sample     N completions (temperature 1) for each of B questions drawn from the unlabelled pool
     2. score      every sample, by the caller's `score` (a learned reward, majority vote, the
-                  policy's mean log-prob, or the gold answer)
+                  policy's mean log-prob, or the gold answer); with the caller's `trim`, each sample is
+                  first cut to the part worth training on (`by_step_bar`: its steps before the first one
+                  a step judge scores below a bar) and the cut samples are scored (`by_length`: the
+                  longest accepted prefix is kept)
     3. select     each question's best sample (ties broken at random); with `min_score`, only
                   when it scores at least that
     4. fine-tune  SFT on the kept samples mixed with `demo_mix` demonstrations per kept sample,
@@ -17,11 +20,12 @@ from __future__ import annotations
 import copy
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..airl.discriminator import DiscRecord
@@ -38,6 +42,8 @@ from .warm_start import WarmStart
 
 # score(question prompt ids, samples per question) -> one score per sample (None: no score, never kept)
 ScoreFn = Callable[[list[list[int]], list[list[list[int]]]], list[list[float | None]]]
+# trim(question prompt ids, samples per question) -> each sample cut to the part worth training on ([]: none of it)
+TrimFn = Callable[[list[list[int]], list[list[list[int]]]], list[list[list[int]]]]
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,7 @@ class RFTConfig:
     lr: float = 1e-3  # peak SFT learning rate of a round (warm-up, cosine decay)
     reward_selector: str = "token_mean"  # ranking by a learned reward: how step scores combine (mean | min | last | sum | token_mean)
     adversarial_steps: int = 20  # a re-trained (adversarial) reward: its optimiser steps per round, against that round's samples
+    step_quantile: float = 0.5  # step-cutting arms: a step below this quantile of the reward's step scores on D ends the kept prefix
 
     def __post_init__(self) -> None:
         check_finite(self)
@@ -63,6 +70,8 @@ class RFTConfig:
         for name in ("rounds", "prompts_per_round", "samples", "max_new_tokens", "steps_per_round", "batch_size", "adversarial_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"RFTConfig.{name}={getattr(self, name)}; must be >= 1")
+        if not 0.0 < self.step_quantile < 1.0:
+            raise ValueError(f"RFTConfig.step_quantile={self.step_quantile}; must be in (0, 1)")
         if self.demo_mix < 0 or self.lr <= 0:
             raise ValueError(f"RFTConfig: demo_mix={self.demo_mix} must be >= 0 and lr={self.lr} > 0")
 
@@ -150,6 +159,42 @@ def by_warm_reward(warm: WarmStart, policy: PreTrainedModel, cfg: RFTConfig, adv
     return by_reward(scorer, cfg.reward_selector, retrain)
 
 
+def by_length(prompts: list[list[int]], samples: list[list[list[int]]]) -> list[list[float | None]]:
+    """Each sample's length in tokens (None when empty): after a `trim`, the longest accepted prefix wins."""
+    return [[float(len(c)) if c else None for c in g] for g in samples]
+
+
+def cut_before(ids: Sequence[int], step_scores: Sequence[float], bar: float, boundary_ids: Collection[int]) -> list[int]:
+    """`ids` (one completion) up to the end of its last step before the first step scoring below `bar`:
+    all of it when none does, [] when the first one does. Steps end at a boundary token (a newline) or
+    at the last token, one score each."""
+    ends = [i for i, t in enumerate(ids) if t in boundary_ids]
+    if ids and (not ends or ends[-1] != len(ids) - 1):
+        ends.append(len(ids) - 1)
+    if len(ends) != len(step_scores):
+        raise ValueError(f"a completion of {len(ends)} steps has {len(step_scores)} step scores: the judge splits steps differently")
+    k = next((k for k, s in enumerate(step_scores) if s < bar), len(step_scores))
+    return list(ids[: ends[k - 1] + 1]) if k else []
+
+
+def step_bar(scorer: RewardScorer, demos: Sequence[tuple[list[int], list[int]]], quantile: float) -> float:
+    """The `quantile` of `scorer`'s step scores over every step of the demonstrations (prompt ids, completion ids):
+    a bar that cuts that share of the expert's own steps."""
+    steps = scorer.score_ids([p for p, _ in demos], [c for _, c in demos])
+    return float(np.quantile(np.concatenate([np.asarray(s, dtype=np.float64) for s in steps]), quantile))
+
+
+def by_step_bar(scorer: RewardScorer, bar: float) -> TrimFn:
+    """Cut each sample before its first step (line) that `scorer` scores below `bar` (`cut_before`)."""
+    boundary = set(scorer.line_rule.boundary_ids)
+
+    def trim(prompts, samples):
+        pairs = [(p, c) for p, g in zip(prompts, samples, strict=True) for c in g if c]
+        steps = iter(scorer.score_ids([p for p, _ in pairs], [c for _, c in pairs]) if pairs else [])
+        return [[cut_before(c, next(steps), bar, boundary) if c else [] for c in g] for g in samples]
+    return trim
+
+
 def _grouped(score_flat: Callable[[list[list[int]], list[list[int]]], list[float]], prompts: list[list[int]],
              samples: list[list[list[int]]]) -> list[list[float | None]]:
     """`score_flat` over every (prompt, sample) pair at once, regrouped per prompt; empty samples score None."""
@@ -178,10 +223,12 @@ def run_rft(
     start_score: float | None = None,
     log_path: str | Path | None = None,
     progress: bool = True,
+    trim: TrimFn | None = None,
 ) -> dict:
     """R rounds on `questions` (prompt ids, no answers); `policy` is trained in place and ends with the
     weights of its best validated round (round 0: as given, scored `start_score` or `validate()`), or
-    without `validate` (no labelled validation data) with the last round's.
+    without `validate` (no labelled validation data) with the last round's. With `trim`, each round's
+    samples are cut (`by_step_bar`) before `score` ranks them, and the kept ones are trained on as cut.
 
     Returns {"best_round", "best_val", "tokens_sampled", "tokens_trained", "rounds": [one row per round]}.
     """
@@ -199,6 +246,8 @@ def run_rft(
         samples = sample_completions(policy, prompts, n_samples=cfg.samples, max_new_tokens=cfg.max_new_tokens,
                                      eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id, seed=seed * 1000 + r, progress=False)
         tokens_sampled += sum(len(c) for group in samples for c in group)
+        if trim is not None:
+            samples = trim(prompts, samples)
         picks = pick_best(score(prompts, samples), rng, cfg.min_score)
         kept = [(p, group[k]) for p, group, k in zip(prompts, samples, picks, strict=True) if k is not None and group[k]]
         row = {"round": r, "kept": len(kept), "questions": len(prompts)}

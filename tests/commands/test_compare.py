@@ -126,6 +126,36 @@ def test_protocol_arms_never_read_unlabelled_gold_unless_they_say_so(tmp_path, p
     assert spy.reads > 0 and gold_results["rft_gold"]["reads_gold"] is True
 
 
+def test_arms_choose_their_round_and_temperature_on_fresh_draws_of_v_not_on_sft_es_lucky_one(tmp_path, monkeypatch):
+    """SFT-ES's V score is the best of many checks on one draw (biased up): an arm re-scores its start on
+    its own draw, and the temperature is chosen on a third."""
+    import rairl.train.protocol as protocol
+    from rairl.commands.compare import quick_compare_config
+
+    cfg = quick_compare_config(seeds=(1,), protocol="scarce")
+    real, calls = protocol.evaluate_policy, []
+
+    def spy(policy, tok, questions, answers, samples, max_new, seed, progress, temperature):
+        out = real(policy, tok, questions, answers, samples, max_new, seed=seed, progress=progress, temperature=temperature)
+        calls.append((seed, temperature))
+        draw = (seed - 1 - 20_000) // 1_000 if seed >= 20_000 else None
+        if draw == 0:
+            out["pass1"] = 0.9  # SFT-ES looks great on its own draw
+        elif draw == 1:
+            out["pass1"] = 0.1 if sum(1 for s, _ in calls if s == seed) == 1 else 0.2  # the start, then every round, on the arm's draw
+        elif draw == 2:
+            out["pass1"] = {0.5: 0.3, 1.0: 0.2}[temperature]
+        return out
+
+    monkeypatch.setattr(protocol, "evaluate_policy", spy)
+    _, results = protocol.run_protocol_seed("scarce", cfg.scarce, cfg.task, cfg.warm, cfg.eval.problems, cfg.eval.samples, 1,
+                                            ["rft_majority"], tmp_path / "seed1", cfg.torch_device(), cfg.torch_dtype(), progress=False)
+    m = results["rft_majority"]
+    assert m["train"]["best_round"] == 1 and m["train"]["best_val"] == 0.2  # beats its start's 0.1, not SFT-ES's lucky 0.9
+    assert m["tuned_T"] == 0.5 and m["val_pass1_by_T"] == {"0.5": 0.3, "1.0": 0.2}
+    assert {s for s, _ in calls if s >= 20_000} == {20_001, 21_001, 22_001}
+
+
 def test_compare_protocol_scarce_writes_every_arm_with_its_accounting(tmp_path):
     out = tmp_path / "scarce"
     proc = subprocess.run([sys.executable, "-m", "rairl.cli", "compare", "--quick", "--protocol", "scarce", "--seeds", "1",
@@ -133,7 +163,8 @@ def test_compare_protocol_scarce_writes_every_arm_with_its_accounting(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     m = json.loads((out / "metrics.json").read_text())
     assert m["protocol"] == "scarce"
-    assert set(m["methods"]) == {"sft_es", "sft_more", "rft_reward", "rft_majority", "rft_logprob", "rft_gold", "airl_adversarial"}
+    assert set(m["methods"]) == {"sft_es", "sft_more", "rft_reward", "rft_reward_steps", "rft_majority", "rft_logprob", "rft_gold",
+                                 "airl_adversarial"}
     for name, entry in m["methods"].items():
         assert {"pass1_mean", "pass1_ci", "pass1_tuned_T", "demos", "policy_tokens", "seconds", "reads_gold"} <= set(entry), name
         assert entry["demos"] == 40 and entry["reads_gold"] == (name == "rft_gold")

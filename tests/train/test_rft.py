@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -144,3 +145,68 @@ def test_by_logprob_is_the_policys_mean_token_logprob(tiny):
                 m = b.completion_mask()
                 ref = float((per_token_logprobs(policy, b.input_ids, b.attention_mask) * m).sum() / m.sum())
                 assert abs(score - ref) < 1e-4
+
+
+NL = 9  # a newline (step boundary) token in the hand-worked cuts below; EOS is 2
+
+
+def test_cut_before_keeps_the_steps_before_the_first_one_below_the_bar():
+    ids = [5, 6, NL, 7, NL, 8, 2]  # three steps: [5 6 \n] [7 \n] [8 EOS]
+    assert rft.cut_before(ids, [1.0, 0.5, -3.0], 0.0, {NL}) == [5, 6, NL, 7, NL]  # the third step is below
+    assert rft.cut_before(ids, [1.0, -1.0, 3.0], 0.0, {NL}) == [5, 6, NL]  # a later good step does not rescue the cut
+    assert rft.cut_before(ids, [-1.0, 1.0, 1.0], 0.0, {NL}) == []  # the first step is below: nothing kept
+    assert rft.cut_before(ids, [0.0, 0.0, 0.0], 0.0, {NL}) == ids  # at the bar is not below it: the whole sample, EOS too
+    assert rft.cut_before([5, NL, 6, NL], [1.0, 1.0], 0.0, {NL}) == [5, NL, 6, NL]  # ends on a boundary: no empty last step
+    assert rft.cut_before([5, 6, 7], [1.0], 0.0, {NL}) == [5, 6, 7]  # one unfinished step (hit the token limit)
+    with pytest.raises(ValueError, match="3 steps has 2 step scores"):
+        rft.cut_before(ids, [1.0, 1.0], 0.0, {NL})
+
+
+class FakeJudge:
+    """A step judge scoring each step by its first token minus 10 (steps end at NL or at the last token)."""
+
+    class line_rule:  # noqa: N801 (RewardScorer.line_rule's one attribute read here)
+        boundary_ids = (NL,)
+
+    def score_ids(self, prompts, completions):
+        out = []
+        for c in completions:
+            starts = [0] + [k + 1 for k, t in enumerate(c[:-1]) if t == NL]
+            out.append([float(c[s] - 10) for s in starts])
+        return out
+
+
+def test_step_bar_is_the_quantile_of_every_demonstration_step():
+    demos = [([1], [11, NL, 13, NL, 15, 2]), ([1], [12, 2])]  # step scores 1, 3, 5 and 2
+    assert rft.step_bar(FakeJudge(), demos, 0.5) == pytest.approx(2.5)
+    assert rft.step_bar(FakeJudge(), demos, 0.25) == pytest.approx(float(np.quantile([1, 3, 5, 2], 0.25)))
+
+
+def test_by_step_bar_cuts_every_sample_and_by_length_keeps_the_longest_cut():
+    samples = [[[11, NL, 3, NL, 12, 2], [12, NL, 13, 2], []], [[4, NL, 15, 2]]]
+    cut = rft.by_step_bar(FakeJudge(), 0.0)([[1], [2]], samples)
+    assert cut == [[[11, NL], [12, NL, 13, 2], []], [[]]]
+    assert rft.by_length([[1], [2]], cut) == [[2.0, 4.0, None], [None]]
+    assert pick_best(rft.by_length([[1], [2]], cut), random.Random(0)) == [1, None]
+
+
+def test_run_rft_with_trim_trains_on_the_cut_samples(tiny, monkeypatch):
+    tok, policy = tiny
+    seen = []
+
+    def fake_sft(model, prompt_ids, completion_ids, pad_id, cfg, **kw):
+        seen.append(list(zip(prompt_ids, completion_ids, strict=True)))
+        return [{"step": cfg.steps, "loss": 1.0, "tokens": sum(map(len, completion_ids))}]
+
+    monkeypatch.setattr(rft, "train_sft", fake_sft)
+    got = {}
+
+    def trim(prompts, samples):  # question [5, 6]: its second sample cut to 2 tokens, the rest to nothing
+        got["samples"] = dict(zip(map(tuple, prompts), samples, strict=True))
+        return [[c[:2] if (p == [5, 6] and j == 1) else [] for j, c in enumerate(g)] for p, g in zip(prompts, samples, strict=True)]
+
+    cfg = RFTConfig(rounds=1, prompts_per_round=2, samples=3, max_new_tokens=6, steps_per_round=2, batch_size=4, demo_mix=0.0)
+    res = run_rft(policy, tok, [[5, 6], [7, 8]], [], cfg, rft.by_length, None, seed=0, progress=False, trim=trim)
+    assert res["rounds"][0]["kept"] == 1
+    (prompt, completion), = seen[0]
+    assert prompt == [5, 6] and completion == got["samples"][(5, 6)][1][:2]
