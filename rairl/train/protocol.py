@@ -11,7 +11,7 @@
         sft_more          more SFT on D, for as long (wall-clock) as rft_reward took
         rft_reward        reward-ranked fine-tuning on U (`rairl.train.rft`), samples ranked by the learned reward
         rft_reward_steps  ... each sample cut before its first step the learned reward scores below a bar (D's
-                          `rft.step_quantile` of its step scores), the longest cut sample kept (process-level)
+                          `rft.step_quantile` of its step scores), the longest cut sample kept (`rft.cut_steps`)
         rft_majority      ... ranked by majority vote (self-consistency; no learned reward)
         rft_logprob       ... ranked by the policy's mean log-prob
         rft_gold          ... ranked by the gold answer (reads U's labels: the upper reference)
@@ -49,7 +49,6 @@ from ..models.batch import encode_completions, encode_prompts
 from ..models.lm import build_tiny_lm, load_causal_lm, per_token_logprobs
 from ..models.saving import save_pretrained
 from ..models.tokenizer import format_prompt, load_tokenizer, train_bpe_tokenizer
-from ..score import RewardScorer, ScorerSettings
 from .rft import (
     RFTConfig,
     ScoreFn,
@@ -58,10 +57,9 @@ from .rft import (
     by_length,
     by_logprob,
     by_majority,
-    by_step_bar,
     by_warm_reward,
     run_rft,
-    step_bar,
+    warm_step_trim,
 )
 from .sft import SFTConfig, train_sft_es
 from .warm_start import WarmStart, WarmStartConfig, build_warm_start, load_warm_start, timed_log
@@ -99,6 +97,9 @@ class ProtocolConfig:
         check_finite(self)
         if self.patience < 1 or self.val_samples < 1 or self.unlabelled_negatives < 0:
             raise ValueError("ProtocolConfig: patience and val_samples must be >= 1, unlabelled_negatives >= 0")
+        if self.rft.cut_steps:
+            raise ValueError("ProtocolConfig.rft.cut_steps: the arm rft_reward_steps is the one that cuts (at rft.step_quantile); "
+                             "the other arms never do")
         if self.sft.check_every < 1:
             raise ValueError("ProtocolConfig.sft.check_every must be >= 1 (SFT-ES is stopped on validation)")
         if not self.temperatures or 1.0 not in self.temperatures or any(t <= 0 for t in self.temperatures):
@@ -247,9 +248,8 @@ def _scorer(by: str, shared: Shared, policy: PreTrainedModel, gold: GoldKey | No
         return by_gold(tok, lambda prompt_ids: gold.answer(shared.question_text[tuple(prompt_ids)])), None, {}
     warm = load_warm_start(shared.warm_dir, device, dtype)  # a fresh copy per arm
     if by == "reward_steps":
-        judge = RewardScorer(warm.reward_model, tok, ScorerSettings(template=warm.cfg.template))
-        bar = step_bar(judge, shared.demos, cfg.rft.step_quantile)
-        return by_length, by_step_bar(judge, bar), {"step_bar": bar}
+        trim, bar = warm_step_trim(warm, shared.demos, cfg.rft)
+        return by_length, trim, {"step_bar": bar}
     return by_warm_reward(warm, policy, cfg.rft, adversarial, seed), None, {}
 
 

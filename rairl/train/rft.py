@@ -61,7 +61,8 @@ class RFTConfig:
     lr: float = 1e-3  # peak SFT learning rate of a round (warm-up, cosine decay)
     reward_selector: str = "token_mean"  # ranking by a learned reward: how step scores combine (mean | min | last | sum | token_mean)
     adversarial_steps: int = 20  # a re-trained (adversarial) reward: its optimiser steps per round, against that round's samples
-    step_quantile: float = 0.5  # step-cutting arms: a step below this quantile of the reward's step scores on D ends the kept prefix
+    cut_steps: bool = False  # a learned reward: cut each sample before its first step scoring below the bar, keep the longest cut
+    step_quantile: float = 0.5  # cut_steps: the bar is this quantile of the reward's step scores on the demonstrations
 
     def __post_init__(self) -> None:
         check_finite(self)
@@ -140,6 +141,14 @@ def by_reward(scorer: RewardScorer, selector: str, retrain: Callable[[list[DiscR
             scorer.reward_model.eval()
         return _grouped(partial(scorer.solution_scores_ids, selector=selector), prompts, samples)
     return score
+
+
+def warm_step_trim(warm: WarmStart, demos: Sequence[tuple[list[int], list[int]]], cfg: RFTConfig) -> tuple[TrimFn, float]:
+    """`by_step_bar` with the warm start's reward, its bar the `cfg.step_quantile` of the reward's step scores on
+    `demos` (prompt ids, completion ids); returns the trim and the bar."""
+    judge = RewardScorer(warm.reward_model, warm.tokenizer, ScorerSettings(template=warm.cfg.template))
+    bar = step_bar(judge, demos, cfg.step_quantile)
+    return by_step_bar(judge, bar), bar
 
 
 def by_warm_reward(warm: WarmStart, policy: PreTrainedModel, cfg: RFTConfig, adversarial: bool, seed: int) -> ScoreFn:

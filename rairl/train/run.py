@@ -39,7 +39,7 @@ from ..models.reward import REWARD_FILES, RewardModel
 from ..models.rollout import RolloutConfig
 from ..models.saving import save_pretrained
 from .folder import claim_run_folder
-from .rft import RFTConfig, by_gold, by_warm_reward, run_rft
+from .rft import RFTConfig, by_gold, by_length, by_warm_reward, run_rft, warm_step_trim
 from .sft import SFTConfig, train_sft
 from .trainer import RESUMABLE_CHANGES, AIRLTrainer, TrainConfig
 from .warm_start import (
@@ -80,6 +80,9 @@ class RunConfig(OnDevice):
         if self.train.operator == "rft" and (self.lora or self.train.method == "sft"):
             raise ValueError("train.operator='rft' fine-tunes the full policy of method airl, frozen or outcome; "
                              "it does not run with lora=True or method='sft'")
+        if self.rft.cut_steps and (self.train.operator != "rft" or self.train.method != "frozen"):
+            raise ValueError("rft.cut_steps=True cuts samples by a frozen learned reward: it needs train.operator='rft' and "
+                             "train.method='frozen'")
         if self.train.method == "sft" and not self.train.token_budget:
             raise ValueError("train.method='sft' needs train.token_budget > 0 (the matched budget)")
         if self.lora and self.train.method == "sft":
@@ -273,7 +276,8 @@ def post_train(cfg: RunConfig, seed: int, out: Path, warm_dir: Path | None = Non
 def improve_by_rft(cfg: RunConfig, seed: int, warm: WarmStart, rd: RunData, out: Path, progress: bool) -> int:
     """`cfg.rft` rounds of reward-ranked fine-tuning of `warm.policy` on the run's prompts, mixed with its
     demonstrations; samples ranked by the warm start's reward (re-trained each round for method airl)
-    or, for method outcome, by their gold answers. No labelled validation: the last round is kept.
+    or, for method outcome, by their gold answers; with `cfg.rft.cut_steps`, cut first at the reward's first
+    low step (`warm_step_trim`). No labelled validation: the last round is kept.
     Returns the tokens trained on."""
     tok, method = warm.tokenizer, cfg.train.method
     prompts = encode_prompts(tok, rd.prompts, max_prompt_tokens=cfg.warm.max_prompt_tokens, names=rd.prompt_sources)
@@ -285,7 +289,14 @@ def improve_by_rft(cfg: RunConfig, seed: int, warm: WarmStart, rd: RunData, out:
         score = by_gold(tok, lambda p: gold[tuple(p)])
     else:
         score = by_warm_reward(warm, warm.policy, cfg.rft, adversarial=method == "airl", seed=seed)
-    res = run_rft(warm.policy, tok, prompts, demos, cfg.rft, score, None, seed, log_path=out / "train_log.jsonl", progress=progress)
+    trim = None
+    if cfg.rft.cut_steps:
+        trim, bar = warm_step_trim(warm, demos, cfg.rft)
+        score = by_length
+        if progress:
+            print(f"  rft: samples cut at the first step the reward scores below {bar:.3f} (q{cfg.rft.step_quantile:g} of the demos' steps)")
+    res = run_rft(warm.policy, tok, prompts, demos, cfg.rft, score, None, seed, log_path=out / "train_log.jsonl", progress=progress,
+                  trim=trim)
     return res["tokens_trained"]
 
 
