@@ -24,20 +24,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import provenance, write_json
+from _seed import load_seed
 
 from rairl.airl.discriminator import DiscRecord
 from rairl.airl.layout import step_rule
-from rairl.configs import config_from_dict
 from rairl.data import answers_match, extract_answer
-from rairl.data.protocols import protocol_data
 from rairl.models.batch import encode_completions, encode_prompts
-from rairl.models.lm import load_causal_lm
 from rairl.models.reward import RewardConfig, RewardModel
 from rairl.models.sampling import sample_completions
 from rairl.score import SELECTORS, RewardScorer, ScorerSettings, select_all
 from rairl.train.reward import RewardTrainConfig, train_reward
 from rairl.train.rft import by_logprob, by_majority, by_reward, pick_best
-from rairl.train.warm_start import load_warm_start
 
 
 def main() -> None:
@@ -52,18 +49,9 @@ def main() -> None:
                     "the q-quantile of D's own rewards (a verifier-free acceptance bar), each selector")
     ap.add_argument("--json", default="", help="also write the numbers here")
     args = ap.parse_args()
-    from rairl.commands.compare import CompareConfig
-
-    cfg = config_from_dict(CompareConfig, json.loads((Path(args.run) / "config.json").read_text()))
-    seed_dir = Path(args.run) / f"seed{args.seed}"
-    data, gold = protocol_data(cfg.protocol, args.seed, cfg.scarce.split, cfg.task, cfg.eval.problems)
-    warm = load_warm_start(seed_dir / "reward")
-    policy = load_causal_lm(seed_dir / "sft_es" / "policy")
-    tok = warm.tokenizer
-    questions = random.Random(args.seed).sample(list(data.unlabelled), min(args.questions, len(data.unlabelled)))
-    prompts = encode_prompts(tok, questions, cfg.warm.max_prompt_tokens)
-    samples = sample_completions(policy, prompts, n_samples=args.samples, max_new_tokens=cfg.scarce.rft.max_new_tokens,
-                                 eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, seed=args.seed * 1000 + 1, progress=False)
+    ps = load_seed(args.run, args.seed, args.questions)
+    cfg, data, gold, warm, policy, tok, questions, prompts = ps.cfg, ps.data, ps.gold, ps.warm, ps.policy, ps.tok, ps.questions, ps.prompts
+    samples = ps.sample(args.samples)
     correct = [[answers_match(extract_answer(t), gold.answer(q)) for t in tok.batch_decode(g, skip_special_tokens=True)]
                for q, g in zip(questions, samples, strict=True)]
     scorer = RewardScorer(warm.reward_model, tok, ScorerSettings(selector=cfg.scarce.rft.reward_selector))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -23,16 +22,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import provenance, write_json
+from _seed import load_seed
 
-from rairl.configs import config_from_dict
-from rairl.data.protocols import protocol_data
 from rairl.data.task import make_splits
 from rairl.models.batch import encode_completions, encode_prompts
-from rairl.models.lm import load_causal_lm
 from rairl.models.reward import RewardConfig, RewardModel
-from rairl.models.sampling import sample_completions
 from rairl.score import RewardScorer, ScorerSettings
-from rairl.train.warm_start import load_warm_start
 
 
 def correct_prefix(lines: list[str], reference: list[str]) -> int:
@@ -52,24 +47,15 @@ def main() -> None:
     ap.add_argument("--quantiles", default="0.01,0.05,0.1,0.2,0.3")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
-    from rairl.commands.compare import CompareConfig
-
-    cfg = config_from_dict(CompareConfig, json.loads((Path(args.run) / "config.json").read_text()))
-    seed_dir = Path(args.run) / f"seed{args.seed}"
-    split = cfg.scarce.split
-    data, _ = protocol_data(cfg.protocol, args.seed, split, cfg.task, cfg.eval.problems)
+    ps = load_seed(args.run, args.seed, args.questions)
+    cfg, data, warm, policy, tok, questions, prompts = ps.cfg, ps.data, ps.warm, ps.policy, ps.tok, ps.questions, ps.prompts
     if cfg.protocol != "scarce":
         raise SystemExit("this probe reads the scarce protocol's references")
+    split = cfg.scarce.split
     problems = make_splits(args.seed, replace(cfg.task, n_train=split.n_demos + split.n_unlabelled, n_val=split.n_val,
                                               n_test=cfg.eval.problems)).train[split.n_demos:]
     reference = {p.question(): p.example().completion.split("\n") for p in problems}
-    warm = load_warm_start(seed_dir / "reward")
-    policy = load_causal_lm(seed_dir / "sft_es" / "policy")
-    tok = warm.tokenizer
-    questions = random.Random(args.seed).sample(list(data.unlabelled), min(args.questions, len(data.unlabelled)))
-    prompts = encode_prompts(tok, questions, cfg.warm.max_prompt_tokens)
-    samples = sample_completions(policy, prompts, n_samples=args.samples, max_new_tokens=cfg.scarce.rft.max_new_tokens,
-                                 eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, seed=args.seed * 1000 + 1, progress=False)
+    samples = ps.sample(args.samples)
     flat = [(qi, c) for qi, g in enumerate(samples) for c in g if c]
     texts = tok.batch_decode([c for _, c in flat], skip_special_tokens=True)
     lines = [t.split("\n") for t in texts]

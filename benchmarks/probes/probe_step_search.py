@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from collections.abc import Sequence
@@ -19,16 +18,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import provenance, write_json
+from _seed import load_seed
 
-from rairl.configs import config_from_dict
 from rairl.data import answers_match, extract_answer
-from rairl.data.protocols import protocol_data
-from rairl.models.batch import encode_prompts
-from rairl.models.lm import load_causal_lm
 from rairl.models.reward import RewardConfig, RewardModel
 from rairl.models.sampling import sample_completions
 from rairl.score import RewardScorer, ScorerSettings
-from rairl.train.warm_start import load_warm_start
 
 
 def step_search(policy, judge: RewardScorer, prompts: Sequence[list[int]], n: int, max_new_tokens: int,
@@ -78,16 +73,8 @@ def main() -> None:
     ap.add_argument("--step-tokens", type=int, default=16)
     ap.add_argument("--json", default="")
     args = ap.parse_args()
-    from rairl.commands.compare import CompareConfig
-
-    cfg = config_from_dict(CompareConfig, json.loads((Path(args.run) / "config.json").read_text()))
-    seed_dir = Path(args.run) / f"seed{args.seed}"
-    data, gold = protocol_data(cfg.protocol, args.seed, cfg.scarce.split, cfg.task, cfg.eval.problems)
-    warm = load_warm_start(seed_dir / "reward")
-    policy = load_causal_lm(seed_dir / "sft_es" / "policy")
-    tok = warm.tokenizer
-    questions = random.Random(args.seed).sample(list(data.unlabelled), min(args.questions, len(data.unlabelled)))
-    prompts = encode_prompts(tok, questions, cfg.warm.max_prompt_tokens)
+    ps = load_seed(args.run, args.seed, args.questions)
+    cfg, gold, warm, policy, tok, questions, prompts = ps.cfg, ps.gold, ps.warm, ps.policy, ps.tok, ps.questions, ps.prompts
 
     def accuracy(completions: list[list[int]]) -> float:
         texts = tok.batch_decode(completions, skip_special_tokens=True)
