@@ -69,6 +69,9 @@ def _commands_with_bools() -> list[tuple[str, str]]:
 
 BOOL_OPTIONS = _commands_with_bools()
 REQUIRED_ARGS = {"plan": ["--model", "qwen2.5-0.5b"], "train-reward": ["--data", "demos.jsonl"]}  # the required fields, to build a config
+NEEDS = {("train", "--rft.cut_steps"): ["--train.operator", "rft", "--train.method", "frozen"]}  # what a True value needs beside it
+REFUSED_SET = {("compare", "--rft.cut_steps"): "cuts samples by a frozen learned reward",  # True refused by design: the error's words
+               ("compare", "--scarce.rft.cut_steps"): "rft_reward_steps is the one that cuts"}
 
 
 @pytest.mark.parametrize(("command", "option"), BOOL_OPTIONS)
@@ -89,14 +92,18 @@ def test_boolean_options_accept_true_false_1_0_yes_no(command, option):
         for spelled in (word, word.upper(), word.capitalize()):
             args = parser.parse_args([command, option, spelled])
             assert getattr(args, dest) is value, (spelled, getattr(args, dest))
-    # and the value reaches the config
-    value = random.choice([True, False])
-    args = parser.parse_args([command, *REQUIRED_ARGS.get(command, []), option, "yes" if value else "no"])
-    cfg = build_config(COMMANDS[command], None, args)
-    node = cfg
-    for part in dest.split("."):
-        node = getattr(node, part)
-    assert node is value
+    # and the value reaches the config (or, where the command refuses it set, the error says why)
+    for value in (True, False):
+        args = parser.parse_args([command, *REQUIRED_ARGS.get(command, []), *NEEDS.get((command, option), []), option,
+                                  "yes" if value else "no"])
+        if value and (command, option) in REFUSED_SET:
+            with pytest.raises(ValueError, match=REFUSED_SET[command, option]):
+                build_config(COMMANDS[command], None, args)
+            continue
+        node = build_config(COMMANDS[command], None, args)
+        for part in dest.split("."):
+            node = getattr(node, part)
+        assert node is value
 
 
 def test_a_yaml_config_file_sets_nested_fields_and_options_override_it(tmp_path):
