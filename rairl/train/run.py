@@ -284,17 +284,17 @@ def improve_by_rft(cfg: RunConfig, seed: int, warm: WarmStart, rd: RunData, out:
     kept = within_limits(tok, rd.demos, cfg.warm, "demos")  # as in the warm start: over-long ones left out, with a warning
     demos = list(zip(encode_prompts(tok, [e.prompt for e in kept], cfg.warm.max_prompt_tokens),
                      encode_completions(tok, [e.completion for e in kept], cfg.warm.max_completion_tokens), strict=True))
+    trim = None
     if method == "outcome":
         gold = {tuple(p): a for p, a in zip(prompts, rd.answers, strict=True)}
         score = by_gold(tok, lambda p: gold[tuple(p)])
-    else:
-        score = by_warm_reward(warm, warm.policy, cfg.rft, adversarial=method == "airl", seed=seed)
-    trim = None
-    if cfg.rft.cut_steps:
+    elif cfg.rft.cut_steps:  # method frozen (checked by RunConfig)
         trim, bar = warm_step_trim(warm, demos, cfg.rft)
         score = by_length
         if progress:
             print(f"  rft: samples cut at the first step the reward scores below {bar:.3f} (q{cfg.rft.step_quantile:g} of the demos' steps)")
+    else:
+        score = by_warm_reward(warm, warm.policy, cfg.rft, adversarial=method == "airl", seed=seed)
     res = run_rft(warm.policy, tok, prompts, demos, cfg.rft, score, None, seed, log_path=out / "train_log.jsonl", progress=progress,
                   trim=trim)
     return res["tokens_trained"]
