@@ -66,7 +66,7 @@ def main() -> None:
     demo_p = encode_prompts(tok, [e.prompt for e in data.demos], cfg.warm.max_prompt_tokens)
     n_steps = np.array([len(s) for s in lines])
     out = {"seed": args.seed, "questions": len(questions), "samples": args.samples,
-           "step_accuracy_within_prefix": None, "gold": {}, "judges": {}, "provenance": provenance("cpu")}
+           "judges": {}, "provenance": provenance("cpu")}
     best_gold = [0] * len(questions)
     for (qi, _), r in zip(flat, right, strict=True):
         best_gold[qi] = max(best_gold[qi], r)
