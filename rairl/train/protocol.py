@@ -61,7 +61,7 @@ from .rft import (
     run_rft,
     warm_step_trim,
 )
-from .sft import SFTConfig, train_sft_es
+from .sft import SFTConfig, lr_schedule, train_sft_es
 from .warm_start import WarmStart, WarmStartConfig, build_warm_start, load_warm_start, timed_log
 
 # arm -> how its samples are ranked (None: no sampling); every arm after sft_es starts from SFT-ES.
@@ -84,20 +84,25 @@ class ProtocolConfig:
     """The scarce protocols' sets, SFT-ES, the reward's extra negatives, RFT and the evaluation temperatures."""
 
     split: SplitConfig = field(default_factory=SplitConfig)  # sizes of D, V and U (T: eval.problems)
-    # SFT-ES on D: up to `steps` (the cosine schedule's length), checked on V every `check_every` steps, stopped after
-    # `patience` checks without gain. 2200: tuning seed 0 at D = 500 ends at V 0.24 (1200: 0.21, 1700: 0.71, 3000: 0.11)
+    # SFT-ES on D: the cosine schedule of `steps`, checked on V every `check_every` steps, the best check kept.
+    # 2200: tuning seed 0 at D = 500 ends at V 0.24 (1200: 0.21, 1700: 0.71, 3000: 0.11)
     sft: SFTConfig = field(default_factory=lambda: SFTConfig(steps=2200, batch_size=32, lr=3e-3, warmup=50, log_every=50, check_every=50))
-    patience: int = 6  # SFT-ES: checks without a better V score before stopping (from scratch, V plateaus for a while first)
+    # SFT-ES: checks without a better V score before stopping (0: the whole schedule). 0, as stopping on the
+    # plateau V sits on for hundreds of steps left policies that more SFT on D alone improved (seeds 4 and 6)
+    patience: int = 0
     val_samples: int = 4  # samples per V problem of every checkpoint choice (pass@1 at temperature 1)
     unlabelled_negatives: int = 500  # U questions whose SFT-ES samples are also reward negatives
-    rft: RFTConfig = field(default_factory=lambda: RFTConfig(rounds=3, batch_size=32))  # the rounds of every rft_* arm and airl_adversarial
+    # the rounds of every rft_* arm and airl_adversarial; their lr (and sft_more's) is rft.lr capped at SFT-ES's
+    # rate where its chosen weights were made (`arm_lr`)
+    rft: RFTConfig = field(default_factory=lambda: RFTConfig(rounds=3, batch_size=32))
     temperatures: tuple[float, ...] = (0.3, 0.6, 1.0)  # evaluation temperatures; the best on V is reported beside T = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "temperatures", tuple(float(t) for t in self.temperatures))
         check_finite(self)
-        if self.patience < 1 or self.val_samples < 1 or self.unlabelled_negatives < 0:
-            raise ValueError("ProtocolConfig: patience and val_samples must be >= 1, unlabelled_negatives >= 0")
+        if self.patience < 0 or self.val_samples < 1 or self.unlabelled_negatives < 0:
+            raise ValueError("ProtocolConfig: patience must be >= 0 (0: the whole schedule), val_samples >= 1, "
+                             "unlabelled_negatives >= 0")
         if self.rft.cut_steps:
             raise ValueError("ProtocolConfig.rft.cut_steps: the arm rft_reward_steps is the one that cuts (at rft.step_quantile); "
                              "the other arms never do")
@@ -219,19 +224,29 @@ def _train_arm(arm: str, cfg: ProtocolConfig, shared: Shared, policy: PreTrained
     """Train `policy` (SFT-ES) in place as `arm`; returns its tokens and checkpoint choice."""
     tok = shared.tokenizer
     validate = partial(_val_pass1, policy, tok, shared.data, cfg, seed, 1.0, CHOICE_DRAW)
+    lr = arm_lr(cfg, shared.summary["sft_es"]["best_step"])
     if arm == "sft_more":
         if "rft_reward" not in done:
             raise ValueError("arm sft_more is matched in wall-clock to rft_reward: run both")
-        more = replace(cfg.sft, lr=cfg.rft.lr, seed=seed + 1)
+        more = replace(cfg.sft, lr=lr, seed=seed + 1)
         es = train_sft_es(policy, [p for p, _ in shared.demos], [c for _, c in shared.demos], tok.pad_token_id, more, validate,
-                          patience=10**9, seconds=done["rft_reward"]["seconds"],
+                          patience=0, seconds=done["rft_reward"]["seconds"],
                           metrics_path=out / "sft_log.jsonl", progress=progress)
-        return {**es, "tokens_sampled": 0}
+        return {**es, "tokens_sampled": 0, "lr": lr}
     score, trim, notes = _scorer(ARMS[arm], shared, policy, gold, device, dtype, adversarial=arm == "airl_adversarial", cfg=cfg,
                                  seed=seed)
-    res = run_rft(policy, tok, shared.questions, shared.demos, cfg.rft, score, validate, seed, log_path=out / "train_log.jsonl",
-                  progress=progress, trim=trim)
-    return {**res, **notes, "tokens": res["tokens_trained"]}
+    res = run_rft(policy, tok, shared.questions, shared.demos, replace(cfg.rft, lr=lr), score, validate, seed,
+                  log_path=out / "train_log.jsonl", progress=progress, trim=trim)
+    return {**res, **notes, "tokens": res["tokens_trained"], "lr": lr}
+
+
+def arm_lr(cfg: ProtocolConfig, es_step: int) -> float:
+    """Peak learning rate of the fine-tuning every arm after SFT-ES does: `rft.lr`, capped at the rate of SFT-ES's
+    schedule at the step that made its chosen weights (`es_step`; 0: untrained, no cap). Rounds restarting at 1e-3
+    on a policy SFT-ES had left at 3e-4 all lost ground, gold-ranked ones too (seed 5, V 0.87)."""
+    if es_step == 0:
+        return cfg.rft.lr
+    return min(cfg.rft.lr, lr_schedule(es_step - 1, cfg.sft.lr, cfg.sft.warmup, cfg.sft.steps))
 
 
 def _scorer(by: str, shared: Shared, policy: PreTrainedModel, gold: GoldKey | None, device, dtype, adversarial: bool,

@@ -195,14 +195,15 @@ def train_sft_es(
     progress: bool = True,
 ) -> dict:
     """SFT with its checkpoint chosen on validation: every `cfg.check_every` steps `validate()` (higher
-    is better) scores the model; training stops after `patience` checks without a better score, at
-    `cfg.steps`, or once `seconds` of wall-clock have passed (0: no limit). The model ends with the
+    is better) scores the model; training stops after `patience` checks without a better score (0: never,
+    the whole schedule runs), at `cfg.steps`, or once `seconds` of wall-clock have passed (0: no limit). The model ends with the
     best checked weights; the starting ones (check 0, scored `start_score` or `validate()`) count.
 
     Returns {"best_step", "best_val", "checks": [[step, score], ...], "tokens", "steps"}.
     """
-    if cfg.check_every < 1:
-        raise ValueError("train_sft_es needs SFTConfig.check_every >= 1")
+    if cfg.check_every < 1 or patience < 0:
+        raise ValueError(f"train_sft_es needs SFTConfig.check_every >= 1 and patience >= 0 (0: the whole schedule), not "
+                         f"{cfg.check_every} and {patience}")
     t0 = time.time()
     start = validate() if start_score is None else start_score
     state = {"best": start, "best_step": 0, "weights": copy.deepcopy(model.state_dict()), "since": 0, "checks": [[0, start]]}
@@ -216,7 +217,7 @@ def train_sft_es(
             state["since"] += 1
         if progress:
             print(f"  sft step {step}: val {score:.3f} (best {state['best']:.3f} at step {state['best_step']})", flush=True)
-        return state["since"] >= patience or bool(seconds and time.time() - t0 >= seconds)
+        return bool(patience and state["since"] >= patience) or bool(seconds and time.time() - t0 >= seconds)
 
     es_cfg = replace(cfg, check_after=max(cfg.check_after, cfg.check_every))
     rows = train_sft(model, prompt_ids, completion_ids, pad_id, es_cfg, metrics_path=metrics_path, progress=progress, stop_check=check)

@@ -156,6 +156,53 @@ def test_arms_choose_their_round_and_temperature_on_fresh_draws_of_v_not_on_sft_
     assert {s for s, _ in calls if s >= 20_000} == {20_001, 21_001, 22_001}
 
 
+def test_arm_lr_is_rft_lr_capped_at_sft_es_rate_where_its_weights_were_made():
+    from rairl.train.protocol import ProtocolConfig, arm_lr
+    from rairl.train.rft import RFTConfig
+    from rairl.train.sft import SFTConfig
+
+    cfg = ProtocolConfig(sft=SFTConfig(steps=101, lr=2e-3, warmup=1, check_every=10), rft=RFTConfig(lr=1e-3))
+    assert arm_lr(cfg, 0) == 1e-3  # untrained start: no cap
+    assert arm_lr(cfg, 1) == 1e-3  # step 0 ran at the peak 2e-3
+    assert arm_lr(cfg, 51) == 1e-3  # step 50 of 100, cosine half-way: 2e-3 * (0.1 + 0.45) = 1.1e-3, above the cap
+    assert arm_lr(cfg, 76) == pytest.approx(2e-3 * (0.1 + 0.45 * (1 - 0.5**0.5)))  # step 75: cos(3 pi / 4) = -1/sqrt(2)
+    assert arm_lr(cfg, 101) == pytest.approx(2e-4)  # the schedule's end: 10% of the peak
+
+
+def test_every_arm_after_sft_es_fine_tunes_at_the_capped_rate(tmp_path, monkeypatch):
+    import rairl.train.protocol as protocol
+    from rairl.commands.compare import quick_compare_config
+
+    cfg = quick_compare_config(seeds=(1,), protocol="scarce")
+    real_rft, real_es, lrs = protocol.run_rft, protocol.train_sft_es, {}
+
+    def rft_spy(policy, tok, questions, demos, rft_cfg, *args, **kw):
+        lrs["rft"] = rft_cfg.lr
+        return real_rft(policy, tok, questions, demos, rft_cfg, *args, **kw)
+
+    def es_spy(model, p, c, pad, sft_cfg, *args, **kw):
+        lrs.setdefault("es", []).append(sft_cfg.lr)
+        return real_es(model, p, c, pad, sft_cfg, *args, **kw)
+
+    es_scores = iter(range(1, 100))
+
+    def val(policy, tok, data, pcfg, seed, temperature, draw):  # SFT-ES improves at every check: it ends on its last step
+        return next(es_scores) / 100 if draw == protocol.ES_DRAW else real_val(policy, tok, data, pcfg, seed, temperature, draw)
+
+    real_val = protocol._val_pass1
+    monkeypatch.setattr(protocol, "_val_pass1", val)
+    monkeypatch.setattr(protocol, "run_rft", rft_spy)
+    monkeypatch.setattr(protocol, "train_sft_es", es_spy)
+    _, results = protocol.run_protocol_seed("scarce", cfg.scarce, cfg.task, cfg.warm, cfg.eval.problems, cfg.eval.samples, 1,
+                                            ["rft_reward", "sft_more"], tmp_path / "seed1", cfg.torch_device(), cfg.torch_dtype(),
+                                            progress=False)
+    es_step = json.loads((tmp_path / "seed1" / "sft_es" / "es.json").read_text())["best_step"]
+    want = protocol.arm_lr(cfg.scarce, es_step)
+    assert es_step == cfg.scarce.sft.steps and want < cfg.scarce.rft.lr  # the cap bites: passing rft.lr on unchanged fails
+    assert lrs["rft"] == want and lrs["es"] == [cfg.scarce.sft.lr, want]  # SFT-ES itself, then sft_more
+    assert results["rft_reward"]["train"]["lr"] == want == results["sft_more"]["train"]["lr"]
+
+
 def test_compare_protocol_scarce_writes_every_arm_with_its_accounting(tmp_path):
     out = tmp_path / "scarce"
     proc = subprocess.run([sys.executable, "-m", "rairl.cli", "compare", "--quick", "--protocol", "scarce", "--seeds", "1",

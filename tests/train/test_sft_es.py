@@ -40,6 +40,16 @@ def test_keeps_the_best_checked_weights_and_stops_after_patience(setup):
         assert torch.equal(v, seen[1][k])  # the weights validated at step 4
 
 
+def test_patience_zero_runs_the_whole_schedule_and_keeps_the_best_check(setup):
+    tok, model, p, c = setup
+    validate, seen = _recording_validate(model, [0.3, 0.2, 0.1, 0.1, 0.1, 0.4, 0.2])  # a long dip, then the best
+    cfg = SFTConfig(steps=7, batch_size=2, lr=1e-2, warmup=1, log_every=7, check_every=1)
+    res = train_sft_es(model, p, c, tok.pad_token_id, cfg, validate, patience=0, start_score=0.0, progress=False)
+    assert res["steps"] == 7 and [s for s, _ in res["checks"]] == list(range(8))
+    assert res["best_step"] == 6 and res["best_val"] == 0.4
+    assert all(torch.equal(v, seen[5][k]) for k, v in model.state_dict().items())
+
+
 def test_the_start_counts_and_wall_clock_stops_it(setup):
     tok, model, p, c = setup
     start = {k: v.clone() for k, v in model.state_dict().items()}
@@ -50,3 +60,5 @@ def test_the_start_counts_and_wall_clock_stops_it(setup):
     assert all(torch.equal(v, start[k]) for k, v in model.state_dict().items())
     with pytest.raises(ValueError, match="check_every"):
         train_sft_es(model, p, c, tok.pad_token_id, SFTConfig(steps=2), validate, patience=1)
+    with pytest.raises(ValueError, match="patience"):
+        train_sft_es(model, p, c, tok.pad_token_id, SFTConfig(steps=2, check_every=1), validate, patience=-1)
