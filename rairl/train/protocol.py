@@ -85,7 +85,7 @@ class ProtocolConfig:
 
     split: SplitConfig = field(default_factory=SplitConfig)  # sizes of D, V and U (T: eval.problems)
     # SFT-ES on D: the cosine schedule of `steps`, checked on V every `check_every` steps, the best check kept.
-    # 2200: tuning seed 0 at D = 500 ends at V 0.24 (1200: 0.21, 1700: 0.71, 3000: 0.11)
+    # 2200: tuning seed 0 at D = 500 ends at V 0.24 (1200: 0.21, 1700: 0.71, 3000: 0.11; measured under patience 6)
     sft: SFTConfig = field(default_factory=lambda: SFTConfig(steps=2200, batch_size=32, lr=3e-3, warmup=50, log_every=50, check_every=50))
     # SFT-ES: checks without a better V score before stopping (0: the whole schedule). 0, as stopping on the
     # plateau V sits on for hundreds of steps left policies that more SFT on D alone improved (seeds 4 and 6)
