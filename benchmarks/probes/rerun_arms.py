@@ -4,8 +4,9 @@
         --methods sft_es,rft_reward,rft_reward_steps,rft_majority
 
 Copies `RUN/seedS/{sft_es/es.json, sft_es/policy, reward, shared.json}` into `OUT/seedS` (a new folder) and
-runs the arms there with today's code and RUN's config (`rairl.train.protocol.run_protocol_seed`), with
-each `--rft FIELD=VALUE` in place of that field of its `scarce.rft` (the lr still capped by `arm_lr`): the
+runs the arms there with today's code and RUN's config (`rairl.train.protocol.run_protocol_seed`), changed
+by any `rairl compare` option given (`--methods`: the arms, default RUN's; `--scarce.rft.lr 1e-4`: the rounds'
+rate, still capped by `arm_lr`): the
 shared stages are read back, so only the arms cost time. Prints each arm's pass@1 (T = 1 and V-tuned T).
 """
 from __future__ import annotations
@@ -13,10 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-from dataclasses import asdict, replace
 from pathlib import Path
 
-from rairl.cli import parse_bool
+from rairl.cli import add_config_options, build_config
+from rairl.commands.compare import CompareConfig
 from rairl.configs import config_from_dict
 from rairl.train.protocol import run_protocol_seed
 
@@ -26,10 +27,9 @@ def main() -> None:
     ap.add_argument("--run", required=True)
     ap.add_argument("--seed", type=int, required=True)
     ap.add_argument("--out", required=True, help="a new folder")
-    ap.add_argument("--methods", required=True, help="comma-separated arms")
-    ap.add_argument("--rft", action="append", default=[], metavar="FIELD=VALUE", help="a field of RUN's scarce.rft, e.g. lr=1e-4")
+    add_config_options(ap, CompareConfig)
+    ap.set_defaults(config=None)  # build_config's --config file: RUN's config.json is the base instead
     args = ap.parse_args()
-    from rairl.commands.compare import CompareConfig
 
     src, dst = Path(args.run) / f"seed{args.seed}", Path(args.out) / f"seed{args.seed}"
     if Path(args.out).exists():
@@ -39,17 +39,9 @@ def main() -> None:
     shutil.copytree(src / "sft_es" / "policy", dst / "sft_es" / "policy")
     shutil.copytree(src / "reward", dst / "reward")
     shutil.copy(src / "shared.json", dst / "shared.json")
-    cfg = config_from_dict(CompareConfig, json.loads((Path(args.run) / "config.json").read_text()))
-    rft = asdict(cfg.scarce.rft)
-    for item in args.rft:
-        name, _, value = item.partition("=")
-        if name not in rft:
-            raise SystemExit(f"--rft {item}: no field {name!r} in scarce.rft ({', '.join(rft)})")
-        kind = type(rft[name])
-        rft[name] = parse_bool(value) if kind is bool else float(value) if rft[name] is None else kind(value)
-    cfg = replace(cfg, scarce=replace(cfg.scarce, rft=config_from_dict(type(cfg.scarce.rft), rft)))
+    cfg = build_config(CompareConfig, config_from_dict(CompareConfig, json.loads((Path(args.run) / "config.json").read_text())), args)
     _, results = run_protocol_seed(cfg.protocol, cfg.scarce, cfg.task, cfg.warm, cfg.eval.problems, cfg.eval.samples, args.seed,
-                                   args.methods.split(","), dst, cfg.torch_device(), cfg.torch_dtype(), progress=True)
+                                   cfg.methods, dst, cfg.torch_device(), cfg.torch_dtype(), progress=True)
     for arm, m in results.items():
         print(f"{arm}: pass@1 {m['pass1']:.4f} at T = 1, {m['pass1_tuned_T']:.4f} at T = {m['tuned_T']} (V-tuned); "
               f"checkpoint {m['train'].get('best_round', m['train'].get('best_step'))}; lr {m['train']['lr']:.2g}; {m['seconds']:.0f} s")
