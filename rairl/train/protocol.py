@@ -2,10 +2,11 @@
 
     data      D (worked solutions), V (labelled: early stopping and checkpoint choice only),
               U (questions with no solution and no answer), T (test); `rairl.data.protocols`
-    sft_es    a tiny policy SFT'd on D for many epochs, stopped on V
+    sft_es    a tiny policy SFT'd on D over its whole schedule (`patience`: stop earlier), the check best on V kept
     reward    trained on D (label 1) against SFT-ES samples on D and U questions and perturbed D
               (label 0), by the warm-start code of `train-reward`
-    arms      each from SFT-ES, its checkpoint chosen on V (the start counts):
+    arms      each from SFT-ES, fine-tuned at most at SFT-ES's rate where it was chosen (`arm_lr`), its
+              checkpoint chosen on V (the start counts):
 
         sft_es            SFT-ES itself
         sft_more          more SFT on D, for as long (wall-clock) as rft_reward took
@@ -107,7 +108,7 @@ class ProtocolConfig:
             raise ValueError("ProtocolConfig.rft.cut_steps: the arm rft_reward_steps is the one that cuts (at rft.step_quantile); "
                              "the other arms never do")
         if self.sft.check_every < 1:
-            raise ValueError("ProtocolConfig.sft.check_every must be >= 1 (SFT-ES is stopped on validation)")
+            raise ValueError("ProtocolConfig.sft.check_every must be >= 1 (SFT-ES's checkpoint is chosen on validation)")
         if not self.temperatures or 1.0 not in self.temperatures or any(t <= 0 for t in self.temperatures):
             raise ValueError(f"ProtocolConfig.temperatures={self.temperatures}; positive values, 1.0 among them")
 
