@@ -55,7 +55,7 @@ def test_the_start_counts_and_wall_clock_stops_it(setup):
     start = {k: v.clone() for k, v in model.state_dict().items()}
     validate, _ = _recording_validate(model, [0.1] * 50)
     cfg = SFTConfig(steps=100, batch_size=2, lr=1e-2, warmup=1, log_every=5, check_every=1)
-    res = train_sft_es(model, p, c, tok.pad_token_id, cfg, validate, patience=10**9, seconds=1e-9, start_score=0.5, progress=False)
+    res = train_sft_es(model, p, c, tok.pad_token_id, cfg, validate, patience=0, seconds=1e-9, start_score=0.5, progress=False)
     assert res["best_step"] == 0 and res["steps"] == 1  # the first check is past the time limit
     assert all(torch.equal(v, start[k]) for k, v in model.state_dict().items())
     with pytest.raises(ValueError, match="check_every"):
