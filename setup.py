@@ -1,7 +1,7 @@
 """Build: the pure-Python package plus the pybind11 step-segment packer (C++ only, no CUDA).
 
-`kernels/` is shipped as `rairl.kernels`: a top-level module named `kernels`
-would shadow the package of that name that transformers probes for.
+`kernels/` is shipped as `rairl.kernels`, never as a top-level `kernels`: that name is Hugging Face's
+package, which transformers imports (`kernels/__init__.py` hands the name over to it from a checkout's root).
 """
 from pybind11.setup_helpers import Pybind11Extension, build_ext
 from setuptools import find_packages, setup

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ast
 import importlib.machinery
+import subprocess
+import sys
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -346,3 +348,21 @@ def test_the_rule_checks_see_violations(tmp_path):
     assert layer_offenders(toy) == {"rairl.models.lm": ["rairl.train", "rairl.train.run"],
                                     "rairl.data": ["rairl.eval.policy"],
                                     "rairl.kernels.segments": ["rairl.plan"]}
+
+
+def test_a_checkout_root_on_sys_path_leaves_the_name_kernels_to_hugging_faces_package():
+    """`python -m pytest` or `python -c` in a checkout puts its root, where kernels/ (rairl.kernels) lies, first on
+    sys.path; transformers >= 5.25 imports Hugging Face's `kernels`. The top-level name must load that package,
+    and where none is installed (`python -S`: no site-packages) fail saying which folder it is not."""
+    root = Path(rairl.kernels.__file__).resolve().parents[1]
+    if not (root / "setup.py").exists():
+        pytest.skip("rairl is installed, not run from a checkout")
+    hf = importlib.machinery.PathFinder.find_spec("kernels", [p for p in sys.path if Path(p or ".").resolve() != root])
+    run = subprocess.run([sys.executable, "-c", "import kernels; print(kernels.__file__)"], cwd=root, capture_output=True, text=True)
+    if hf is None:
+        assert run.returncode != 0 and "is the package rairl.kernels" in run.stderr
+    else:
+        assert run.returncode == 0, run.stderr
+        assert Path(run.stdout.strip()).resolve() == Path(hf.origin).resolve()
+    bare = subprocess.run([sys.executable, "-S", "-c", "import kernels"], cwd=root, capture_output=True, text=True)
+    assert bare.returncode != 0 and f"outside {root}" in bare.stderr, bare.stderr
