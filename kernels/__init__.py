@@ -18,8 +18,8 @@ if __name__ == "kernels":
     import os
     import sys
 
-    _root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    _spec = importlib.machinery.PathFinder.find_spec("kernels", [p for p in sys.path if os.path.abspath(p or os.curdir) != _root])
+    _root = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    _spec = importlib.machinery.PathFinder.find_spec("kernels", [p for p in sys.path if os.path.realpath(p or os.curdir) != _root])
     if _spec is None or _spec.loader is None:
         raise ImportError(f"no module named 'kernels' outside {_root}: its kernels/ folder is the package rairl.kernels")
     _module = importlib.util.module_from_spec(_spec)
