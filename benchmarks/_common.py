@@ -1,7 +1,8 @@
 """Plumbing shared by the benchmarks: timing, peak memory, provenance, JSON output.
 
-Imports nothing from rairl: the scripts import the installed package (`pip install -e .`)
-like any user code, and this file from their own folder (on sys.path when run as a script).
+The scripts import the installed package (`pip install -e .`) like any user code, and this file
+from their own folder (on sys.path when run as a script); `provenance` is `rairl.metrics.provenance`,
+the one `rairl compare` records too.
 
 Timing: CUDA uses `triton.testing.do_bench` (median, p20, p80 over its own repeats); CPU
 runs the variants round-robin (one call of each per round, after warm-up rounds) so that
@@ -12,10 +13,8 @@ subprocess per variant, so that one variant's allocator cache never hides anothe
 """
 from __future__ import annotations
 
-import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from rairl.metrics import provenance  # noqa: F401  (re-exported for the scripts)
 
 
 def summarize(times_s: list[float]) -> dict[str, float]:
@@ -130,35 +131,6 @@ def run_probe(argv: list[str], timeout_s: float = 1800) -> dict:
     if out.returncode != 0:
         return {"error": (out.stderr or out.stdout).strip().splitlines()[-1:] or ["failed"]}
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def provenance(device: str) -> dict:
-    """Machine, versions, command and date: every result file carries them."""
-    info = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_threads": torch.get_num_threads(),
-    }
-    try:
-        with open("/proc/cpuinfo") as f:
-            info["cpu"] = next(ln.split(":", 1)[1].strip() for ln in f
-                               if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    try:
-        import triton
-
-        info["triton"] = triton.__version__
-    except ImportError:
-        info["triton"] = None
-    if device == "cuda":
-        info["gpu"] = torch.cuda.get_device_name()
-        info["cuda"] = torch.version.cuda
-    return info
 
 
 def write_json(path: str | None, obj: dict) -> None:
