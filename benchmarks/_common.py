@@ -1,8 +1,8 @@
-"""Plumbing shared by the benchmarks: timing, peak memory, provenance, JSON output.
+"""Plumbing shared by the benchmarks: timing, peak memory, JSON output.
 
 The scripts import the installed package (`pip install -e .`) like any user code, and this file
-from their own folder (on sys.path when run as a script); `provenance` is `rairl.metrics.provenance`,
-the one `rairl compare` records too.
+from their own folder (on sys.path when run as a script). The machine and versions each result file
+records (its "provenance") come from `rairl.metrics.environment`, which `rairl compare` records too.
 
 Timing: CUDA uses `triton.testing.do_bench` (median, p20, p80 over its own repeats); CPU
 runs the variants round-robin (one call of each per round, after warm-up rounds) so that
@@ -23,8 +23,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-
-from rairl.metrics import provenance  # noqa: F401  (re-exported for the scripts)
 
 
 def summarize(times_s: list[float]) -> dict[str, float]:

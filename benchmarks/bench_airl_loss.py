@@ -29,7 +29,6 @@ import torch
 from _common import (
     fmt_ms,
     peak_rss_bytes,
-    provenance,
     reset_peak_rss,
     rss_bytes,
     run_probe,
@@ -38,6 +37,8 @@ from _common import (
     write_json,
 )
 from rairl.kernels.airl_loss import airl_loss, airl_loss_reference
+
+from rairl.metrics import environment
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 VARIANTS = ("reference", "torch", "compile", "triton")
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> dict | None:
                                                  "reps", "warmup", "seed", "threads")},
         "actions": a, "bytes_fwd": bytes_fwd, "bytes_fwd_bwd": bytes_full,
         "results": results,
-        **provenance(args.device),
+        **environment(args.device),
     }
     if args.device == "cuda":
         out["copy_gbs"] = copy_bandwidth_gbs(args.copy_mib)

@@ -40,9 +40,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from _common import provenance, write_json
+from _common import write_json
 
 from rairl.airl.discriminator import DiscRecord
+from rairl.metrics import environment
 from rairl.models.adapters import AdapterConfig, SharedBaseModels, load_base
 from rairl.models.lora import LINEAR_NAMES, QUANTIZATIONS
 from rairl.models.reward import RewardConfig
@@ -251,7 +252,7 @@ def main(argv: list[str] | None = None) -> dict:
         "bench": "memory_iteration",
         "config": {k: v for k, v in vars(args).items() if k != "json"} | {"adapter": asdict(adapter)},
         "results": results,
-        **provenance(args.device),
+        **environment(args.device),
     }
     write_json(args.json, out)
     return out

@@ -26,8 +26,9 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from _common import fmt_ms, provenance, summarize, write_json
+from _common import fmt_ms, summarize, write_json
 
+from rairl.metrics import environment
 from rairl.models.lm import TinyLMConfig, build_tiny_lm, per_token_logprobs
 from rairl.models.packing import first_fit_decreasing
 
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
         "bench": "packing",
         "config": {k: getattr(args, k) for k in ("n_seqs", "repeats", "seed", "threads")},
         **res,
-        **provenance("cpu"),
+        **environment("cpu"),
     }
     write_json(args.json, out)
     return out

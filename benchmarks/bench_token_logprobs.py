@@ -31,7 +31,6 @@ import torch
 from _common import (
     fmt_ms,
     peak_rss_bytes,
-    provenance,
     reset_peak_rss,
     rss_bytes,
     run_probe,
@@ -41,6 +40,8 @@ from _common import (
 )
 from rairl.kernels._dispatch import resolve_backend
 from rairl.kernels.token_logprobs import token_logprobs
+
+from rairl.metrics import environment
 
 # the module, for --sweep (the package re-exports the function under the module's name)
 tlp_mod = sys.modules["rairl.kernels.token_logprobs"]
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         "results": results,
         "time_ratio_vs_naive": results.get("rairl", {}).get("time_ratio_vs_naive"),
         "peak_mem_ratio_vs_naive": results.get("rairl", {}).get("peak_mem_ratio_vs_naive"),
-        **provenance(args.device),
+        **environment(args.device),
     }
     if args.sweep and args.device == "cuda":
         out["sweep"] = sweep(args)

@@ -78,9 +78,10 @@ import warnings
 from dataclasses import dataclass
 
 import torch
-from _common import provenance, summarize, write_json
+from _common import summarize, write_json
 
 from rairl.data import TaskConfig, make_splits
+from rairl.metrics import environment
 from rairl.models.batch import encode_prompts
 from rairl.models.lm import TinyLMConfig, build_tiny_lm, load_causal_lm
 from rairl.models.modelset import ModelSet
@@ -328,7 +329,7 @@ def main(argv: list[str] | None = None) -> dict:
         "speedup_vs_trl": statistics.median(ratios),
         "ratio_of_medians": results["trl"]["median_s"] / results["rairl"]["median_s"],
         "round_ratios": ratios,
-        **provenance(args.device),
+        **environment(args.device),
         **_versions(),
     }
     if engines:

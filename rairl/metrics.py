@@ -1,5 +1,6 @@
 """Evaluation metrics: AUROC, reranking (best-of-N and its baselines, and their curves over N),
-localisation F1 (and its step-level ROC and threshold sweep)."""
+localisation F1 (and its step-level ROC and threshold sweep); and what result files carry (`write_metrics`:
+strict JSON; `environment`: machine, versions, command, date)."""
 
 from __future__ import annotations
 
@@ -274,7 +275,7 @@ def write_metrics(path: str | Path, metrics: dict) -> None:
     Path(path).write_text(json.dumps(clean(metrics), indent=2, allow_nan=False))
 
 
-def provenance(device: str) -> dict:
+def environment(device: str) -> dict:
     """Machine, versions, command and date (`device`: "cpu" | "cuda"): result files carry them, as the same seed
     trains differently on another machine or library release."""
     import torch

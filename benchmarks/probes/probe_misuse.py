@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import provenance, write_json
+from _common import write_json
+
+from rairl.metrics import environment
 
 
 @dataclass
@@ -185,7 +187,7 @@ def main() -> None:
     counts = {k: sum(r["outcome"] == k for r in rows) for k in ("ok", "segfault", "traceback", "silent", "bad message")}
     print(" ".join(f"{k}: {v}" for k, v in counts.items()))
     if args.json:
-        write_json(args.json, {"provenance": provenance("cpu"), "counts": counts, "probes": rows})
+        write_json(args.json, {"provenance": environment("cpu"), "counts": counts, "probes": rows})
 
 
 if __name__ == "__main__":

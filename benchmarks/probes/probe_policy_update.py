@@ -31,10 +31,11 @@ import torch
 # _common.py sits one folder up, in benchmarks/; running `python benchmarks/probes/x.py` puts
 # only benchmarks/probes/ on sys.path, so add its parent (for _common alone: rairl is installed).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import provenance, write_json
+from _common import write_json
 
 from rairl.configs import config_from_dict
 from rairl.data import TaskConfig, make_splits
+from rairl.metrics import environment
 from rairl.models.batch import encode_prompts
 from rairl.models.modelset import ModelSet
 from rairl.train.trainer import AIRLTrainer, TrainConfig
@@ -94,7 +95,7 @@ def main() -> None:
     result |= {"warm": str(args.warm), "prompts": args.prompts, "group_size": args.group_size, "seed": args.seed,
                "seconds": time.time() - t0}
     print(f"rollout accuracy {result['rollout_accuracy']:.3f}, completions {result['completions']}")
-    write_json(args.json, result | {"provenance": provenance("cpu")})
+    write_json(args.json, result | {"provenance": environment("cpu")})
 
 
 if __name__ == "__main__":

@@ -30,12 +30,13 @@ from pathlib import Path
 # _common.py sits one folder up, in benchmarks/; running `python benchmarks/probes/x.py` puts
 # only benchmarks/probes/ on sys.path, so add its parent (for _common alone: rairl is installed).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import provenance, write_json
+from _common import write_json
 
 from rairl.airl.layout import step_rule
 from rairl.configs import config_from_dict
 from rairl.data import TaskConfig
 from rairl.eval.discriminator import evaluate_discriminator
+from rairl.metrics import environment
 from rairl.models.lm import per_token_logprobs
 from rairl.models.reward import RewardModel
 from rairl.train.run import RunConfig, reward_step_metrics
@@ -68,7 +69,7 @@ def main() -> None:
     for k, v in result["step_auroc"].items():
         print(f"  step AUROC, correct vs first wrong, {k:6s} {'n/a (one class empty)' if v is None else f'{v:.3f}'}")
     print(f"discriminator val AUROC {result['val_auroc']:.3f} (a perfect step checker: {result['val_auroc_step_checker']:.3f})")
-    write_json(args.json, result | {"provenance": provenance("cpu")})
+    write_json(args.json, result | {"provenance": environment("cpu")})
 
 
 if __name__ == "__main__":

@@ -23,12 +23,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import provenance, write_json
+from _common import write_json
 from _seed import load_seed
 
 from rairl.airl.discriminator import DiscRecord
 from rairl.airl.layout import step_rule
 from rairl.data import answers_match, extract_answer
+from rairl.metrics import environment
 from rairl.models.batch import encode_completions, encode_prompts
 from rairl.models.reward import RewardConfig, RewardModel
 from rairl.models.sampling import sample_completions
@@ -69,7 +70,7 @@ def main() -> None:
                 rankings[f"{name}_{selector}"] = lambda p, s, grouped=grouped: grouped
     out = {"seed": args.seed, "questions": len(questions), "samples": args.samples,
            "sample_accuracy": sum(map(sum, correct)) / sum(map(len, correct)), "any_correct": sum(map(any, correct)) / len(correct),
-           "precision": {}, "provenance": provenance("cpu")}
+           "precision": {}, "provenance": environment("cpu")}
     contested = [i for i, c in enumerate(correct) if any(c) and not all(c)]  # where the ranking decides
     out["contested"] = len(contested) / len(correct)
     out["precision_contested"] = {}

@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import provenance, write_json
+from _common import write_json
 from _seed import load_seed
 
 from rairl.data.task import make_splits
+from rairl.metrics import environment
 from rairl.models.batch import encode_completions, encode_prompts
 from rairl.models.reward import RewardConfig, RewardModel
 from rairl.score import RewardScorer, ScorerSettings
@@ -66,7 +67,7 @@ def main() -> None:
     demo_p = encode_prompts(tok, [e.prompt for e in data.demos], cfg.warm.max_prompt_tokens)
     n_steps = np.array([len(s) for s in lines])
     out = {"seed": args.seed, "questions": len(questions), "samples": args.samples,
-           "judges": {}, "provenance": provenance("cpu")}
+           "judges": {}, "provenance": environment("cpu")}
     best_gold = [0] * len(questions)
     for (qi, _), r in zip(flat, right, strict=True):
         best_gold[qi] = max(best_gold[qi], r)

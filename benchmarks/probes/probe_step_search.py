@@ -17,10 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import provenance, write_json
+from _common import write_json
 from _seed import load_seed
 
 from rairl.data import answers_match, extract_answer
+from rairl.metrics import environment
 from rairl.models.reward import RewardConfig, RewardModel
 from rairl.models.sampling import sample_completions
 from rairl.score import RewardScorer, ScorerSettings
@@ -81,7 +82,7 @@ def main() -> None:
         return sum(answers_match(extract_answer(t), gold.answer(q)) for q, t in zip(questions, texts, strict=True)) / len(questions)
 
     out = {"seed": args.seed, "questions": len(questions), "candidates": args.samples, "accuracy": {}, "seconds": {},
-           "provenance": provenance("cpu")}
+           "provenance": environment("cpu")}
     t0 = time.time()
     plain = sample_completions(policy, prompts, n_samples=1, max_new_tokens=cfg.scarce.rft.max_new_tokens, eos_id=tok.eos_token_id,
                                pad_id=tok.pad_token_id, seed=1, progress=False)

@@ -45,7 +45,7 @@ from ..data import TaskConfig
 from ..data.protocols import GoldKey, ProtocolData, SplitConfig, protocol_data
 from ..eval.discriminator import evaluate_steps
 from ..eval.policy import evaluate_policy
-from ..metrics import provenance, write_metrics
+from ..metrics import environment, write_metrics
 from ..models.batch import encode_completions, encode_prompts
 from ..models.lm import build_tiny_lm, load_causal_lm, per_token_logprobs
 from ..models.saving import save_pretrained
@@ -167,7 +167,7 @@ def run_protocol_seed(protocol: str, cfg: ProtocolConfig, task: TaskConfig, warm
             seconds = time.time() - t0
         metrics = {"arm": arm, "seed": seed, "protocol": protocol, "reads_gold": arm in READS_GOLD, "demos": len(data.demos),
                    "policy_tokens": {"sampled": trained["tokens_sampled"], "trained": trained["tokens"]}, "seconds": seconds,
-                   "train": {k: v for k, v in trained.items() if k not in ("rounds", "provenance")},
+                   "train": {k: v for k, v in trained.items() if k not in ("rounds", "environment")},
                    **_evaluate(policy, shared.tokenizer, data, cfg, eval_samples, seed, progress)}
         write_metrics(done, metrics)
         results[arm] = metrics
@@ -193,7 +193,7 @@ def _shared(protocol: str, cfg: ProtocolConfig, warm_cfg: WarmStartConfig, data:
         save_pretrained(policy, policy_dir)
         tokenizer.save_pretrained(policy_dir)
         # the machine too: on D = 500 whether SFT makes its climb has differed between machines for one seed
-        write_metrics(es_dir / "es.json", {**es, "seconds": time.time() - t0, "provenance": provenance(device.type)})
+        write_metrics(es_dir / "es.json", {**es, "seconds": time.time() - t0, "environment": environment(device.type)})
         log(f"SFT-ES: val pass@1 {es['best_val']:.3f} at step {es['best_step']} of {es['steps']}")
     tokenizer = load_tokenizer(policy_dir)
     warm_dir = out / "reward"

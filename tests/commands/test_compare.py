@@ -220,7 +220,7 @@ def test_compare_protocol_scarce_writes_every_arm_with_its_accounting(tmp_path):
         assert ("delta_vs_sft_es_ci" in entry) == (name != "sft_es")
     assert m["methods"]["rft_reward"]["policy_tokens"]["sampled"] > 0 and m["methods"]["sft_more"]["policy_tokens"]["sampled"] == 0
     assert set(m["go_no_go"]["reward_step_auroc_from_line5"]) == {"log_pi", "g", "f", "ell"}
-    made = m["shared"]["1"]["sft_es"]["provenance"]  # where SFT-ES was trained: the same seed can climb on one machine only
+    made = m["shared"]["1"]["sft_es"]["environment"]  # where SFT-ES was trained: the same seed can climb on one machine only
     assert made["torch"] == torch.__version__ and made["transformers"] == transformers.__version__ and made["cpu"]
     assert "| rft_reward |" in proc.stdout and "| rft_reward |" in (out / "results.md").read_text()
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
