@@ -9,12 +9,20 @@ questions whose kept sample is correct ("precision": what the round fine-tunes o
 contested questions only (some samples right, some wrong: where a ranking decides anything), and
 the share of questions with any correct sample (the ceiling, what ranking by the gold answer keeps).
 `--all-selectors` adds the reward and the log-prob under every way of combining step scores (`rairl.score.SELECTORS`);
+`--vote-temperatures 0.5,1,2` adds weighted majority votes (`rairl.train.rft.by_vote`), each sample's vote weighted
+by its reward (`reward_vote@T`) or its log-prob (`logprob_vote@T`) at each temperature;
+`--fresh-reward perturbed|perturbed_u` adds `fresh_<selector>`: a reward trained anew from SFT-ES on D against
+`--perturb-copies` perturbed copies of each demonstration (no policy samples: D's own questions' samples are
+copies of D once SFT-ES has learned it by heart), `perturbed_u` with the warm reward's negatives on U questions too;
+`--demo-recall 1,1.5` adds, at each temperature, SFT-ES's N samples on every question of D: the share that are
+right and the share that are the demonstration's exact text (how much of D it has learned by heart);
 `--accept-quantiles 0.1,0.5` the share and precision of the samples whose reward reaches D's own q-quantile.
 Gold answers are read here to measure, never to train.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import random
 import sys
@@ -28,6 +36,7 @@ from _seed import load_seed
 
 from rairl.airl.discriminator import DiscRecord
 from rairl.airl.layout import step_rule
+from rairl.airl.negatives import perturbed_negatives
 from rairl.data import answers_match, extract_answer
 from rairl.metrics import environment
 from rairl.models.batch import encode_completions, encode_prompts
@@ -35,7 +44,7 @@ from rairl.models.reward import RewardConfig, RewardModel
 from rairl.models.sampling import sample_completions
 from rairl.score import SELECTORS, RewardScorer, ScorerSettings, select_all
 from rairl.train.reward import RewardTrainConfig, train_reward
-from rairl.train.rft import by_logprob, by_majority, by_reward, pick_best
+from rairl.train.rft import by_logprob, by_majority, by_reward, by_vote, pick_best
 
 
 def main() -> None:
@@ -46,6 +55,13 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=8, help="samples per question (N)")
     ap.add_argument("--retrain-steps", type=int, default=0, help="then train the reward on minority-answer negatives (0: no)")
     ap.add_argument("--all-selectors", action="store_true", help="also rank by the reward and by the log-prob under every selector")
+    ap.add_argument("--vote-temperatures", default="", help="comma-separated T: also rank by votes weighted by the reward "
+                    "and by the log-prob at each T")
+    ap.add_argument("--fresh-reward", choices=("", "perturbed", "perturbed_u"), default="",
+                    help="also rank by a reward trained anew on D against perturbed D (perturbed_u: and SFT-ES samples on U)")
+    ap.add_argument("--perturb-copies", type=int, default=8, help="--fresh-reward: perturbed copies per demonstration")
+    ap.add_argument("--fresh-steps", type=int, default=600, help="--fresh-reward: its optimiser steps")
+    ap.add_argument("--demo-recall", default="", help="comma-separated T: also sample SFT-ES on D's questions at each T")
     ap.add_argument("--accept-quantiles", default="", help="comma-separated q: also keep only samples whose reward is at least "
                     "the q-quantile of D's own rewards (a verifier-free acceptance bar), each selector")
     ap.add_argument("--json", default="", help="also write the numbers here")
@@ -58,6 +74,13 @@ def main() -> None:
     scorer = RewardScorer(warm.reward_model, tok, ScorerSettings(selector=cfg.scarce.rft.reward_selector))
     rankings = {"reward": by_reward(scorer, cfg.scarce.rft.reward_selector), "majority": by_majority(tok),
                 "logprob": by_logprob(policy, tok), "random": lambda p, s: [[0.0] * len(g) for g in s]}
+    if args.vote_temperatures:
+        for name in ("reward", "logprob"):
+            grouped = rankings[name](prompts, samples)  # scored once, weighted at each T
+            for t in map(float, args.vote_temperatures.split(",")):
+                rankings[f"{name}_vote@{t:g}"] = by_vote(tok, lambda p, s, grouped=grouped: grouped, t)
+    if args.fresh_reward:
+        rankings |= fresh_rankings(ps, args.fresh_reward, args.perturb_copies, args.fresh_steps)
     flat_prompts = [p for p, g in zip(prompts, samples, strict=True) for c in g if c]  # every non-empty sample, in order
     flat_samples = [c for g in samples for c in g if c]
     if args.all_selectors:
@@ -108,9 +131,45 @@ def main() -> None:
                 keep = ours >= np.quantile(theirs, q)
                 out["accept"][f"{selector}@q{q:g}"] = {"kept": int(keep.sum()), "kept_share": float(keep.mean()),
                                                        "precision": float(right[keep].mean()) if keep.any() else None}
+    if args.demo_recall:
+        out["demo_recall"] = {f"T={t:g}": demo_recall(ps, args.samples, t) for t in map(float, args.demo_recall.split(","))}
     print(json.dumps({k: v for k, v in out.items() if k != "provenance"}, indent=1))
     if args.json:
         write_json(args.json, out)
+
+
+def demo_recall(ps, n: int, temperature: float) -> dict:
+    """SFT-ES's `n` samples on each of D's questions at `temperature`: the share right (D's answer), the share that are
+    the demonstration's exact text, and the count of wrong samples."""
+    demos = list(ps.data.demos)
+    prompts = encode_prompts(ps.tok, [e.prompt for e in demos], ps.cfg.warm.max_prompt_tokens)
+    samples = sample_completions(ps.policy, prompts, n_samples=n, max_new_tokens=ps.cfg.scarce.rft.max_new_tokens, eos_id=ps.tok.eos_token_id,
+                                 pad_id=ps.tok.pad_token_id, seed=ps.seed * 1000 + 3, progress=False, temperature=temperature)
+    texts = [(e, ps.tok.batch_decode(g, skip_special_tokens=True)) for e, g in zip(demos, samples, strict=True)]
+    right = [answers_match(extract_answer(t), e.answer) for e, g in texts for t in g]
+    exact = [t.strip() == e.completion.strip() for e, g in texts for t in g]
+    return {"right": sum(right) / len(right), "exact_text": sum(exact) / len(exact), "wrong": len(right) - sum(right)}
+
+
+def fresh_rankings(ps, negatives: str, copies: int, steps: int) -> dict:
+    """`fresh_<selector>` rankings by a reward trained anew from SFT-ES: D (label 1) against `copies` perturbed copies of
+    each demonstration, and with `negatives="perturbed_u"` the warm reward's policy negatives on U questions."""
+    warm, tok, data = ps.warm, ps.tok, ps.data
+    rng = random.Random(ps.seed * 7 + 1)
+    p_ids = encode_prompts(tok, [e.prompt for e in data.demos], ps.cfg.warm.max_prompt_tokens)
+    experts = [r for r in warm.train_records if r.label == 1]
+    records = list(experts)
+    for _ in range(copies):
+        records += perturbed_negatives(tok, p_ids, list(data.demos), rng)[0]
+    if negatives == "perturbed_u":
+        d_prompts = {tuple(p) for p in p_ids}
+        records += [r for r in warm.train_records if r.label == 0 and r.negative_from == 0 and tuple(r.prompt_ids) not in d_prompts]
+    reward = RewardModel(copy.deepcopy(ps.policy), warm.reward_model.cfg)
+    best = train_reward(reward, ps.policy, records, warm.val_records, tok.pad_token_id, step_rule(reward.cfg, tok),
+                        RewardTrainConfig(steps=steps, eval_every=max(steps // 4, 1), seed=ps.seed), progress=False)
+    print(f"fresh reward ({negatives}, {len(records) - len(experts)} negatives): val AUROC {best['auroc']:.3f} at step {best['step']}")
+    scorer = RewardScorer(reward.eval(), tok, ScorerSettings())
+    return {f"fresh_{sel}": by_reward(scorer, sel) for sel in ("token_mean", "min")}
 
 
 if __name__ == "__main__":

@@ -104,6 +104,40 @@ def majority_scores(answers: Sequence[Sequence[str | None]]) -> list[list[float]
     return out
 
 
+def vote_scores(answers: Sequence[Sequence[str | None]], weights: Sequence[Sequence[float | None]]) -> list[list[float]]:
+    """Weighted self-consistency: each sample scores its answer's share of its group's total weight (0 without
+    an answer or a weight), plus 1e-6 × its own weight's share of its answer's, so the winning answer's
+    heaviest sample is kept. Equal weights rank as `majority_scores` does; weights must be finite and >= 0."""
+    out = []
+    for group, ws in zip(answers, weights, strict=True):
+        if len(group) != len(ws):
+            raise ValueError(f"vote_scores: a group of {len(group)} answers has {len(ws)} weights")
+        if any(w is not None and not (0.0 <= w < float("inf")) for w in ws):
+            raise ValueError(f"vote_scores: weights must be finite and >= 0, got {list(ws)}")
+        votes: dict[str, float] = {}
+        for a, w in zip(group, ws, strict=True):
+            if a is not None and w is not None:
+                votes[a] = votes.get(a, 0.0) + w
+        total = sum(votes.values())
+        out.append([votes[a] / total + 1e-6 * w / votes[a] if a is not None and w is not None and total > 0 and votes[a] > 0 else 0.0
+                    for a, w in zip(group, ws, strict=True)])
+    return out
+
+
+def vote_weights(scores: Sequence[Sequence[float | None]], temperature: float) -> list[list[float | None]]:
+    """exp((s − the group's best s) / (temperature · σ)) per sample, σ the spread (std) of every score given: a
+    scale-free weight for `vote_scores` (temperature → ∞: majority vote; → 0: the best score's answer). None stays None."""
+    flat = np.array([s for g in scores for s in g if s is not None], dtype=np.float64)
+    if not np.isfinite(flat).all():
+        raise ValueError("vote_weights: a score is not finite")
+    sigma = float(flat.std()) if len(flat) > 1 and flat.std() > 0 else 1.0
+    out = []
+    for g in scores:
+        top = max((s for s in g if s is not None), default=0.0)
+        out.append([None if s is None else float(np.exp((s - top) / (temperature * sigma))) for s in g])
+    return out
+
+
 def by_majority(tokenizer: PreTrainedTokenizerBase) -> ScoreFn:
     """Rank samples by majority vote over their group's final answers (reads no gold)."""
     def score(prompts, samples):
@@ -141,6 +175,15 @@ def by_reward(scorer: RewardScorer, selector: str, retrain: Callable[[list[DiscR
             scorer.reward_model.eval()
         return _grouped(partial(scorer.solution_scores_ids, selector=selector), prompts, samples)
     return score
+
+
+def by_vote(tokenizer: PreTrainedTokenizerBase, score: ScoreFn, temperature: float) -> ScoreFn:
+    """Weighted majority vote over final answers, each sample's vote weighted by its `score` (`vote_weights`,
+    `vote_scores`): self-consistency and a learned reward in one ranking (reads no gold)."""
+    def vote(prompts, samples):
+        answers = [[extract_answer(t) for t in tokenizer.batch_decode(g, skip_special_tokens=True)] for g in samples]
+        return vote_scores(answers, vote_weights(score(prompts, samples), temperature))
+    return vote
 
 
 def warm_step_trim(warm: WarmStart, demos: Sequence[tuple[list[int], list[int]]], cfg: RFTConfig) -> tuple[TrimFn, float]:

@@ -11,7 +11,15 @@ import torch
 from rairl.models.lm import TinyLMConfig, build_tiny_lm
 from rairl.models.tokenizer import train_bpe_tokenizer
 from rairl.train import rft
-from rairl.train.rft import RFTConfig, majority_scores, mix_with_demos, pick_best, run_rft
+from rairl.train.rft import (
+    RFTConfig,
+    majority_scores,
+    mix_with_demos,
+    pick_best,
+    run_rft,
+    vote_scores,
+    vote_weights,
+)
 
 
 def test_pick_best_takes_each_groups_top_score_and_skips_what_is_below_the_bar():
@@ -28,6 +36,40 @@ def test_pick_best_breaks_ties_at_random_not_by_position():
 
 def test_majority_scores_are_each_answers_share_of_its_group():
     assert majority_scores([["3", "5", "3", None], [None, None], ["7"]]) == [[0.5, 0.25, 0.5, 0.0], [0.0, 0.0], [1.0]]
+
+
+def test_vote_scores_weigh_each_answer_by_its_samples_weights_and_keep_its_heaviest_sample():
+    # "3" has 2 samples of weight 0.1 + 0.2 = 0.3, "5" one of 0.9: the reward outvotes the count
+    scores = vote_scores([["3", "5", "3", None]], [[0.1, 0.9, 0.2, 5.0]])[0]
+    assert scores[1] == pytest.approx(0.9 / 1.2 + 1e-6) and scores[3] == 0.0  # no answer: no vote, never kept
+    assert scores[0] == pytest.approx(0.3 / 1.2 + 1e-6 * 0.1 / 0.3) and scores[2] == pytest.approx(0.3 / 1.2 + 1e-6 * 0.2 / 0.3)
+    assert pick_best([scores], random.Random(0)) == [1]
+    assert pick_best(vote_scores([["3", "5", "3"]], [[0.1, 0.5, 0.45]]), random.Random(0)) == [2]  # "3" wins, its heavier sample kept
+    assert vote_scores([["3", "5"]], [[None, 0.0]]) == [[0.0, 0.0]]
+
+
+def test_equal_vote_weights_rank_as_majority_vote_on_fresh_random_groups():
+    rng = random.Random(1)
+    for _ in range(200):
+        group = [rng.choice(["1", "2", "3", None]) for _ in range(rng.randint(1, 8))]
+        votes, majority = vote_scores([group], [[1.0] * len(group)])[0], majority_scores([group])[0]
+        for i in range(len(group)):
+            for j in range(len(group)):
+                assert (votes[i] > votes[j] + 1e-9) == (majority[i] > majority[j])
+
+
+def test_vote_weights_are_scale_free_and_reach_majority_and_best_score_at_their_limits():
+    scores = [[1.0, 3.0, None], [2.0, 0.0]]
+    w = vote_weights(scores, 1.0)
+    assert w[0][2] is None and w[0][1] == 1.0 and w[1][0] == 1.0  # each group's best weighs 1
+    scaled = vote_weights([[10 * s - 7 if s is not None else None for s in g] for g in scores], 1.0)
+    assert [x for g in scaled for x in g if x is not None] == pytest.approx([x for g in w for x in g if x is not None])
+    assert all(x == pytest.approx(1.0) for x in vote_weights(scores, 1e9)[0][:2])  # → majority vote
+    assert vote_weights(scores, 1e-3)[0][0] == pytest.approx(0.0)  # → the best score's answer
+    with pytest.raises(ValueError, match="not finite"):
+        vote_weights([[float("nan")]], 1.0)
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        vote_scores([["1"]], [[-1.0]])
 
 
 def test_mix_adds_demo_mix_distinct_demonstrations_per_kept_sample():
@@ -107,6 +149,17 @@ def test_by_majority_and_by_gold_score_decoded_answers(tiny):
     assert by_majority(tok)([[1]], samples) == [[0.5, 0.25, 0.5, 0.0]]
     assert by_gold(tok, lambda p: "4")([[1]], samples) == [[None, 1.0, None, None]]
     assert pick_best(by_gold(tok, lambda p: "9")([[1]], samples), random.Random(0)) == [None]  # no correct sample: none kept
+
+
+def test_by_vote_weighs_decoded_answers_by_the_given_scores(tiny):
+    from rairl.train.rft import by_vote
+
+    tok, _ = tiny
+    enc = lambda text: tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]  # noqa: E731
+    samples = [[enc("#### 3"), enc("#### 4"), enc("#### 3"), enc("no answer")]]
+    scores = [[0.0, 3.0, 0.0, 9.0]]  # the one "4" outscores both "3"s; the answerless sample casts no vote
+    assert pick_best(by_vote(tok, lambda p, s: scores, 0.1)([[1]], samples), random.Random(0)) == [1]
+    assert pick_best(by_vote(tok, lambda p, s: scores, 1e6)([[1]], samples), random.Random(0)) in ([0], [2])  # → majority vote
 
 
 def test_run_rft_without_validation_keeps_the_last_round(tiny, monkeypatch):
