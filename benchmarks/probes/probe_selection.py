@@ -11,9 +11,9 @@ the share of questions with any correct sample (the ceiling, what ranking by the
 `--all-selectors` adds the reward and the log-prob under every way of combining step scores (`rairl.score.SELECTORS`);
 `--vote-temperatures 0.5,1,2` adds weighted majority votes (`rairl.train.rft.by_vote`), each sample's vote weighted
 by its reward (`reward_vote@T`) or its log-prob (`logprob_vote@T`) at each temperature;
-`--fresh-reward perturbed|perturbed_u` adds `fresh_<selector>`: a reward trained anew from SFT-ES on D against
-`--perturb-copies` perturbed copies of each demonstration (no policy samples: D's own questions' samples are
-copies of D once SFT-ES has learned it by heart), `perturbed_u` with the warm reward's negatives on U questions too;
+`--fresh-reward` adds `fresh_<selector>`: a reward trained anew from SFT-ES on D against `--perturb-copies`
+perturbed copies of each demonstration and no policy samples (D's own questions' samples are copies of D once
+SFT-ES has learned it by heart);
 `--demo-recall 1,1.5` adds, at each temperature, SFT-ES's N samples on every question of D: the share that are
 right and the share that are the demonstration's exact text (how much of D it has learned by heart);
 `--accept-quantiles 0.1,0.5` the share and precision of the samples whose reward reaches D's own q-quantile.
@@ -57,8 +57,7 @@ def main() -> None:
     ap.add_argument("--all-selectors", action="store_true", help="also rank by the reward and by the log-prob under every selector")
     ap.add_argument("--vote-temperatures", default="", help="comma-separated T: also rank by votes weighted by the reward "
                     "and by the log-prob at each T")
-    ap.add_argument("--fresh-reward", choices=("", "perturbed", "perturbed_u"), default="",
-                    help="also rank by a reward trained anew on D against perturbed D (perturbed_u: and SFT-ES samples on U)")
+    ap.add_argument("--fresh-reward", action="store_true", help="also rank by a reward trained anew on D against perturbed D only")
     ap.add_argument("--perturb-copies", type=int, default=8, help="--fresh-reward: perturbed copies per demonstration")
     ap.add_argument("--fresh-steps", type=int, default=600, help="--fresh-reward: its optimiser steps")
     ap.add_argument("--demo-recall", default="", help="comma-separated T: also sample SFT-ES on D's questions at each T")
@@ -80,7 +79,7 @@ def main() -> None:
             for t in map(float, args.vote_temperatures.split(",")):
                 rankings[f"{name}_vote@{t:g}"] = by_vote(tok, lambda p, s, grouped=grouped: grouped, t)
     if args.fresh_reward:
-        rankings |= fresh_rankings(ps, args.fresh_reward, args.perturb_copies, args.fresh_steps)
+        rankings |= fresh_rankings(ps, args.perturb_copies, args.fresh_steps)
     flat_prompts = [p for p, g in zip(prompts, samples, strict=True) for c in g if c]  # every non-empty sample, in order
     flat_samples = [c for g in samples for c in g if c]
     if args.all_selectors:
@@ -151,9 +150,9 @@ def demo_recall(ps, n: int, temperature: float) -> dict:
     return {"right": sum(right) / len(right), "exact_text": sum(exact) / len(exact), "wrong": len(right) - sum(right)}
 
 
-def fresh_rankings(ps, negatives: str, copies: int, steps: int) -> dict:
+def fresh_rankings(ps, copies: int, steps: int) -> dict:
     """`fresh_<selector>` rankings by a reward trained anew from SFT-ES: D (label 1) against `copies` perturbed copies of
-    each demonstration, and with `negatives="perturbed_u"` the warm reward's policy negatives on U questions."""
+    each demonstration (label 0), no policy samples."""
     warm, tok, data = ps.warm, ps.tok, ps.data
     rng = random.Random(ps.seed * 7 + 1)
     p_ids = encode_prompts(tok, [e.prompt for e in data.demos], ps.cfg.warm.max_prompt_tokens)
@@ -161,13 +160,10 @@ def fresh_rankings(ps, negatives: str, copies: int, steps: int) -> dict:
     records = list(experts)
     for _ in range(copies):
         records += perturbed_negatives(tok, p_ids, list(data.demos), rng)[0]
-    if negatives == "perturbed_u":
-        d_prompts = {tuple(p) for p in p_ids}
-        records += [r for r in warm.train_records if r.label == 0 and r.negative_from == 0 and tuple(r.prompt_ids) not in d_prompts]
     reward = RewardModel(copy.deepcopy(ps.policy), warm.reward_model.cfg)
     best = train_reward(reward, ps.policy, records, warm.val_records, tok.pad_token_id, step_rule(reward.cfg, tok),
                         RewardTrainConfig(steps=steps, eval_every=max(steps // 4, 1), seed=ps.seed), progress=False)
-    print(f"fresh reward ({negatives}, {len(records) - len(experts)} negatives): val AUROC {best['auroc']:.3f} at step {best['step']}")
+    print(f"fresh reward ({len(records) - len(experts)} perturbed negatives): val AUROC {best['auroc']:.3f} at step {best['step']}")
     scorer = RewardScorer(reward.eval(), tok, ScorerSettings())
     return {f"fresh_{sel}": by_reward(scorer, sel) for sel in ("token_mean", "min")}
 

@@ -127,6 +127,8 @@ def vote_scores(answers: Sequence[Sequence[str | None]], weights: Sequence[Seque
 def vote_weights(scores: Sequence[Sequence[float | None]], temperature: float) -> list[list[float | None]]:
     """exp((s − the group's best s) / (temperature · σ)) per sample, σ the spread (std) of every score given: a
     scale-free weight for `vote_scores` (temperature → ∞: majority vote; → 0: the best score's answer). None stays None."""
+    if not temperature > 0:
+        raise ValueError(f"vote_weights: temperature={temperature}; must be > 0")
     flat = np.array([s for g in scores for s in g if s is not None], dtype=np.float64)
     if not np.isfinite(flat).all():
         raise ValueError("vote_weights: a score is not finite")

@@ -68,6 +68,8 @@ def test_vote_weights_are_scale_free_and_reach_majority_and_best_score_at_their_
     assert vote_weights(scores, 1e-3)[0][0] == pytest.approx(0.0)  # → the best score's answer
     with pytest.raises(ValueError, match="not finite"):
         vote_weights([[float("nan")]], 1.0)
+    with pytest.raises(ValueError, match="temperature"):
+        vote_weights(scores, 0.0)
     with pytest.raises(ValueError, match="finite and >= 0"):
         vote_scores([["1"]], [[-1.0]])
 
