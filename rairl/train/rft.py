@@ -132,7 +132,8 @@ def vote_weights(scores: Sequence[Sequence[float | None]], temperature: float) -
     flat = np.array([s for g in scores for s in g if s is not None], dtype=np.float64)
     if not np.isfinite(flat).all():
         raise ValueError("vote_weights: a score is not finite")
-    sigma = float(flat.std()) if len(flat) > 1 and flat.std() > 0 else 1.0
+    spread = float(flat.std()) if len(flat) > 1 else 0.0
+    sigma = spread if spread > 0 else 1.0
     out = []
     for g in scores:
         top = max((s for s in g if s is not None), default=0.0)
@@ -140,11 +141,14 @@ def vote_weights(scores: Sequence[Sequence[float | None]], temperature: float) -
     return out
 
 
+def final_answers(tokenizer: PreTrainedTokenizerBase, samples: list[list[list[int]]]) -> list[list[str | None]]:
+    """Each sample's decoded final answer (None: none), grouped as given."""
+    return [[extract_answer(t) for t in tokenizer.batch_decode(g, skip_special_tokens=True)] for g in samples]
+
+
 def by_majority(tokenizer: PreTrainedTokenizerBase) -> ScoreFn:
     """Rank samples by majority vote over their group's final answers (reads no gold)."""
-    def score(prompts, samples):
-        return majority_scores([[extract_answer(t) for t in tokenizer.batch_decode(g, skip_special_tokens=True)] for g in samples])
-    return score
+    return lambda prompts, samples: majority_scores(final_answers(tokenizer, samples))
 
 
 def by_gold(tokenizer: PreTrainedTokenizerBase, answer_of: Callable[[list[int]], str]) -> ScoreFn:
@@ -182,10 +186,7 @@ def by_reward(scorer: RewardScorer, selector: str, retrain: Callable[[list[DiscR
 def by_vote(tokenizer: PreTrainedTokenizerBase, score: ScoreFn, temperature: float) -> ScoreFn:
     """Weighted majority vote over final answers, each sample's vote weighted by its `score` (`vote_weights`,
     `vote_scores`): self-consistency and a learned reward in one ranking (reads no gold)."""
-    def vote(prompts, samples):
-        answers = [[extract_answer(t) for t in tokenizer.batch_decode(g, skip_special_tokens=True)] for g in samples]
-        return vote_scores(answers, vote_weights(score(prompts, samples), temperature))
-    return vote
+    return lambda prompts, samples: vote_scores(final_answers(tokenizer, samples), vote_weights(score(prompts, samples), temperature))
 
 
 def warm_step_trim(warm: WarmStart, demos: Sequence[tuple[list[int], list[int]]], cfg: RFTConfig) -> tuple[TrimFn, float]:
