@@ -13,7 +13,9 @@ the share of questions with any correct sample (the ceiling, what ranking by the
 by its reward (`reward_vote@T`) or its log-prob (`logprob_vote@T`) at each temperature;
 `--fresh-reward` adds `fresh_<selector>`: a reward trained anew from SFT-ES on D against `--perturb-copies`
 perturbed copies of each demonstration and no policy samples (D's own questions' samples are copies of D once
-SFT-ES has learned it by heart);
+SFT-ES has learned it by heart); with `--crossfit-folds K`, also the wrong samples of K policies each SFT'd as
+SFT-ES is on D less one fold, drawn on that fold's questions and labelled by D's answers, negative from the first
+line that differs from the demonstration (D only: the policies' own errors, on questions that have a positive);
 `--demo-recall 1,1.5` adds, at each temperature, SFT-ES's N samples on every question of D: the share that are
 right and the share that are the demonstration's exact text (how much of D it has learned by heart);
 `--accept-quantiles 0.1,0.5` the share and precision of the samples whose reward reaches D's own q-quantile.
@@ -26,6 +28,8 @@ import copy
 import json
 import random
 import sys
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -40,11 +44,15 @@ from rairl.airl.negatives import perturbed_negatives
 from rairl.data import answers_match, extract_answer
 from rairl.metrics import environment
 from rairl.models.batch import encode_completions, encode_prompts
+from rairl.models.lm import build_tiny_lm
 from rairl.models.reward import RewardConfig, RewardModel
 from rairl.models.sampling import sample_completions
+from rairl.models.tokenizer import newline_token_ids
 from rairl.score import SELECTORS, RewardScorer, ScorerSettings, select_all
+from rairl.train.protocol import ES_DRAW, _val_pass1
 from rairl.train.reward import RewardTrainConfig, train_reward
 from rairl.train.rft import by_logprob, by_majority, by_reward, by_vote, pick_best
+from rairl.train.sft import train_sft_es
 
 
 def main() -> None:
@@ -59,6 +67,9 @@ def main() -> None:
                     "and by the log-prob at each T")
     ap.add_argument("--fresh-reward", action="store_true", help="also rank by a reward trained anew on D against perturbed D only")
     ap.add_argument("--perturb-copies", type=int, default=8, help="--fresh-reward: perturbed copies per demonstration")
+    ap.add_argument("--crossfit-folds", type=int, default=0, help="--fresh-reward: also cross-fitted negatives from this many folds "
+                    "of D (0: none)")
+    ap.add_argument("--crossfit-samples", type=int, default=8, help="--crossfit-folds: samples per held-out question")
     ap.add_argument("--fresh-steps", type=int, default=600, help="--fresh-reward: its optimiser steps")
     ap.add_argument("--demo-recall", default="", help="comma-separated T: also sample SFT-ES on D's questions at each T")
     ap.add_argument("--accept-quantiles", default="", help="comma-separated q: also keep only samples whose reward is at least "
@@ -79,7 +90,8 @@ def main() -> None:
             for t in map(float, args.vote_temperatures.split(",")):
                 rankings[f"{name}_vote@{t:g}"] = by_vote(tok, lambda p, s, grouped=grouped: grouped, t)
     if args.fresh_reward:
-        rankings |= fresh_rankings(ps, args.perturb_copies, args.fresh_steps)
+        extra, crossfit = crossfit_negatives(ps, args.crossfit_folds, args.crossfit_samples) if args.crossfit_folds else ([], [])
+        rankings |= fresh_rankings(ps, args.perturb_copies, args.fresh_steps, extra)
     flat_prompts = [p for p, g in zip(prompts, samples, strict=True) for c in g if c]  # every non-empty sample, in order
     flat_samples = [c for g in samples for c in g if c]
     if args.all_selectors:
@@ -95,6 +107,8 @@ def main() -> None:
            "precision": {}, "provenance": environment("cpu")}
     contested = [i for i, c in enumerate(correct) if any(c) and not all(c)]  # where the ranking decides
     out["contested"] = len(contested) / len(correct)
+    if args.fresh_reward and args.crossfit_folds:
+        out["crossfit"] = crossfit
     out["precision_contested"] = {}
     for name, score in rankings.items():
         picks = pick_best(score(prompts, samples), random.Random(0))
@@ -150,9 +164,46 @@ def demo_recall(ps, n: int, temperature: float) -> dict:
     return {"right": sum(right) / len(right), "exact_text": sum(exact) / len(exact), "wrong": len(right) - sum(right)}
 
 
-def fresh_rankings(ps, copies: int, steps: int) -> dict:
+def crossfit_negatives(ps, folds: int, n: int) -> tuple[list[DiscRecord], list[dict]]:
+    """For each of `folds` folds of D: a tiny policy SFT'd as SFT-ES is (its schedule, its checks on V) on the other folds,
+    `n` samples on each held-out question; the wrong ones (by D's answer) as negatives from the first line that differs
+    from the demonstration. Returns the negatives and per fold its best V, step and counts."""
+    tok, demos, cfg = ps.tok, list(ps.data.demos), ps.cfg
+    p_ids = encode_prompts(tok, [e.prompt for e in demos], cfg.warm.max_prompt_tokens)
+    c_ids = encode_completions(tok, [e.completion for e in demos], cfg.warm.max_completion_tokens)
+    boundary = set(newline_token_ids(tok))
+    order = random.Random(ps.seed * 7 + 2).sample(range(len(demos)), len(demos))
+    records, info = [], []
+    for k in range(folds):
+        held = order[k::folds]
+        train = sorted(set(range(len(demos))) - set(held))
+        policy = build_tiny_lm(tok, cfg.warm.model, seed=ps.seed * 10 + k)
+        validate = partial(_val_pass1, policy, tok, ps.data, cfg.scarce, ps.seed, 1.0, ES_DRAW)
+        es = train_sft_es(policy, [p_ids[i] for i in train], [c_ids[i] for i in train], tok.pad_token_id,
+                          replace(cfg.scarce.sft, seed=ps.seed * 10 + k), validate, cfg.scarce.patience, start_score=0.0, progress=False)
+        policy.eval()
+        samples = sample_completions(policy, [p_ids[i] for i in held], n_samples=n, max_new_tokens=cfg.scarce.rft.max_new_tokens,
+                                     eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, seed=ps.seed * 1000 + 4 + k, progress=False)
+        wrong = 0
+        for i, group in zip(held, samples, strict=True):
+            reference = demos[i].completion.split("\n")
+            for c, text in zip(group, tok.batch_decode(group, skip_special_tokens=True), strict=True):
+                if not c or answers_match(extract_answer(text), demos[i].answer):
+                    continue
+                lines = text.split("\n")
+                first = next((j for j, (a, b) in enumerate(zip(lines, reference, strict=False)) if a.strip() != b.strip()), min(len(lines), len(reference)))
+                ends = [t for t, token in enumerate(c) if token in boundary]  # line j starts after the j-th newline
+                records.append(DiscRecord(list(p_ids[i]), list(c), label=0, negative_from=ends[first - 1] + 1 if 0 < first <= len(ends) else 0))
+                wrong += 1
+        info.append({"fold": k, "trained_on": len(train), "best_val": es["best_val"], "best_step": es["best_step"],
+                     "samples": sum(map(len, samples)), "wrong": wrong})
+        print(f"crossfit fold {k}: V {es['best_val']:.3f} at step {es['best_step']}, {wrong} wrong of {sum(map(len, samples))}", flush=True)
+    return records, info
+
+
+def fresh_rankings(ps, copies: int, steps: int, extra: list[DiscRecord] = ()) -> dict:
     """`fresh_<selector>` rankings by a reward trained anew from SFT-ES: D (label 1) against `copies` perturbed copies of
-    each demonstration (label 0), no policy samples."""
+    each demonstration (label 0) and the `extra` negatives, no SFT-ES samples."""
     warm, tok, data = ps.warm, ps.tok, ps.data
     rng = random.Random(ps.seed * 7 + 1)
     p_ids = encode_prompts(tok, [e.prompt for e in data.demos], ps.cfg.warm.max_prompt_tokens)
@@ -160,10 +211,11 @@ def fresh_rankings(ps, copies: int, steps: int) -> dict:
     records = list(experts)
     for _ in range(copies):
         records += perturbed_negatives(tok, p_ids, list(data.demos), rng)[0]
+    records += list(extra)
     reward = RewardModel(copy.deepcopy(ps.policy), warm.reward_model.cfg)
     best = train_reward(reward, ps.policy, records, warm.val_records, tok.pad_token_id, step_rule(reward.cfg, tok),
                         RewardTrainConfig(steps=steps, eval_every=max(steps // 4, 1), seed=ps.seed), progress=False)
-    print(f"fresh reward ({len(records) - len(experts)} perturbed negatives): val AUROC {best['auroc']:.3f} at step {best['step']}")
+    print(f"fresh reward ({len(records) - len(experts) - len(extra)} perturbed and {len(extra)} cross-fitted negatives): val AUROC {best['auroc']:.3f} at step {best['step']}")
     scorer = RewardScorer(reward.eval(), tok, ScorerSettings())
     return {f"fresh_{sel}": by_reward(scorer, sel) for sel in ("token_mean", "min")}
 
