@@ -49,7 +49,7 @@ from rairl.models.reward import RewardConfig, RewardModel
 from rairl.models.sampling import sample_completions
 from rairl.models.tokenizer import newline_token_ids
 from rairl.score import SELECTORS, RewardScorer, ScorerSettings, select_all
-from rairl.train.protocol import ES_DRAW, _val_pass1
+from rairl.train.protocol import ES_DRAW, val_pass1
 from rairl.train.reward import RewardTrainConfig, train_reward
 from rairl.train.rft import by_logprob, by_majority, by_reward, by_vote, pick_best
 from rairl.train.sft import train_sft_es
@@ -178,7 +178,7 @@ def crossfit_negatives(ps, folds: int, n: int) -> tuple[list[DiscRecord], list[d
         held = order[k::folds]
         train = sorted(set(range(len(demos))) - set(held))
         policy = build_tiny_lm(tok, cfg.warm.model, seed=ps.seed * 10 + k)
-        validate = partial(_val_pass1, policy, tok, ps.data, cfg.scarce, ps.seed, 1.0, ES_DRAW)
+        validate = partial(val_pass1, policy, tok, ps.data, cfg.scarce, ps.seed, 1.0, ES_DRAW)
         es = train_sft_es(policy, [p_ids[i] for i in train], [c_ids[i] for i in train], tok.pad_token_id,
                           replace(cfg.scarce.sft, seed=ps.seed * 10 + k), validate, cfg.scarce.patience, start_score=0.0, progress=False)
         policy.eval()

@@ -187,7 +187,7 @@ def _shared(protocol: str, cfg: ProtocolConfig, warm_cfg: WarmStartConfig, data:
         tokenizer = load_tokenizer(policy_dir)
         policy = build_tiny_lm(tokenizer, warm_cfg.model, seed=seed).to(device=device, dtype=dtype)
         p_ids, c_ids = _encode(tokenizer, data.demos, warm_cfg)
-        validate = partial(_val_pass1, policy, tokenizer, data, cfg, seed, 1.0, ES_DRAW)
+        validate = partial(val_pass1, policy, tokenizer, data, cfg, seed, 1.0, ES_DRAW)
         es = train_sft_es(policy, p_ids, c_ids, tokenizer.pad_token_id, replace(cfg.sft, seed=seed), validate, cfg.patience,
                           start_score=0.0, metrics_path=es_dir / "sft_log.jsonl", progress=progress)
         save_pretrained(policy, policy_dir)
@@ -225,7 +225,7 @@ def _train_arm(arm: str, cfg: ProtocolConfig, shared: Shared, policy: PreTrained
                device: torch.device, dtype: torch.dtype, done: dict[str, dict], progress: bool) -> dict:
     """Train `policy` (SFT-ES) in place as `arm`; returns its tokens and checkpoint choice."""
     tok = shared.tokenizer
-    validate = partial(_val_pass1, policy, tok, shared.data, cfg, seed, 1.0, CHOICE_DRAW)
+    validate = partial(val_pass1, policy, tok, shared.data, cfg, seed, 1.0, CHOICE_DRAW)
     lr = arm_lr(cfg, shared.summary["sft_es"]["best_step"])
     if arm == "sft_more":
         if "rft_reward" not in done:
@@ -271,7 +271,7 @@ def _scorer(by: str, shared: Shared, policy: PreTrainedModel, gold: GoldKey | No
     return by_warm_reward(warm, policy, cfg.rft, adversarial, seed), None, {}
 
 
-def _val_pass1(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data: ProtocolData, cfg: ProtocolConfig, seed: int,
+def val_pass1(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data: ProtocolData, cfg: ProtocolConfig, seed: int,
                temperature: float, draw: int) -> float:
     """Sampled pass@1 on V, on sampling draw `draw` (fixed per draw: every checkpoint a draw compares sees the same samples)."""
     val = evaluate_policy(policy, tokenizer, [e.prompt for e in data.val], [e.answer for e in data.val], cfg.val_samples,
@@ -283,7 +283,7 @@ def _val_pass1(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data
 def _evaluate(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data: ProtocolData, cfg: ProtocolConfig, samples: int,
               seed: int, progress: bool) -> dict:
     """Pass@1 on T at temperature 1 and at the temperature best on V's temperature draw (ties: the higher one)."""
-    val = {t: _val_pass1(policy, tokenizer, data, cfg, seed, t, TEMPERATURE_DRAW) for t in cfg.temperatures}
+    val = {t: val_pass1(policy, tokenizer, data, cfg, seed, t, TEMPERATURE_DRAW) for t in cfg.temperatures}
     tuned = max(sorted(val, reverse=True), key=lambda t: val[t])
     questions, answers = [e.prompt for e in data.test], [e.answer for e in data.test]
     at = {t: evaluate_policy(policy, tokenizer, questions, answers, samples, cfg.rft.max_new_tokens, seed=seed + 10_000,

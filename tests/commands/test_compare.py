@@ -191,8 +191,8 @@ def test_every_arm_after_sft_es_fine_tunes_at_the_capped_rate(tmp_path, monkeypa
     def val(policy, tok, data, pcfg, seed, temperature, draw):  # SFT-ES improves at every check: it ends on its last step
         return next(es_scores) / 100 if draw == protocol.ES_DRAW else real_val(policy, tok, data, pcfg, seed, temperature, draw)
 
-    real_val = protocol._val_pass1
-    monkeypatch.setattr(protocol, "_val_pass1", val)
+    real_val = protocol.val_pass1
+    monkeypatch.setattr(protocol, "val_pass1", val)
     monkeypatch.setattr(protocol, "run_rft", rft_spy)
     monkeypatch.setattr(protocol, "train_sft_es", es_spy)
     _, results = protocol.run_protocol_seed("scarce", cfg.scarce, cfg.task, cfg.warm, cfg.eval.problems, cfg.eval.samples, 1,
