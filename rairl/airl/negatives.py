@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from transformers import PreTrainedTokenizerBase
 
@@ -47,3 +47,10 @@ def discriminator_records(
     sampled = [DiscRecord(list(p), list(c), label=0) for p, cs in samples for c in cs if c]
     perturbed, items = perturbed_negatives(tokenizer, prompt_ids, examples, rng)
     return experts + sampled + perturbed, items
+
+
+def expert_copies(records: Sequence[DiscRecord], experts: Iterable[tuple[Sequence[int], Sequence[int]]]) -> int:
+    """How many negatives (label 0) are an expert's (prompt ids, completion ids), token for token: a policy that has
+    learned its demonstrations by heart samples them back, and those negatives teach the discriminator nothing."""
+    known = {(tuple(p), tuple(c)) for p, c in experts}
+    return sum(r.label == 0 and (tuple(r.prompt_ids), tuple(r.completion_ids)) in known for r in records)

@@ -111,7 +111,8 @@ def train_reward_command(cfg: TrainRewardConfig, out: Path, progress: bool = Tru
         scorer.save_settings(out / "reward")  # the weights are there already (warm.save)
     best = warm.reward_best
     metrics = {"reward": {"val_auroc": best["auroc"], "val_acc": best["acc"], "best_step": best["step"]},
-               "data": {"read": n_read, "train": sum(r.label == 1 for r in warm.train_records), "val": len(val_ex), "path": cfg.data},
+               "data": {"read": n_read, "train": sum(r.label == 1 for r in warm.train_records), "val": len(val_ex), "path": cfg.data,
+                        "negatives_copying_experts": best["negatives_copying_experts"]},
                "localise_val": evaluate_localise(scorer, warm.val_items), "config": asdict(cfg), **_placement(scorer)}
     if dist.main:
         write_metrics(out / "metrics.json", metrics)

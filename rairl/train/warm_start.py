@@ -34,7 +34,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..airl.discriminator import DiscRecord
 from ..airl.layout import step_rule
-from ..airl.negatives import discriminator_records
+from ..airl.negatives import discriminator_records, expert_copies
 from ..configs import check_at_least, check_finite, config_from_dict, load_config_file
 from ..data import Example, LocaliseItem, load_examples
 from ..dist import Dist
@@ -128,7 +128,9 @@ class WarmStart:
     val_records: list[DiscRecord]
     val_pools: list[SampledPool]  # `val_samples` policy samples per validation example
     val_items: list[LocaliseItem]  # localisation validation: perturbed experts (label: first wrong step), then clean ones (-1)
-    reward_best: dict  # best validation metrics of the reward model (auroc, acc, step)
+    # best validation metrics of the reward model (auroc, acc, step), and `negatives_copying_experts`: the share of the
+    # policy's samples on training prompts that are their demonstration, token for token (learned by heart)
+    reward_best: dict
     sampler: object = None  # the vllm rollout engine that sampled the pools, kept for the caller's sampling (not saved)
 
     def __post_init__(self) -> None:
@@ -283,6 +285,7 @@ def build_warm_start(
         save_checkpoint(stage, 0, {}, {"records": records_tree(train_records, val_records, val_pools, val_perturbed)},
                         rng_states(rng), dist, keep=1)
     log(f"discriminator data: {len(train_records)} train / {len(val_records)} val sequences")
+    copying = memorised_share(train_records, p_ids, c_ids, min(cfg.negative_prompts, len(train)) * cfg.negative_samples)
 
     if reward_path is not None:  # a given reward model: evaluated on this validation data, not trained
         reward_model = load_reward_model(reward_path, dtype, device, attn_implementation(torch.device(device)))
@@ -299,8 +302,25 @@ def build_warm_start(
                             cfg.reward_train, metrics_path=out / "reward_log.jsonl", progress=progress, params=params, dist=dist,
                             checkpoint_dir=out / "reward_checkpoints", resume=resume)
     log(f"reward model: best val AUROC {best['auroc']:.3f} (acc {best['acc']:.3f}) at step {best['step']}")
+    best = {**best, "negatives_copying_experts": copying}
     return WarmStart(cfg, provenance, tokenizer, policy, Path(policy_path), reward_model, train_records, val_records,
                      val_pools, val_perturbed + clean_items(val), best, sampler)
+
+
+MEMORISED = 0.5  # the share of policy negatives copying their demonstration from which a warm start warns
+
+
+def memorised_share(records: Sequence[DiscRecord], prompt_ids: Sequence[list[int]], completion_ids: Sequence[list[int]],
+                    sampled: int) -> float:
+    """The share of the `sampled` policy samples on training prompts that are their demonstration, token for token
+    (`expert_copies` of the training examples' ids); from `MEMORISED` on, a warning: such negatives carry no signal."""
+    copies = expert_copies(records, zip(prompt_ids, completion_ids, strict=True))
+    share = copies / max(sampled, 1)
+    if share >= MEMORISED:
+        warnings.warn(f"warm start: {copies} of the policy's {sampled} samples on training prompts are their demonstration, token "
+                      "for token; it has learned them by heart, and as discriminator negatives they teach the reward nothing "
+                      "(train the policy less, --warm.sft.steps, or give more demonstrations)", stacklevel=3)
+    return share
 
 
 def check_template(cfg: WarmStartConfig, policy_path: str | Path | None) -> None:

@@ -93,6 +93,7 @@ def test_train_reward_on_a_gsm8k_subset(rairl, tmp_path):
           "--warm.negative_samples", "1", "--warm.max_new_tokens", "24", "--warm.vocab_size", "600")
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert 0.0 <= m["reward"]["val_auroc"] <= 1.0 and m["data"]["read"] == 40 and 0 < m["data"]["train"] <= 36
+    assert 0.0 <= m["data"]["negatives_copying_experts"] <= 1.0
     assert (tmp_path / "r" / "reward" / "heads.safetensors").exists()
 
 

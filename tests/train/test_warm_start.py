@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import warnings
 from dataclasses import asdict, replace
 
 import pytest
@@ -15,7 +16,9 @@ from rairl.airl.discriminator import DiscRecord, discriminator_batch, discrimina
 from rairl.airl.layout import step_rule
 from rairl.data import make_splits
 from rairl.data.task import quick_task_config
+from rairl.models.batch import encode_completions
 from rairl.models.lm import per_token_logprobs
+from rairl.train import warm_start
 from rairl.train.reward import RewardTrainConfig
 from rairl.train.run import RunConfig, warm_start_for
 from rairl.train.warm_start import (
@@ -24,6 +27,7 @@ from rairl.train.warm_start import (
     WarmStartConfig,
     build_warm_start,
     load_warm_start,
+    memorised_share,
     quick_warm_config,
 )
 
@@ -87,6 +91,38 @@ def test_save_then_load_gives_back_config_records_pools_items_and_best(built):
     assert loaded.reward_best == warm.reward_best and set(warm.reward_best) >= {"auroc", "acc", "step"}
     assert loaded.policy_path.resolve() == warm.policy_path.resolve()
     assert loaded.reward_model.cfg == warm.reward_model.cfg
+
+
+def test_memorised_share_counts_negatives_that_are_an_experts_tokens_and_warns_from_half():
+    experts = [([1, 2], [5, 6, 0]), ([3], [7, 0])]
+    records = [DiscRecord([1, 2], [5, 6, 0], label=1),  # an expert is not a negative
+               DiscRecord([1, 2], [5, 6, 0], label=0),  # a copy
+               DiscRecord([3], [7, 8, 0], label=0),  # same prompt, another completion
+               DiscRecord([1, 2], [7, 0], label=0),  # another prompt's completion
+               DiscRecord([3], [7, 0], label=0, negative_from=0)]  # a copy
+    with pytest.warns(UserWarning, match="learned them by heart"):
+        assert memorised_share(records, [p for p, _ in experts], [c for _, c in experts], sampled=4) == 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert memorised_share(records, [p for p, _ in experts], [c for _, c in experts], sampled=5) == 0.4
+
+
+def test_a_policy_that_samples_its_demonstrations_back_is_flagged(tmp_path, monkeypatch):
+    seed = random.randrange(1000)
+    splits = make_splits(seed, TASK)
+    sample_pools = warm_start._pools
+
+    def parrot(cfg, policy, tokenizer, examples, n, *args, **kwargs):  # every sample is the example's demonstration
+        ids = encode_completions(tokenizer, [e.completion for e in examples], cfg.max_completion_tokens)
+        return [replace(p, completion_ids=[list(c)] * n)
+                for p, c in zip(sample_pools(cfg, policy, tokenizer, examples, n, *args, **kwargs), ids, strict=True)]
+
+    monkeypatch.setattr(warm_start, "_pools", parrot)
+    cfg = replace(_config(), sft_target_accuracy=0.0)
+    with pytest.warns(UserWarning, match="8 of the policy's 8 samples on training prompts are their demonstration"):
+        warm = build_warm_start(cfg, seed, [p.example() for p in splits.train], [p.example() for p in splits.val], tmp_path,
+                                random.Random(seed), {"seed": seed, "task": asdict(TASK)}, progress=False)
+    assert warm.reward_best["negatives_copying_experts"] == 1.0
 
 
 def test_save_then_load_gives_back_the_provenance(built):
