@@ -93,18 +93,19 @@ def test_save_then_load_gives_back_config_records_pools_items_and_best(built):
     assert loaded.reward_model.cfg == warm.reward_model.cfg
 
 
-def test_memorised_share_counts_negatives_that_are_an_experts_tokens_and_warns_from_half():
+def test_memorised_share_counts_negatives_that_are_an_experts_tokens_and_warns_from_nine_in_ten():
     experts = [([1, 2], [5, 6, 0]), ([3], [7, 0])]
     records = [DiscRecord([1, 2], [5, 6, 0], label=1),  # an expert is not a negative
                DiscRecord([1, 2], [5, 6, 0], label=0),  # a copy
                DiscRecord([3], [7, 8, 0], label=0),  # same prompt, another completion
                DiscRecord([1, 2], [7, 0], label=0),  # another prompt's completion
                DiscRecord([3], [7, 0], label=0, negative_from=0)]  # a copy
-    with pytest.warns(UserWarning, match="learned them by heart"):
-        assert memorised_share(records, [p for p, _ in experts], [c for _, c in experts], sampled=4) == 0.5
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert memorised_share(records, [p for p, _ in experts], [c for _, c in experts], sampled=5) == 0.4
+        assert memorised_share(records, [p for p, _ in experts], [c for _, c in experts], sampled=4) == 0.5  # the demo's regime
+    many = records + [DiscRecord([3], [7, 0], label=0)] * 7  # 9 copies
+    with pytest.warns(UserWarning, match="9 of the policy's 10 samples on training prompts are their demonstration"):
+        assert memorised_share(many, [p for p, _ in experts], [c for _, c in experts], sampled=10) == 0.9
 
 
 def test_a_policy_that_samples_its_demonstrations_back_is_flagged(tmp_path, monkeypatch):
