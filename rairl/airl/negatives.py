@@ -50,7 +50,8 @@ def discriminator_records(
 
 
 def expert_copies(records: Sequence[DiscRecord], experts: Iterable[tuple[Sequence[int], Sequence[int]]]) -> int:
-    """How many negatives (label 0) are an expert's (prompt ids, completion ids), token for token: a policy that has
-    learned its demonstrations by heart samples them back, and those negatives teach the discriminator nothing."""
+    """How many negatives (label 0) are an expert's (prompt ids, completion ids), token for token: a policy samples its
+    demonstrations back when it has learned them by heart (or a problem has one right text), and such negatives
+    teach the discriminator nothing."""
     known = {(tuple(p), tuple(c)) for p, c in experts}
     return sum(r.label == 0 and (tuple(r.prompt_ids), tuple(r.completion_ids)) in known for r in records)

@@ -129,7 +129,7 @@ class WarmStart:
     val_pools: list[SampledPool]  # `val_samples` policy samples per validation example
     val_items: list[LocaliseItem]  # localisation validation: perturbed experts (label: first wrong step), then clean ones (-1)
     # best validation metrics of the reward model (auroc, acc, step), and `negatives_copying_experts`: the share of the
-    # policy's samples on training prompts that are their demonstration, token for token (learned by heart)
+    # policy's samples on training prompts that are their demonstration, token for token (`memorised_share`)
     reward_best: dict
     sampler: object = None  # the vllm rollout engine that sampled the pools, kept for the caller's sampling (not saved)
 
