@@ -41,7 +41,7 @@ from _seed import load_seed
 from rairl.airl.discriminator import DiscRecord
 from rairl.airl.layout import step_rule
 from rairl.airl.negatives import perturbed_negatives
-from rairl.data import answers_match, extract_answer
+from rairl.data import answers_match, extract_answer, first_wrong_step, split_steps
 from rairl.metrics import environment
 from rairl.models.batch import encode_completions, encode_prompts
 from rairl.models.lm import build_tiny_lm
@@ -186,12 +186,11 @@ def crossfit_negatives(ps, folds: int, n: int) -> tuple[list[DiscRecord], list[d
                                      eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, seed=ps.seed * 1000 + 4 + k, progress=False)
         wrong = 0
         for i, group in zip(held, samples, strict=True):
-            reference = demos[i].completion.split("\n")
+            reference = split_steps(demos[i].completion)
             for c, text in zip(group, tok.batch_decode(group, skip_special_tokens=True), strict=True):
                 if not c or answers_match(extract_answer(text), demos[i].answer):
                     continue
-                lines = text.split("\n")
-                first = next((j for j, (a, b) in enumerate(zip(lines, reference, strict=False)) if a.strip() != b.strip()), min(len(lines), len(reference)))
+                first = first_wrong_step(split_steps(text), reference) or 0  # None: a cut-short prefix, negative throughout
                 ends = [t for t, token in enumerate(c) if token in boundary]  # line j starts after the j-th newline
                 records.append(DiscRecord(list(p_ids[i]), list(c), label=0, negative_from=ends[first - 1] + 1 if 0 < first <= len(ends) else 0))
                 wrong += 1

@@ -272,7 +272,7 @@ def _scorer(by: str, shared: Shared, policy: PreTrainedModel, gold: GoldKey | No
 
 
 def val_pass1(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data: ProtocolData, cfg: ProtocolConfig, seed: int,
-               temperature: float, draw: int) -> float:
+              temperature: float, draw: int) -> float:
     """Sampled pass@1 on V, on sampling draw `draw` (fixed per draw: every checkpoint a draw compares sees the same samples)."""
     val = evaluate_policy(policy, tokenizer, [e.prompt for e in data.val], [e.answer for e in data.val], cfg.val_samples,
                           cfg.rft.max_new_tokens, seed=seed + 20_000 + 1_000 * draw, progress=False, temperature=temperature)
