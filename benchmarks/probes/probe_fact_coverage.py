@@ -62,6 +62,7 @@ def error_kind(line: str, ref: str) -> str:
 
 
 def facts_of(completions: list[str]) -> set[tuple[int, str, int]]:
+    """Every fact `(x, op, k)` a step of `completions` states."""
     return {f for c in completions for line in split_steps(c) if (f := fact(line))}
 
 
