@@ -110,14 +110,14 @@ def main() -> None:
             continue
         wrong = first_wrong_step([s.strip() for s in lines], ref)
         for j in range(len(lines) if wrong is None else wrong + 1):
+            f = fact(ref[j]) if j < len(ref) else None
             if j == wrong:  # every first wrong step, whatever its kind
                 kind = wrong_kinds.setdefault(error_kind(lines[j].strip(), ref[j] if j < len(ref) else ""), {n: [] for n in scorers})
                 for n in scorers:
                     kind[n].append(step_scores[n][i][j])
-            elif j < len(ref) and fact(ref[j]):
+            elif f is not None:
                 for n in scorers:
                     right_scores[n].append(step_scores[n][i][j])
-            f = fact(ref[j]) if j < len(ref) else None
             if f is None:  # the answer line, or a step past the solution's end: no fact to compute
                 continue
             r = rows["seen" if f in seen else "unseen"]
