@@ -3,7 +3,7 @@
     python benchmarks/probes/probe_fact_coverage.py --run runs/scarce --seed 8 --json runs/probe_facts_s8.json
 
 On the embedded task every step is one fact, `x op k = y`, and a step is right when it is the unique
-correct solution's step. From a `rairl compare --protocol scarce` seed folder: SFT-ES's N samples (T = 1)
+correct solution's step. From a `rairl compare --protocol scarce|length` seed folder: SFT-ES's N samples (T = 1)
 on B unlabelled questions, each sample's steps up to and including its first wrong one, and for each such
 step the fact it had to compute (the correct solution's step there). A fact is *seen* when one of D's
 demonstrations states it. Reported, for seen and unseen facts apart:
@@ -18,8 +18,8 @@ demonstrations states it. Reported, for seen and unseen facts apart:
   each kind's AUROC against all right steps.
 
 A ranking can only add what its scorer knows; if neither scorer separates steps on unseen facts, no
-ranking of SFT-ES's samples teaches the policy a fact D does not hold. U's gold solutions are rebuilt
-here from the seed to measure, never to train.
+ranking of SFT-ES's samples teaches the policy a fact D does not hold. U's gold solutions are drawn
+again (`rairl.data.protocols.protocol_problems`) to measure, never to train.
 """
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ import argparse
 import json
 import re
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -35,7 +34,7 @@ from _common import write_json
 from _seed import load_seed
 
 from rairl.data import first_wrong_step, split_steps
-from rairl.data.task import make_splits
+from rairl.data.protocols import protocol_problems
 from rairl.metrics import auroc, environment
 from rairl.models.reward import RewardConfig, RewardModel
 from rairl.score import RewardScorer, ScorerSettings
@@ -68,22 +67,15 @@ def facts_of(completions: list[str]) -> set[tuple[int, str, int]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", required=True, help="rairl compare --protocol scarce output folder")
+    ap.add_argument("--run", required=True, help="rairl compare --protocol scarce|length output folder")
     ap.add_argument("--seed", type=int, required=True)
     ap.add_argument("--questions", type=int, default=512, help="unlabelled questions drawn (B)")
     ap.add_argument("--samples", type=int, default=8, help="samples per question (N)")
     ap.add_argument("--json", default="", help="also write the numbers here")
     args = ap.parse_args()
     ps = load_seed(args.run, args.seed, args.questions)
-    if ps.cfg.protocol != "scarce":
-        raise SystemExit(f"--run {args.run}: protocol {ps.cfg.protocol!r}; this probe reads protocol scarce's sets")
-    split = ps.cfg.scarce.split
-    # protocol_data's own draw for scarce, kept as Problems: U's solutions, rebuilt to measure
-    problems = make_splits(args.seed, replace(ps.cfg.task, n_train=split.n_demos + split.n_unlabelled, n_val=split.n_val,
-                                              n_test=ps.cfg.eval.problems)).train[split.n_demos:]
-    solution = {p.question(): p.solution_steps() for p in problems}
-    if any(q not in solution for q in ps.questions):
-        raise SystemExit("U's questions are not the seed's draw: rairl.data.protocols changed its split; update this probe")
+    _, unlabelled, _, _ = protocol_problems(ps.cfg.protocol, args.seed, ps.cfg.scarce.split, ps.cfg.task, ps.cfg.eval.problems)
+    solution = {p.question(): p.solution_steps() for p in unlabelled}  # U's solutions: read to measure
     seen = facts_of([e.completion for e in ps.data.demos])
 
     def unseen_share(steps_lists: list[list[str]]) -> float:

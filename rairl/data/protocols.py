@@ -65,24 +65,31 @@ class GoldKey:
         return self.answers[question]
 
 
-def protocol_data(protocol: str, seed: int, cfg: SplitConfig, task: TaskConfig | None = None, n_test: int = 200
-                  ) -> tuple[ProtocolData, GoldKey]:
-    """The sets of `protocol` for `seed`, `n_test` test problems (`task` gives the value ranges and
-    operators; its sizes, and with protocol length its step counts, are replaced), and U's gold answers apart."""
+def protocol_problems(protocol: str, seed: int, cfg: SplitConfig, task: TaskConfig | None = None, n_test: int = 200
+                      ) -> tuple[list[Problem], list[Problem], list[Problem], list[Problem]]:
+    """D, U, V and T of `protocol` for `seed` as whole problems (`n_test` in T; `task` gives the value ranges and
+    operators; its sizes, and with protocol length its step counts, are replaced). Solutions and answers included:
+    what a training arm may read is `protocol_data`'s."""
     task = task or TaskConfig()
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol {protocol!r}; choose one of {PROTOCOLS}")
     if protocol == "scarce":
         splits = make_splits(seed, replace(task, n_train=cfg.n_demos + cfg.n_unlabelled, n_val=cfg.n_val, n_test=n_test))
-        demos, unlabelled, val, test = splits.train[: cfg.n_demos], splits.train[cfg.n_demos :], splits.val, splits.test
-    else:  # short and long problems differ in their number of sentences: no question can be in both
-        (s_lo, s_hi), (l_lo, l_hi) = cfg.short_steps, cfg.long_steps
-        if s_hi >= l_lo:
-            raise ValueError(f"SplitConfig: short_steps {cfg.short_steps} must end below long_steps {cfg.long_steps}")
-        short = make_splits(seed, replace(task, min_steps=s_lo, max_steps=s_hi, n_train=cfg.n_demos, n_val=1, n_test=1))
-        long = make_splits(seed + 1, replace(task, min_steps=l_lo, max_steps=l_hi, n_train=cfg.n_unlabelled, n_val=cfg.n_val,
-                                             n_test=n_test))
-        demos, unlabelled, val, test = short.train, long.train, long.val, long.test
+        return splits.train[: cfg.n_demos], splits.train[cfg.n_demos :], splits.val, splits.test
+    # short and long problems differ in their number of sentences: no question can be in both
+    (s_lo, s_hi), (l_lo, l_hi) = cfg.short_steps, cfg.long_steps
+    if s_hi >= l_lo:
+        raise ValueError(f"SplitConfig: short_steps {cfg.short_steps} must end below long_steps {cfg.long_steps}")
+    short = make_splits(seed, replace(task, min_steps=s_lo, max_steps=s_hi, n_train=cfg.n_demos, n_val=1, n_test=1))
+    long = make_splits(seed + 1, replace(task, min_steps=l_lo, max_steps=l_hi, n_train=cfg.n_unlabelled, n_val=cfg.n_val,
+                                         n_test=n_test))
+    return short.train, long.train, long.val, long.test
+
+
+def protocol_data(protocol: str, seed: int, cfg: SplitConfig, task: TaskConfig | None = None, n_test: int = 200
+                  ) -> tuple[ProtocolData, GoldKey]:
+    """The sets of `protocol_problems`, as the arms read them, and U's gold answers apart."""
+    demos, unlabelled, val, test = protocol_problems(protocol, seed, cfg, task, n_test)
     data = ProtocolData(tuple(p.example() for p in demos), tuple(p.example() for p in val),
                         tuple(p.question() for p in unlabelled), tuple(p.example() for p in test))
     return data, GoldKey({p.question(): _answer(p) for p in unlabelled})

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from rairl.data.protocols import SplitConfig, protocol_data
+from rairl.data.protocols import SplitConfig, protocol_data, protocol_problems
 from rairl.data.task import TaskConfig
 
 
@@ -40,3 +40,14 @@ def test_same_seed_same_sets_and_bad_configs_are_refused():
         protocol_data("length", 1, SplitConfig(short_steps=(2, 5), long_steps=(5, 6)))
     with pytest.raises(ValueError, match="n_demos"):
         SplitConfig(n_demos=0)
+
+
+@pytest.mark.parametrize("protocol", ["scarce", "length"])
+def test_protocol_data_is_protocol_problems_less_what_u_must_not_show(protocol):
+    cfg = SplitConfig(n_demos=12, n_val=6, n_unlabelled=15)
+    demos, unlabelled, val, test = protocol_problems(protocol, 4, cfg, TaskConfig(), n_test=8)
+    data, gold = protocol_data(protocol, 4, cfg, TaskConfig(), n_test=8)
+    assert data.demos == tuple(p.example() for p in demos) and data.val == tuple(p.example() for p in val)
+    assert data.test == tuple(p.example() for p in test)
+    assert data.unlabelled == tuple(p.question() for p in unlabelled)
+    assert gold.answers == {p.question(): str(p.values()[-1]) for p in unlabelled}
